@@ -1,0 +1,282 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config holds every tunable of the server. Each field's comment states its
+// default and unit; the zero value of an optional feature means "off". Flags
+// bind to it in one place, bindFlags.
+type Config struct {
+	// Addr is the listener address, HTTP and WebSocket on one port. Default ":8080".
+	Addr string
+
+	// MaxMessage is the largest inbound WebSocket message in bytes; larger
+	// ones close the connection with 1009. Default 65536.
+	MaxMessage int
+	// Rate and Burst shape each connection's token bucket: Rate requests a
+	// second on average, Burst at once. Requests over it are dropped and
+	// answered with rate_limited. Default 20 and 40.
+	Rate  float64
+	Burst int
+	// ErrorBudget is how many malformed requests (bad_json, unknown_type,
+	// bad_field, too_large) a connection may send; the next one closes it
+	// with 1008. Default 100.
+	ErrorBudget int
+	// MaxRooms is how many rooms one connection may be in at once. Default 16.
+	MaxRooms int
+	// HistorySize is how many recent messages a room keeps for joins and
+	// reconnects. Default 50.
+	HistorySize int
+	// PresenceLimit is the member count above which presence events are
+	// folded into one count frame a second. Default 500.
+	PresenceLimit int
+	// CallLimit is the most peers in one room's video call. Default 6.
+	CallLimit int
+	// MaxConns caps WebSocket connections; further upgrades get 503.
+	// Default: the open-file limit minus a reserve for listeners, HTTP
+	// requests and the process's own files.
+	MaxConns int
+	// MaxConnsPerIP caps WebSocket connections from one remote address;
+	// further upgrades get 429. Default 0 (off).
+	MaxConnsPerIP int
+	// SendBuffer caps a connection's unsent bytes; a connection over it is a
+	// slow consumer and is closed with 1013. Default 1 MiB.
+	SendBuffer int
+
+	// Origins lists the browser origins allowed besides the page's own, as
+	// "scheme://host[:port]"; "*" allows any. Default none.
+	Origins []string
+	// ICEServers is the WebRTC ICE server list handed to the page through
+	// /api/config. Default none (host candidates only, enough on one LAN).
+	ICEServers []ICEServer
+
+	// PingInterval is how often the server pings each connection; browsers
+	// answer pings by themselves. Default 25s. It must be shorter than
+	// IdleTimeout, or healthy idle clients would be dropped.
+	PingInterval time.Duration
+	// IdleTimeout closes a connection that sent nothing, not even a pong,
+	// for this long. Default 60s.
+	IdleTimeout time.Duration
+	// HeaderTimeout closes HTTP connections that have not completed a
+	// request for this long (slowloris). Default 10s.
+	HeaderTimeout time.Duration
+	// MaxHeaderBytes caps an HTTP request's head. Default 16 KiB.
+	MaxHeaderBytes int
+	// ShutdownTimeout bounds a graceful shutdown: connections that have not
+	// closed by then are dropped. Default 10s.
+	ShutdownTimeout time.Duration
+
+	// Shards is the number of room table shards, each with its own lock.
+	// Default 0: 8 × GOMAXPROCS, rounded up to a power of two.
+	Shards int
+	// Workers is the number of fan-out goroutines that write to
+	// connections. Default 0: GOMAXPROCS.
+	Workers int
+
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string
+}
+
+// ICEServer is one entry of RTCConfiguration.iceServers.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// defaultMaxConns leaves room under the open-file limit for the listener,
+// epoll, plain HTTP requests and whatever else the process opens.
+func defaultMaxConns() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == 0 {
+		return 1000
+	}
+	n := int(lim.Cur)
+	if lim.Cur > 1<<22 {
+		n = 1 << 22
+	}
+	reserve := n / 50
+	if reserve < 64 {
+		reserve = 64
+	}
+	if n-reserve < 16 {
+		return 16
+	}
+	return n - reserve
+}
+
+// bindFlags registers a flag for every Config field on fs, with the current
+// field values as defaults.
+func (c *Config) bindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen `address` for HTTP and WebSocket")
+	fs.IntVar(&c.MaxMessage, "max-message", c.MaxMessage, "largest inbound WebSocket message in `bytes` (over it: close 1009)")
+	fs.Float64Var(&c.Rate, "rate", c.Rate, "requests a second per connection, on average")
+	fs.IntVar(&c.Burst, "burst", c.Burst, "requests per connection at once, above -rate")
+	fs.IntVar(&c.ErrorBudget, "error-budget", c.ErrorBudget, "malformed requests a connection may send before it is closed with 1008")
+	fs.IntVar(&c.MaxRooms, "max-rooms", c.MaxRooms, "rooms one connection may be in at once")
+	fs.IntVar(&c.HistorySize, "history", c.HistorySize, "messages a room keeps for joins and reconnects")
+	fs.IntVar(&c.PresenceLimit, "presence-limit", c.PresenceLimit, "members above which presence events fold into one count frame a second")
+	fs.IntVar(&c.CallLimit, "call-limit", c.CallLimit, "peers in one room's video call")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "WebSocket connections in all (over it: 503); default from the open-file limit")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "WebSocket connections per remote address (over it: 429); 0 is off")
+	fs.IntVar(&c.SendBuffer, "send-buffer", c.SendBuffer, "unsent `bytes` a connection may have queued before it is closed with 1013")
+	fs.Func("origins", "comma-separated browser origins allowed besides the page's own (scheme://host[:port], or *)", func(s string) error {
+		c.Origins = nil
+		for _, o := range strings.Split(s, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.Origins = append(c.Origins, strings.TrimRight(o, "/"))
+			}
+		}
+		return nil
+	})
+	fs.Func("ice-servers", "ICE servers for calls: comma-separated URLs (stun:host:port) or a JSON array of RTCIceServer", func(s string) error {
+		servers, err := parseICEServers(s)
+		c.ICEServers = servers
+		return err
+	})
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often to ping each connection")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close connections silent for this long")
+	fs.DurationVar(&c.HeaderTimeout, "header-timeout", c.HeaderTimeout, "close HTTP connections that have not sent a whole request for this long")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest HTTP request head in `bytes`")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown may take")
+	fs.IntVar(&c.Shards, "shards", c.Shards, "room table shards (0: 8 × GOMAXPROCS)")
+	fs.IntVar(&c.Workers, "workers", c.Workers, "fan-out writer goroutines (0: GOMAXPROCS)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
+}
+
+// defaultConfig returns the documented defaults.
+func defaultConfig() Config {
+	return Config{
+		Addr:            ":8080",
+		MaxMessage:      64 << 10,
+		Rate:            20,
+		Burst:           40,
+		ErrorBudget:     100,
+		MaxRooms:        16,
+		HistorySize:     50,
+		PresenceLimit:   500,
+		CallLimit:       6,
+		MaxConns:        defaultMaxConns(),
+		SendBuffer:      1 << 20,
+		PingInterval:    25 * time.Second,
+		IdleTimeout:     60 * time.Second,
+		HeaderTimeout:   10 * time.Second,
+		MaxHeaderBytes:  16 << 10,
+		ShutdownTimeout: 10 * time.Second,
+		LogLevel:        "info",
+	}
+}
+
+// parseConfig builds a Config from command-line arguments.
+func parseConfig(args []string, stderr io.Writer) (Config, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("noom", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "noom: a real-time chat and video-call server.\n\nUsage: noom [flags]\n\n")
+		fs.PrintDefaults()
+	}
+	cfg.bindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return cfg, cfg.validate()
+}
+
+// validate rejects settings the server cannot run with.
+func (c *Config) validate() error {
+	var errs []error
+	positive := func(name string, v int) {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("-%s must be positive", name))
+		}
+	}
+	positive("max-message", c.MaxMessage)
+	positive("burst", c.Burst)
+	positive("error-budget", c.ErrorBudget)
+	positive("max-rooms", c.MaxRooms)
+	positive("history", c.HistorySize)
+	positive("presence-limit", c.PresenceLimit)
+	positive("call-limit", c.CallLimit)
+	positive("max-conns", c.MaxConns)
+	positive("send-buffer", c.SendBuffer)
+	positive("max-header-bytes", c.MaxHeaderBytes)
+	if c.Rate <= 0 {
+		errs = append(errs, errors.New("-rate must be positive"))
+	}
+	if c.MaxConnsPerIP < 0 {
+		errs = append(errs, errors.New("-max-conns-per-ip must not be negative"))
+	}
+	if c.PingInterval <= 0 || c.IdleTimeout <= c.PingInterval {
+		errs = append(errs, errors.New("-ping-interval must be positive and shorter than -idle-timeout"))
+	}
+	if c.HeaderTimeout <= 0 || c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("-header-timeout and -shutdown-timeout must be positive"))
+	}
+	if c.Shards < 0 || c.Workers < 0 {
+		errs = append(errs, errors.New("-shards and -workers must not be negative"))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// parseICEServers accepts "stun:a:3478,turn:b" or a JSON array of
+// RTCIceServer objects (for TURN credentials).
+func parseICEServers(s string) ([]ICEServer, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	if strings.HasPrefix(s, "[") {
+		var raw []struct {
+			URLs       json.RawMessage `json:"urls"`
+			Username   string          `json:"username"`
+			Credential string          `json:"credential"`
+		}
+		if err := json.Unmarshal([]byte(s), &raw); err != nil {
+			return nil, fmt.Errorf("-ice-servers: %w", err)
+		}
+		out := make([]ICEServer, 0, len(raw))
+		for _, r := range raw {
+			var urls []string
+			var one string
+			if json.Unmarshal(r.URLs, &one) == nil {
+				urls = []string{one}
+			} else if err := json.Unmarshal(r.URLs, &urls); err != nil {
+				return nil, fmt.Errorf("-ice-servers: urls must be a string or a list of strings")
+			}
+			out = append(out, ICEServer{URLs: urls, Username: r.Username, Credential: r.Credential})
+		}
+		return out, nil
+	}
+	var urls []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return []ICEServer{{URLs: urls}}, nil
+}
+
+// parseLevel maps -log-level to a slog level.
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("-log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

@@ -1,0 +1,374 @@
+package main
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lesismal/nbio"
+)
+
+// client is one WebSocket connection. It is nbio's session for the
+// connection: nbio calls Parse on the poller goroutine with the bytes read,
+// and CloseAndClean once the connection is closed (nbhttp.ParserCloser).
+//
+// Ownership: the read state is touched only by Parse (one poller goroutine
+// at a time); the fields marked worker-owned only by the connection's worker;
+// rooms and closed under mu; the rest is immutable or atomic.
+type client struct {
+	w     *worker
+	id    uint64
+	idStr string
+	nick  atomic.Pointer[string]
+	conn  net.Conn   // the hijacked *nbhttp.Conn, returned by UnderlayerConn
+	nbc   *nbio.Conn // the socket
+	sink  io.Writer  // where frames go: nbc, or the TLS conn over it
+	ip    string     // remote address, for the per-IP cap ("" when off)
+
+	// handed counts bytes given to the socket, written those the kernel
+	// took; the difference is what nbio still holds for a slow reader.
+	handed, written atomic.Int64
+	lastRead        atomic.Int64 // clock.now() of the last bytes read
+	closing         atomic.Bool  // a close frame is queued: ignore further data
+	closeOnFlush    atomic.Bool  // end the connection once everything is written
+
+	mu     sync.Mutex
+	rooms  []*room // guarded by mu
+	closed bool    // guarded by mu: disconnect has run
+
+	// Read state, owned by Parse.
+	rbuf      []byte // an incomplete frame carried over to the next read
+	msg       []byte // a fragmented text message being assembled
+	msgValid  int    // bytes of msg checked as UTF-8 so far
+	inMessage bool   // a fragmented message is in progress
+	readDone  bool   // the connection failed or closed: ignore input
+	tokens    float64
+	tokenTime int64 // clock.now() of the last refill
+	errs      int32 // malformed requests so far
+	rlNotice  int64 // clock.now() of the last rate_limited answer
+
+	// Worker-owned.
+	widx         int32 // index in worker.conns
+	qhead, qtail int32 // this round's pending frames (worker.nodes)
+	qbytes       int   // bytes pending this round
+	base         int   // unsent bytes when the round began
+	dirty        bool
+	gone         bool // unregistered: write nothing more
+	closeQueued  bool
+	closeSent    bool
+	closeMode    closeMode
+}
+
+// UnderlayerConn implements nbhttp.ParserCloser; nbio's TLS path uses it to
+// find the TLS connection to decrypt with.
+func (c *client) UnderlayerConn() net.Conn { return c.conn }
+
+// CloseAndClean implements nbhttp.ParserCloser: nbio calls it once the
+// socket is closed, whoever closed it.
+func (c *client) CloseAndClean(err error) {
+	c.w.hub.disconnected(c, err)
+}
+
+func (c *client) nickname() string { return *c.nick.Load() }
+
+func (c *client) setNickname(s string) { c.nick.Store(&s) }
+
+// send queues frame for c.
+func (c *client) send(frame []byte) {
+	c.w.push(job{op: jobSend, c: c, frame: frame})
+}
+
+// replyError answers a refused request.
+func (c *client) replyError(code, msg, ref string) {
+	c.w.hub.stats.countError(code)
+	c.send(encodeError(code, msg, ref))
+}
+
+// pending is how many bytes nbio holds that the kernel has not taken yet.
+func (c *client) pending() int {
+	return int(c.handed.Load() - c.written.Load())
+}
+
+// write hands buf to the socket. Called by the worker only. nbio writes what
+// the socket takes at once and copies the rest, so buf may be reused.
+func (c *client) write(buf []byte) {
+	c.handed.Add(int64(len(buf)))
+	_, _ = c.sink.Write(buf) // a failed write closes the conn; CloseAndClean follows
+}
+
+// afterCloseFrame runs once the worker has handed the close frame over.
+func (c *client) afterCloseFrame() {
+	switch c.closeMode {
+	case closeAfterFlush:
+		if c.pending() <= 0 {
+			_ = c.nbc.Close()
+			return
+		}
+		c.closeOnFlush.Store(true)
+		if c.pending() <= 0 { // the kernel took it meanwhile
+			_ = c.nbc.Close()
+			return
+		}
+	}
+	// Wait for the peer's close frame, or for everything to be written
+	// (closeAfterFlush), but not forever.
+	_ = c.nbc.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+// onWritten is nbio's report that the kernel took n more bytes of c's.
+// nbio calls it with the connection's lock held, so closing must happen
+// elsewhere.
+func (c *client) onWritten(n int) {
+	w := c.written.Add(int64(n))
+	if c.closeOnFlush.Load() && w >= c.handed.Load() && c.closeOnFlush.CompareAndSwap(true, false) {
+		go c.nbc.Close()
+	}
+}
+
+// fail closes the connection with code because of what it sent.
+func (c *client) fail(code int, reason string) {
+	if c.readDone {
+		return
+	}
+	c.readDone = true
+	c.rbuf, c.msg = nil, nil
+	c.closing.Store(true)
+	c.w.push(job{op: jobClose, c: c, frame: closeFrame(code, reason), mode: closeAfterFlush})
+}
+
+// Parse implements nbhttp.ParserCloser: it is called on the poller goroutine
+// with each chunk read from the socket (decrypted, with TLS). It never
+// returns an error: a bad frame fails the connection with a close frame
+// instead of an abrupt close, as RFC 6455 asks.
+func (c *client) Parse(data []byte) error {
+	if c.readDone || len(data) == 0 {
+		return nil
+	}
+	h := c.w.hub
+	c.lastRead.Store(h.clock.now())
+	h.stats.bytesIn.Add(uint64(len(data)))
+	buf := data
+	carried := len(c.rbuf) > 0
+	if carried {
+		c.rbuf = append(c.rbuf, data...)
+		buf = c.rbuf
+	}
+	for len(buf) > 0 && !c.readDone {
+		fh, ok, code := parseHeader(buf, h.cfg.MaxMessage)
+		if code != 0 {
+			c.fail(code, closeReason(code))
+			return nil
+		}
+		if !ok || len(buf) < fh.hlen+fh.length {
+			break
+		}
+		payload := buf[fh.hlen : fh.hlen+fh.length]
+		buf = buf[fh.hlen+fh.length:]
+		unmask(payload, fh.mask)
+		h.stats.framesIn.Add(1)
+		c.frame(fh, payload)
+	}
+	if c.readDone {
+		return nil
+	}
+	// Keep an incomplete frame for the next read. parseHeader bounded its
+	// declared length, so this holds at most one frame of MaxMessage.
+	switch {
+	case len(buf) == 0:
+		c.rbuf = nil
+	case carried:
+		n := copy(c.rbuf, buf)
+		c.rbuf = c.rbuf[:n]
+	default:
+		c.rbuf = append(make([]byte, 0, max(len(buf), 512)), buf...)
+	}
+	return nil
+}
+
+// closeReason is the short reason sent with a close code.
+func closeReason(code int) string {
+	switch code {
+	case closeProtocolError:
+		return "protocol error"
+	case closeUnsupported:
+		return "binary frames are not supported"
+	case closeInvalidData:
+		return "invalid UTF-8"
+	case closeTooBig:
+		return "message too large"
+	case closePolicy:
+		return "too many errors"
+	}
+	return ""
+}
+
+// frame handles one complete, unmasked frame.
+func (c *client) frame(fh frameHeader, payload []byte) {
+	switch fh.opcode {
+	case opPing:
+		c.send(appendFrame(nil, opPong, payload))
+	case opPong:
+		// lastRead is refreshed already; that is all a pong is for.
+	case opClose:
+		c.peerClose(payload)
+	case opText, opBinary:
+		if c.inMessage {
+			c.fail(closeProtocolError, "new message inside a fragmented one")
+			return
+		}
+		if fh.opcode == opBinary {
+			c.fail(closeUnsupported, closeReason(closeUnsupported))
+			return
+		}
+		if fh.fin {
+			if !utf8.Valid(payload) {
+				c.fail(closeInvalidData, closeReason(closeInvalidData))
+				return
+			}
+			c.message(payload)
+			return
+		}
+		c.inMessage = true
+		c.msg = append(c.msg[:0], payload...)
+		c.msgValid = 0
+		c.continueMessage(false)
+	case opContinuation:
+		if !c.inMessage {
+			c.fail(closeProtocolError, "continuation frame without a message")
+			return
+		}
+		if len(c.msg)+len(payload) > c.w.hub.cfg.MaxMessage {
+			c.fail(closeTooBig, closeReason(closeTooBig))
+			return
+		}
+		c.msg = append(c.msg, payload...)
+		c.continueMessage(fh.fin)
+	}
+}
+
+// continueMessage checks the UTF-8 of the fragments so far and, on the last
+// one, handles the message.
+func (c *client) continueMessage(fin bool) {
+	tail, ok := utf8Prefix(c.msg[c.msgValid:])
+	if !ok || fin && tail != 0 {
+		c.fail(closeInvalidData, closeReason(closeInvalidData))
+		return
+	}
+	c.msgValid = len(c.msg) - tail
+	if !fin {
+		return
+	}
+	c.inMessage = false
+	c.message(c.msg)
+	if cap(c.msg) > 4096 { // don't keep a big buffer on an idle connection
+		c.msg = nil
+	} else {
+		c.msg = c.msg[:0]
+	}
+}
+
+// peerClose handles the peer's close frame: it answers with the same code,
+// unless the frame is malformed, and ends the connection.
+func (c *client) peerClose(payload []byte) {
+	code := closeNormal
+	switch {
+	case len(payload) == 1:
+		c.fail(closeProtocolError, "close frame of one byte")
+		return
+	case len(payload) >= 2:
+		code = int(binary.BigEndian.Uint16(payload))
+		if !validCloseCode(code) {
+			c.fail(closeProtocolError, "invalid close code")
+			return
+		}
+		if !utf8.Valid(payload[2:]) {
+			c.fail(closeInvalidData, "invalid UTF-8 in close reason")
+			return
+		}
+	}
+	if c.closing.Load() { // the answer to our close: done
+		c.readDone = true
+		_ = c.nbc.Close()
+		return
+	}
+	c.readDone = true
+	c.closing.Store(true)
+	c.w.push(job{op: jobClose, c: c, frame: closeFrame(code, ""), mode: closeAfterFlush})
+}
+
+// message handles one complete text message: rate limit, decode, dispatch.
+func (c *client) message(b []byte) {
+	if c.closing.Load() {
+		return // RFC 6455 §5.5.1: no data after a close frame
+	}
+	h := c.w.hub
+	if !c.allow() {
+		h.stats.droppedRequests.Add(1)
+		if now := h.clock.now(); now-c.rlNotice >= 1000 {
+			c.rlNotice = now
+			c.replyError(errRateLimited, "too many requests; slow down", "")
+		}
+		return
+	}
+	var req request
+	if e := decodeRequest(b, &req); e != nil {
+		c.refuse(e, req.Type)
+		return
+	}
+	switch req.Type {
+	case "nick":
+		h.rename(c, req.Nick)
+	case "join":
+		h.join(c, req.Room, req.Since, req.Epoch)
+	case "leave":
+		h.leave(c, req.Room)
+	case "say":
+		h.say(c, req.Room, req.Text)
+	case "rooms":
+		c.send(encodeRooms(h.roomList(maxListRooms)))
+	case "call":
+		h.callAction(c, req.Room, req.Action)
+	case "signal":
+		h.signal(c, req.Room, req.To, req.Data)
+	}
+}
+
+// refuse answers a malformed request and spends the error budget; past the
+// budget the connection is closed with 1008.
+func (c *client) refuse(e *reqError, ref string) {
+	c.errs++
+	if int(c.errs) > c.w.hub.cfg.ErrorBudget {
+		c.w.hub.stats.countError(e.code)
+		c.fail(closePolicy, closeReason(closePolicy))
+		return
+	}
+	c.replyError(e.code, e.msg, ref)
+}
+
+// allow takes a token from the connection's bucket: Rate a second, up to
+// Burst at once.
+func (c *client) allow() bool {
+	cfg := c.w.hub.cfg
+	now := c.w.hub.clock.now()
+	c.tokens += float64(now-c.tokenTime) * cfg.Rate / 1000
+	c.tokenTime = now
+	if c.tokens > float64(cfg.Burst) {
+		c.tokens = float64(cfg.Burst)
+	}
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+// guestNick is the nick of a connection that has not chosen one.
+func guestNick(id string) string { return "guest-" + id }
+
+// formatID renders a connection id for the protocol.
+func formatID(id uint64) string { return strconv.FormatUint(id, 36) }

@@ -1,0 +1,411 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Test helpers: a real server on 127.0.0.1:0 and a minimal WebSocket client
+// over a plain TCP socket, so tests control every byte on the wire.
+
+// testLogWriter sends server logs to t.Log and fails the test on any
+// error-level line about a recovered panic, which nbio would otherwise only
+// log.
+type testLogWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return len(p), nil
+	}
+	line := string(p)
+	if strings.Contains(line, "level=ERROR") && (strings.Contains(line, "panic") || strings.Contains(line, "failed:")) &&
+		!strings.Contains(line, "Accept failed") {
+		w.t.Errorf("server logged an error: %s", line)
+	}
+	if testing.Verbose() {
+		w.t.Log(strings.TrimRight(line, "\n"))
+	}
+	return len(p), nil
+}
+
+// startServer runs a server on a loopback port with cfg adjusted by mutate,
+// and shuts it down when the test ends.
+func startServer(t testing.TB, mutate func(*Config)) *server {
+	t.Helper()
+	cfg := defaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.MaxConns = 5000
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	lw := &testLogWriter{t: t}
+	log := newLogger(lw, slog.LevelDebug)
+	bridgeNbioLogs(log, slog.LevelWarn)
+	srv := newServer(cfg, log)
+	if err := srv.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if !srv.draining.Load() {
+			if err := srv.shutdown(ctx); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+		}
+		lw.mu.Lock()
+		lw.done = true
+		lw.mu.Unlock()
+	})
+	return srv
+}
+
+// wsConn is a test client connection.
+type wsConn struct {
+	t    testing.TB
+	c    net.Conn
+	br   *bufio.Reader
+	id   string
+	nick string
+}
+
+// frame is a frame read by a test client.
+type frame struct {
+	op      byte
+	fin     bool
+	payload []byte
+}
+
+// msg is a decoded server message.
+type msg map[string]any
+
+func (m msg) str(k string) string {
+	s, _ := m[k].(string)
+	return s
+}
+
+func (m msg) num(k string) int {
+	f, _ := m[k].(float64)
+	return int(f)
+}
+
+func (m msg) list(k string) []any {
+	l, _ := m[k].([]any)
+	return l
+}
+
+// dialOpts customizes a test handshake.
+type dialOpts struct {
+	path    string
+	headers map[string]string
+}
+
+// handshakeRaw sends an upgrade request and returns the response status line
+// and headers, leaving the connection at the first frame.
+func handshakeRaw(t testing.TB, addr string, o dialOpts) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.path == "" {
+		o.path = "/ws"
+	}
+	key := make([]byte, 16)
+	_, _ = rand.Read(key)
+	hdr := map[string]string{
+		"Host":                  addr,
+		"Upgrade":               "websocket",
+		"Connection":            "Upgrade",
+		"Sec-WebSocket-Version": "13",
+		"Sec-WebSocket-Key":     base64.StdEncoding.EncodeToString(key),
+	}
+	for k, v := range o.headers {
+		if v == "" {
+			delete(hdr, k)
+		} else {
+			hdr[k] = v
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\n", o.path)
+	for k, v := range hdr {
+		fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+	}
+	b.WriteString("\r\n")
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReaderSize(c, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, br, resp
+}
+
+// dial connects a test client and reads its hello.
+func dial(t testing.TB, srv *server, path ...string) *wsConn {
+	t.Helper()
+	o := dialOpts{}
+	if len(path) > 0 {
+		o.path = path[0]
+	}
+	c, br, resp := handshakeRaw(t, srv.addr, o)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: status %d", resp.StatusCode)
+	}
+	ws := &wsConn{t: t, c: c, br: br}
+	t.Cleanup(func() { _ = c.Close() })
+	hello := ws.next()
+	if hello.str("type") != "hello" || hello.num("version") != 1 {
+		t.Fatalf("first frame %v, want hello version 1", hello)
+	}
+	ws.id, ws.nick = hello.str("id"), hello.str("nick")
+	return ws
+}
+
+// writeFrame sends one masked frame.
+func (ws *wsConn) writeFrame(op byte, fin bool, payload []byte) error {
+	b := encodeClientFrame(op, fin, payload)
+	_ = ws.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err := ws.c.Write(b)
+	return err
+}
+
+// encodeClientFrame builds a masked client frame.
+func encodeClientFrame(op byte, fin bool, payload []byte) []byte {
+	var b []byte
+	b0 := op
+	if fin {
+		b0 |= 0x80
+	}
+	b = append(b, b0)
+	n := len(payload)
+	switch {
+	case n <= 125:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xFFFF:
+		b = append(b, 0x80|126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	var key [4]byte
+	_, _ = rand.Read(key[:])
+	b = append(b, key[:]...)
+	start := len(b)
+	b = append(b, payload...)
+	for i := range payload {
+		b[start+i] ^= key[i&3]
+	}
+	return b
+}
+
+// send writes v as JSON in one text frame.
+func (ws *wsConn) send(v any) {
+	ws.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		ws.t.Fatal(err)
+	}
+	if err := ws.writeFrame(opText, true, b); err != nil {
+		ws.t.Fatalf("send: %v", err)
+	}
+}
+
+// readFrame reads the next frame, whatever it is.
+func (ws *wsConn) readFrame(timeout time.Duration) (frame, error) {
+	_ = ws.c.SetReadDeadline(time.Now().Add(timeout))
+	var h [2]byte
+	if _, err := io.ReadFull(ws.br, h[:]); err != nil {
+		return frame{}, err
+	}
+	if h[1]&0x80 != 0 {
+		return frame{}, errors.New("server frame is masked")
+	}
+	if h[0]&0x70 != 0 {
+		return frame{}, errors.New("server frame has RSV bits")
+	}
+	n := int(h[1] & 0x7F)
+	switch n {
+	case 126:
+		var e [2]byte
+		if _, err := io.ReadFull(ws.br, e[:]); err != nil {
+			return frame{}, err
+		}
+		n = int(binary.BigEndian.Uint16(e[:]))
+	case 127:
+		var e [8]byte
+		if _, err := io.ReadFull(ws.br, e[:]); err != nil {
+			return frame{}, err
+		}
+		n = int(binary.BigEndian.Uint64(e[:]))
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(ws.br, p); err != nil {
+		return frame{}, err
+	}
+	return frame{op: h[0] & 0x0F, fin: h[0]&0x80 != 0, payload: p}, nil
+}
+
+// next returns the next message, skipping pings.
+func (ws *wsConn) next() msg {
+	ws.t.Helper()
+	return ws.nextWithin(5 * time.Second)
+}
+
+func (ws *wsConn) nextWithin(d time.Duration) msg {
+	ws.t.Helper()
+	for {
+		f, err := ws.readFrame(d)
+		if err != nil {
+			ws.t.Fatalf("read: %v", err)
+		}
+		switch f.op {
+		case opPing:
+			continue
+		case opText:
+			var m msg
+			if err := json.Unmarshal(f.payload, &m); err != nil {
+				ws.t.Fatalf("server sent invalid JSON %q: %v", f.payload, err)
+			}
+			return m
+		case opClose:
+			ws.t.Fatalf("unexpected close frame, code %d", closeCodeOf(f.payload))
+		default:
+			ws.t.Fatalf("unexpected frame opcode %d", f.op)
+		}
+	}
+}
+
+// expect reads the next message and checks its type.
+func (ws *wsConn) expect(typ string) msg {
+	ws.t.Helper()
+	m := ws.next()
+	if m.str("type") != typ {
+		ws.t.Fatalf("got %v, want a %s frame", m, typ)
+	}
+	return m
+}
+
+// waitFor reads until a message of type typ, skipping others.
+func (ws *wsConn) waitFor(typ string) msg {
+	ws.t.Helper()
+	for {
+		m := ws.next()
+		if m.str("type") == typ {
+			return m
+		}
+	}
+}
+
+// expectError reads the next message and checks it is an error with code.
+func (ws *wsConn) expectError(code, ref string) msg {
+	ws.t.Helper()
+	m := ws.expect("error")
+	if m.str("code") != code || m.str("ref") != ref {
+		ws.t.Fatalf("got error %v, want code %s ref %q", m, code, ref)
+	}
+	return m
+}
+
+// expectClose reads until a close frame and checks its code; pending text
+// frames before it are skipped.
+func (ws *wsConn) expectClose(code int) {
+	ws.t.Helper()
+	for {
+		f, err := ws.readFrame(10 * time.Second)
+		if err != nil {
+			ws.t.Fatalf("want close %d, got %v", code, err)
+		}
+		if f.op == opClose {
+			if got := closeCodeOf(f.payload); got != code {
+				ws.t.Fatalf("close code %d (%q), want %d", got, f.payload, code)
+			}
+			return
+		}
+	}
+}
+
+// expectSilence checks that nothing but pings arrives for d.
+func (ws *wsConn) expectSilence(d time.Duration) {
+	ws.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		f, err := ws.readFrame(time.Until(deadline))
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return
+			}
+			ws.t.Fatalf("read: %v", err)
+		}
+		if f.op != opPing {
+			ws.t.Fatalf("unexpected frame op %d %s", f.op, f.payload)
+		}
+	}
+}
+
+func closeCodeOf(p []byte) int {
+	if len(p) < 2 {
+		return 1005
+	}
+	return int(binary.BigEndian.Uint16(p))
+}
+
+// join joins room and returns the joined frame.
+func (ws *wsConn) join(room string) msg {
+	ws.t.Helper()
+	ws.send(map[string]any{"type": "join", "room": room})
+	return ws.expect("joined")
+}
+
+// httpGet fetches path from the server.
+func httpGet(t testing.TB, srv *server, path string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + srv.addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// eventually retries cond until it holds or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

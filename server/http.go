@@ -1,0 +1,259 @@
+package main
+
+import (
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"noom/static"
+)
+
+// routes builds the HTTP side of the one listener.
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	page := http.FileServerFS(static.FS())
+	mux.Handle("/", s.pageHeaders(page))
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /api/rooms", s.apiRooms)
+	mux.HandleFunc("GET /api/config", s.apiConfig)
+	mux.HandleFunc("/ws", s.serveWS)
+	return mux
+}
+
+// contentSecurityPolicy allows the page its own scripts, styles and
+// WebSocket, and the camera and microphone streams of calls; nothing inline.
+const contentSecurityPolicy = "default-src 'self'; connect-src 'self'; img-src 'self' data: blob:; " +
+	"media-src 'self' blob: mediastream:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+
+// pageHeaders adds the security headers every page response carries.
+func (s *server) pageHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")
+		h.Set("Cache-Control", "no-cache")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// healthz answers 200 while the server accepts connections, 503 while it
+// drains.
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if s.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("draining\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// maxAPIRooms caps /api/rooms; the list is sorted, largest first.
+const maxAPIRooms = 1000
+
+func (s *server) apiRooms(w http.ResponseWriter, r *http.Request) {
+	rooms := s.hub.roomList(maxAPIRooms)
+	if rooms == nil {
+		rooms = []roomCount{}
+	}
+	writeJSON(w, map[string]any{"rooms": rooms})
+}
+
+func (s *server) apiConfig(w http.ResponseWriter, r *http.Request) {
+	ice := s.cfg.ICEServers
+	if ice == nil {
+		ice = []ICEServer{}
+	}
+	writeJSON(w, map[string]any{"iceServers": ice, "callLimit": s.cfg.CallLimit})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// websocketGUID is the RFC 6455 constant for Sec-WebSocket-Accept.
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// serveWS upgrades /ws. Every refusal happens here, as an HTTP answer,
+// before the connection becomes a WebSocket.
+func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
+	st := s.stats
+	refuse := func(reason, status int, msg string) {
+		st.rejected[reason].Add(1)
+		http.Error(w, msg, status)
+	}
+	if s.draining.Load() {
+		w.Header().Set("Retry-After", "5")
+		refuse(rejectDraining, http.StatusServiceUnavailable, "server shutting down")
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		refuse(rejectHandshake, http.StatusMethodNotAllowed, "WebSocket upgrades use GET")
+		return
+	}
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		refuse(rejectHandshake, http.StatusUpgradeRequired, "this endpoint speaks WebSocket only")
+		return
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		refuse(rejectHandshake, http.StatusUpgradeRequired, "unsupported WebSocket version")
+		return
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
+		refuse(rejectHandshake, http.StatusBadRequest, "missing or invalid Sec-WebSocket-Key")
+		return
+	}
+	if !s.originAllowed(r) {
+		refuse(rejectOrigin, http.StatusForbidden, "origin not allowed")
+		return
+	}
+	if !s.acquireConn() {
+		w.Header().Set("Retry-After", "5")
+		refuse(rejectCap, http.StatusServiceUnavailable, "too many connections")
+		return
+	}
+	ip := ""
+	if s.cfg.MaxConnsPerIP > 0 {
+		ip = remoteIP(r.RemoteAddr)
+		if !s.acquireIP(ip) {
+			s.releaseConn("")
+			refuse(rejectPerIP, http.StatusTooManyRequests, "too many connections from your address")
+			return
+		}
+	}
+
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		s.releaseConn(ip)
+		http.Error(w, "upgrade not supported here", http.StatusInternalServerError)
+		return
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		s.releaseConn(ip)
+		return
+	}
+	nc, ok := conn.(*nbhttp.Conn)
+	if !ok {
+		s.releaseConn(ip)
+		_ = conn.Close()
+		return
+	}
+	nbc, sink := s.socketOf(nc)
+	if nbc == nil {
+		s.releaseConn(ip)
+		_ = conn.Close()
+		return
+	}
+	nc.Parser = nil // the HTTP parser is done with this connection
+
+	h := s.hub
+	id := s.nextID.Add(1)
+	c := &client{id: id, idStr: formatID(id), conn: nc, nbc: nbc, sink: sink, ip: ip}
+	c.w = h.worker(id)
+	nick, ok := normalizeNick(r.URL.Query().Get("nick"))
+	if !ok {
+		nick = guestNick(c.idStr)
+	}
+	c.setNickname(nick)
+	now := h.clock.now()
+	c.lastRead.Store(now)
+	c.tokenTime = now
+	c.tokens = float64(s.cfg.Burst)
+
+	// From here on nbio hands this connection's bytes to c.Parse. The
+	// handshake response goes through c's worker, ahead of any frame, so
+	// nothing the client sends after reading it can be answered before it.
+	nbc.SetSession(c)
+	_ = nbc.SetReadDeadline(time.Time{}) // the idle sweep takes over from nbio's HTTP keepalive
+	st.upgrades.Add(1)
+	h.register(c, handshake(key, c.idStr, nick))
+}
+
+// handshake is the 101 response followed by the hello frame.
+func handshake(key, id, nick string) []byte {
+	sum := sha1.Sum([]byte(key + websocketGUID))
+	b := make([]byte, 0, 160)
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	b = base64.StdEncoding.AppendEncode(b, sum[:])
+	b = append(b, "\r\n\r\n"...)
+	return append(b, encodeHello(id, nick)...)
+}
+
+// socketOf finds the nbio socket under a hijacked connection, and what to
+// write frames to.
+func (s *server) socketOf(nc *nbhttp.Conn) (*nbio.Conn, io.Writer) {
+	switch u := nc.Conn.(type) {
+	case *nbio.Conn:
+		return u, u
+	}
+	return nil, nil
+}
+
+// headerHasToken reports whether a comma-separated header holds token,
+// ignoring case (RFC 7230 §7).
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// originAllowed applies the origin policy: no Origin header (a non-browser
+// client) or the page's own origin is allowed; any other only if listed in
+// -origins. A browser page elsewhere must not ride its visitors' cookies
+// into this server (cross-site WebSocket hijacking).
+func (s *server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range s.cfg.Origins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return false // includes the opaque origin "null"
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+// remoteIP is the address part of host:port.
+func remoteIP(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}

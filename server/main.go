@@ -1,0 +1,54 @@
+// Command noom is a real-time chat and video-call server: one nbio listener
+// serves the chat page, the HTTP API and WebSocket, with no goroutine per
+// connection. See README.md for a reading order through this package.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "noom:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program but for signal wiring: it serves until ctx ends,
+// then shuts down gracefully.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := parseConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	level, _ := parseLevel(cfg.LogLevel) // validated by parseConfig
+	log := newLogger(stderr, level)
+	bridgeNbioLogs(log, level)
+
+	srv := newServer(cfg, log)
+	if err := srv.start(); err != nil {
+		return err
+	}
+	log.Info("listening", "addr", srv.addr, "max_conns", cfg.MaxConns, "workers", len(srv.hub.workers), "shards", len(srv.hub.shards))
+	<-ctx.Done()
+	log.Info("shutting down", "connections", srv.stats.connections.Load(), "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.shutdown(sctx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,425 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// protocolVersion is sent in hello; see PROTOCOL.md.
+const protocolVersion = 1
+
+// Limits fixed by PROTOCOL.md.
+const (
+	maxNickRunes   = 32
+	maxRoomLen     = 64
+	maxTextBytes   = 4096
+	maxSignalBytes = 64 << 10
+	maxListMembers = 100 // joined.members is capped here
+	maxListRooms   = 100 // the rooms frame lists at most this many rooms
+)
+
+// Error codes of the error frame.
+const (
+	errBadJSON      = "bad_json"
+	errUnknownType  = "unknown_type"
+	errBadField     = "bad_field"
+	errNotInRoom    = "not_in_room"
+	errNoSuchMember = "no_such_member"
+	errTooLarge     = "too_large"
+	errRateLimited  = "rate_limited"
+	errTooManyRooms = "too_many_rooms"
+	errCallFull     = "call_full"
+)
+
+// errorCodes lists every error code, for metrics.
+var errorCodes = [...]string{errBadJSON, errUnknownType, errBadField, errNotInRoom,
+	errNoSuchMember, errTooLarge, errRateLimited, errTooManyRooms, errCallFull}
+
+// malformed reports whether an error code spends the connection's error budget.
+func malformed(code string) bool {
+	switch code {
+	case errBadJSON, errUnknownType, errBadField, errTooLarge:
+		return true
+	}
+	return false
+}
+
+// request is any client → server message. Fields a type does not use are
+// ignored, and unknown fields are allowed so that clients may add some.
+type request struct {
+	Type   string          `json:"type"`
+	Nick   string          `json:"nick"`
+	Room   string          `json:"room"`
+	Text   string          `json:"text"`
+	Since  *int64          `json:"since"`
+	Epoch  string          `json:"epoch"`
+	Action string          `json:"action"`
+	To     string          `json:"to"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// reqError is a refused request: the code and message of its error frame.
+type reqError struct {
+	code, msg string
+}
+
+// decodeRequest parses one text message. A syntax error, a value that is not
+// an object or a missing or non-string type is bad_json; a field of the wrong
+// JSON type is bad_field; a type it does not know is unknown_type.
+func decodeRequest(b []byte, req *request) *reqError {
+	*req = request{}
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return &reqError{errBadJSON, "message must be a JSON object"}
+	}
+	err := json.Unmarshal(b, req)
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+	case errors.As(err, &te) && te.Field != "type":
+		if req.Type == "" {
+			return &reqError{errBadJSON, "missing string field type"}
+		}
+		return &reqError{errBadField, "field " + te.Field + " has the wrong type"}
+	case errors.As(err, &te):
+		return &reqError{errBadJSON, "field type must be a string"}
+	default:
+		return &reqError{errBadJSON, "invalid JSON"}
+	}
+	switch req.Type {
+	case "":
+		return &reqError{errBadJSON, "missing string field type"}
+	case "nick", "join", "leave", "say", "rooms", "call", "signal":
+	default:
+		return &reqError{errUnknownType, "unknown request type"}
+	}
+	return req.validate()
+}
+
+// validate checks the fields each request type needs.
+func (r *request) validate() *reqError {
+	switch r.Type {
+	case "nick":
+		nick, ok := normalizeNick(r.Nick)
+		if !ok {
+			return &reqError{errBadField, "nick must be 1-32 characters without control characters"}
+		}
+		r.Nick = nick
+	case "join":
+		if !validRoom(r.Room) {
+			return badRoom
+		}
+		if r.Since != nil && *r.Since < 0 {
+			return &reqError{errBadField, "since must not be negative"}
+		}
+		if len(r.Epoch) > 64 {
+			return &reqError{errBadField, "epoch is too long"}
+		}
+	case "leave":
+		if !validRoom(r.Room) {
+			return badRoom
+		}
+	case "say":
+		if !validRoom(r.Room) {
+			return badRoom
+		}
+		if len(r.Text) > maxTextBytes {
+			return &reqError{errTooLarge, "text must be at most 4096 bytes"}
+		}
+		if r.Text == "" {
+			return &reqError{errBadField, "text must not be empty"}
+		}
+	case "call":
+		if !validRoom(r.Room) {
+			return badRoom
+		}
+		if r.Action != "join" && r.Action != "leave" {
+			return &reqError{errBadField, "action must be join or leave"}
+		}
+	case "signal":
+		if !validRoom(r.Room) {
+			return badRoom
+		}
+		if r.To == "" {
+			return &reqError{errBadField, "missing field to"}
+		}
+		if len(r.Data) == 0 {
+			return &reqError{errBadField, "missing field data"}
+		}
+		if len(r.Data) > maxSignalBytes {
+			return &reqError{errTooLarge, "data must be at most 64 KiB"}
+		}
+	}
+	return nil
+}
+
+var badRoom = &reqError{errBadField, "room must be 1-64 characters from A-Z a-z 0-9 _ - ."}
+
+// validRoom reports whether s is a room name: 1-64 of A-Z a-z 0-9 _ - .
+func validRoom(s string) bool {
+	if len(s) == 0 || len(s) > maxRoomLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// normalizeNick trims spaces and checks the nick rules: 1-32 characters, no
+// control characters.
+func normalizeNick(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	n := utf8.RuneCountInString(s)
+	if n == 0 || n > maxNickRunes || !utf8.ValidString(s) {
+		return "", false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return "", false
+		}
+	}
+	return s, true
+}
+
+// The encoders below append JSON by hand: every server frame is built once,
+// directly into the buffer that becomes the WebSocket frame, with no
+// reflection and one allocation per frame whatever the number of recipients.
+
+// newFrame starts a text frame, reserving room for the longest header in
+// front of the payload; finishFrame fills the header in.
+func newFrame(payloadHint int) []byte {
+	b := make([]byte, maxServerHeaderLen, maxServerHeaderLen+payloadHint)
+	return b
+}
+
+// finishFrame writes the header right before the payload and returns the
+// frame and the offset of its payload.
+func finishFrame(b []byte) (frame []byte, payloadAt int) {
+	n := len(b) - maxServerHeaderLen
+	hl := serverHeaderLen(n)
+	start := maxServerHeaderLen - hl
+	putServerHeader(b[start:], opText, n)
+	return b[start:], hl
+}
+
+// frameOf is finishFrame for callers that do not need the payload offset.
+func frameOf(b []byte) []byte {
+	f, _ := finishFrame(b)
+	return f
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. s is valid UTF-8 here: text
+// frames are validated and the JSON decoder replaces bad escapes.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendField appends ,"key": (key is a constant without escapes).
+func appendKey(b []byte, key string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	return append(b, '"', ':')
+}
+
+func appendStrField(b []byte, key, v string) []byte {
+	return appendString(appendKey(b, key), v)
+}
+
+func appendIntField(b []byte, key string, v int64) []byte {
+	return strconv.AppendInt(appendKey(b, key), v, 10)
+}
+
+// startObject appends {"type":"<typ>".
+func startObject(b []byte, typ string) []byte {
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	return append(b, '"')
+}
+
+// member is an {id,nick} pair as listed in joined.members and call.peers.
+type member struct{ id, nick string }
+
+func appendMembers(b []byte, key string, ms []member) []byte {
+	b = append(appendKey(b, key), '[')
+	for i, m := range ms {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		b = appendString(b, m.id)
+		b = append(b, `,"nick":`...)
+		b = appendString(b, m.nick)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+func encodeHello(id, nick string) []byte {
+	b := startObject(newFrame(64+len(nick)), "hello")
+	b = appendStrField(b, "id", id)
+	b = appendStrField(b, "nick", nick)
+	b = appendIntField(b, "version", protocolVersion)
+	return frameOf(append(b, '}'))
+}
+
+func encodeNick(nick string) []byte {
+	b := startObject(newFrame(32+len(nick)), "nick")
+	b = appendStrField(b, "nick", nick)
+	return frameOf(append(b, '}'))
+}
+
+// joinedInfo is what a joined frame reports.
+type joinedInfo struct {
+	room, epoch    string
+	count          int
+	members        []member
+	history        [][]byte // msg payloads, oldest first
+	withRecovered  bool
+	recovered      bool
+	historyPayload int // total bytes of history, to size the buffer once
+}
+
+func encodeJoined(j *joinedInfo) []byte {
+	b := startObject(newFrame(128+len(j.members)*48+j.historyPayload), "joined")
+	b = appendStrField(b, "room", j.room)
+	b = appendStrField(b, "epoch", j.epoch)
+	b = appendIntField(b, "count", int64(j.count))
+	b = appendMembers(b, "members", j.members)
+	b = append(appendKey(b, "history"), '[')
+	for i, h := range j.history {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, h...)
+	}
+	b = append(b, ']')
+	if j.withRecovered {
+		b = append(appendKey(b, "recovered"), strconv.FormatBool(j.recovered)...)
+	}
+	return frameOf(append(b, '}'))
+}
+
+func encodeLeft(room string) []byte {
+	b := startObject(newFrame(32+len(room)), "left")
+	b = appendStrField(b, "room", room)
+	return frameOf(append(b, '}'))
+}
+
+// encodeMsg builds a msg frame and returns it with the offset of its JSON
+// payload, which the room keeps as history.
+func encodeMsg(room string, seq uint64, from, nick, text string, ts int64) (frame []byte, payloadAt int) {
+	b := startObject(newFrame(80+len(room)+len(from)+len(nick)+len(text)+len(text)/8), "msg")
+	b = appendStrField(b, "room", room)
+	b = appendIntField(b, "seq", int64(seq))
+	b = appendStrField(b, "from", from)
+	b = appendStrField(b, "nick", nick)
+	b = appendStrField(b, "text", text)
+	b = appendIntField(b, "ts", ts)
+	return finishFrame(append(b, '}'))
+}
+
+func encodePresence(room, event, id, nick string, count int) []byte {
+	b := startObject(newFrame(80+len(room)+len(id)+len(nick)), "presence")
+	b = appendStrField(b, "room", room)
+	b = appendStrField(b, "event", event)
+	b = appendStrField(b, "id", id)
+	b = appendStrField(b, "nick", nick)
+	b = appendIntField(b, "count", int64(count))
+	return frameOf(append(b, '}'))
+}
+
+func encodeCount(room string, count int) []byte {
+	b := startObject(newFrame(48+len(room)), "count")
+	b = appendStrField(b, "room", room)
+	b = appendIntField(b, "count", int64(count))
+	return frameOf(append(b, '}'))
+}
+
+// roomCount is one entry of the rooms list.
+type roomCount struct {
+	Room  string `json:"room"`
+	Count int    `json:"count"`
+}
+
+func encodeRooms(rooms []roomCount) []byte {
+	b := startObject(newFrame(32+len(rooms)*40), "rooms")
+	b = append(appendKey(b, "rooms"), '[')
+	for i, r := range rooms {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"room":`...)
+		b = appendString(b, r.Room)
+		b = append(b, `,"count":`...)
+		b = strconv.AppendInt(b, int64(r.Count), 10)
+		b = append(b, '}')
+	}
+	return frameOf(append(b, ']', '}'))
+}
+
+func encodeCall(room string, peers []member) []byte {
+	b := startObject(newFrame(48+len(room)+len(peers)*48), "call")
+	b = appendStrField(b, "room", room)
+	b = appendMembers(b, "peers", peers)
+	return frameOf(append(b, '}'))
+}
+
+func encodeCallPeer(room, event, id, nick string) []byte {
+	b := startObject(newFrame(80+len(room)+len(id)+len(nick)), "call_peer")
+	b = appendStrField(b, "room", room)
+	b = appendStrField(b, "event", event)
+	b = appendStrField(b, "id", id)
+	b = appendStrField(b, "nick", nick)
+	return frameOf(append(b, '}'))
+}
+
+func encodeSignal(room, from, nick string, data []byte) []byte {
+	b := startObject(newFrame(64+len(room)+len(from)+len(nick)+len(data)), "signal")
+	b = appendStrField(b, "room", room)
+	b = appendStrField(b, "from", from)
+	b = appendStrField(b, "nick", nick)
+	b = append(appendKey(b, "data"), data...)
+	return frameOf(append(b, '}'))
+}
+
+func encodeError(code, msg, ref string) []byte {
+	b := startObject(newFrame(64+len(msg)+len(ref)), "error")
+	b = appendStrField(b, "code", code)
+	b = appendStrField(b, "message", msg)
+	b = appendStrField(b, "ref", ref)
+	return frameOf(append(b, '}'))
+}

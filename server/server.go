@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/mempool"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// server ties the nbio engine, the HTTP routes and the room hub together.
+type server struct {
+	cfg      Config
+	log      *slog.Logger
+	stats    *stats
+	hub      *hub
+	registry *prometheus.Registry
+	engine   *nbhttp.Engine
+	addr     string // the listener's address once started
+
+	nextID   atomic.Uint64
+	draining atomic.Bool
+
+	perIPMu sync.Mutex
+	perIP   map[string]int // connections by remote address, with -max-conns-per-ip
+
+	stopHousekeeping chan struct{}
+	housekeepingDone chan struct{}
+}
+
+var setPoolOnce sync.Once
+
+// newServer builds a server from cfg; start runs it.
+func newServer(cfg Config, log *slog.Logger) *server {
+	setPoolOnce.Do(func() {
+		// nbio's default pool keeps buffers of up to 1 GiB forever; power-of-two
+		// buckets up to 32 KiB keep memory flat after a burst (nbio.md §7).
+		// It is process-wide and must be set before the first engine exists.
+		mempool.DefaultMemPool = mempool.NewAligned()
+	})
+	st := &stats{}
+	s := &server{
+		cfg:              cfg,
+		log:              log,
+		stats:            st,
+		perIP:            make(map[string]int),
+		stopHousekeeping: make(chan struct{}),
+		housekeepingDone: make(chan struct{}),
+	}
+	s.hub = newHub(&s.cfg, log, st, newClock())
+	s.hub.release = s.releaseConn
+	s.registry = newRegistry(st, s.hub)
+	return s
+}
+
+// start opens the listener and starts the engine, the workers and the
+// housekeeping goroutine.
+func (s *server) start() error {
+	addrs := []string{s.cfg.Addr}
+	s.engine = nbhttp.NewEngine(nbhttp.Config{
+		Name:    "noom",
+		Network: "tcp",
+		Addrs:   addrs,
+		Handler: s.routes(),
+		// Room for plain HTTP requests beside the WebSocket cap; past it nbio
+		// drops new TCP connections at accept.
+		MaxLoad: s.cfg.MaxConns + 256,
+		// nbio's own cap on a socket's unsent bytes is only a backstop: the
+		// workers close slow consumers with 1013 at SendBuffer, and need
+		// room left for that close frame and for page responses.
+		MaxWriteBufferSize: 2*s.cfg.SendBuffer + 1<<20,
+		// Bounds what the HTTP parser buffers for one unfinished request.
+		ReadLimit:       s.cfg.MaxHeaderBytes,
+		MaxHTTPBodySize: 64 << 10,
+		KeepaliveTime:   s.cfg.HeaderTimeout,
+		WriteTimeout:    s.cfg.HeaderTimeout,
+	})
+	s.engine.OnWrittenSize(func(c *nbio.Conn, _ []byte, n int) {
+		if cl, ok := c.Session().(*client); ok {
+			cl.onWritten(n)
+		}
+	})
+	s.engine.OnAcceptError(func(err error) {
+		// nbio retries Accept at once; out of file descriptors that would
+		// spin a core. A short pause lets closing connections free some.
+		time.Sleep(20 * time.Millisecond)
+	})
+	s.hub.start()
+	if err := s.engine.Start(); err != nil {
+		s.hub.stop()
+		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+	}
+	s.addr = addrs[0]
+	go s.housekeeping()
+	return nil
+}
+
+// housekeeping runs the once-a-second room work and the ping sweep.
+func (s *server) housekeeping() {
+	defer close(s.housekeepingDone)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	ping := time.NewTicker(s.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-tick.C:
+			s.hub.tick()
+		case <-ping.C:
+			s.hub.sweep()
+		case <-s.stopHousekeeping:
+			return
+		}
+	}
+}
+
+// shutdown drains the server: /healthz answers 503, upgrades are refused,
+// every connection gets close 1001, and the engine stops once they are gone
+// or ctx ends, whichever comes first. nbio's Shutdown alone would drop the
+// sockets without close frames.
+func (s *server) shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.hub.closeAll(closeGoingAway, "server shutting down")
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	resend := time.Now().Add(500 * time.Millisecond)
+	var err error
+wait:
+	for s.stats.connections.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("shutdown: %d connections still open: %w", s.stats.connections.Load(), ctx.Err())
+			break wait
+		case now := <-poll.C:
+			if now.After(resend) { // catch connections upgraded while the first round went out
+				s.hub.closeAll(closeGoingAway, "server shutting down")
+				resend = now.Add(500 * time.Millisecond)
+			}
+		}
+	}
+	close(s.stopHousekeeping)
+	<-s.housekeepingDone
+	ectx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if e := s.engine.Shutdown(ectx); e != nil && !errors.Is(e, context.DeadlineExceeded) {
+		err = errors.Join(err, e)
+	}
+	s.hub.stop()
+	return err
+}
+
+// acquireConn counts a new WebSocket connection against -max-conns.
+func (s *server) acquireConn() bool {
+	if s.stats.connections.Add(1) > int64(s.cfg.MaxConns) {
+		s.stats.connections.Add(-1)
+		return false
+	}
+	return true
+}
+
+// releaseConn undoes acquireConn and, with ip set, acquireIP.
+func (s *server) releaseConn(ip string) {
+	s.stats.connections.Add(-1)
+	if ip == "" {
+		return
+	}
+	s.perIPMu.Lock()
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
+	s.perIPMu.Unlock()
+}
+
+// acquireIP counts a connection against -max-conns-per-ip.
+func (s *server) acquireIP(ip string) bool {
+	s.perIPMu.Lock()
+	defer s.perIPMu.Unlock()
+	if s.perIP[ip] >= s.cfg.MaxConnsPerIP {
+		return false
+	}
+	s.perIP[ip]++
+	return true
+}
