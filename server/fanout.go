@@ -104,6 +104,8 @@ type worker struct {
 	dirty   []*client // connections with frames pending this round
 	nodes   []qnode   // this round's pending frames, linked per connection
 	scratch []byte    // one connection's frames, concatenated for one write
+	frames  uint64    // frames and bytes written this round
+	bytes   uint64
 
 	stats workerStats
 }
@@ -249,6 +251,13 @@ func (w *worker) send(c *client, frame []byte) {
 		c.base = c.pending()
 		w.dirty = append(w.dirty, c)
 	}
+	if c.qbytes > 0 && c.qbytes+len(frame) > w.hub.flushAt {
+		// A burst of broadcasts in one round: write what this round has so
+		// far rather than hold it, so the cap below measures what the
+		// client has not read, not how much arrived at once.
+		w.writeOut(c)
+		c.base = c.pending()
+	}
 	if c.base+c.qbytes+len(frame) > w.hub.cfg.SendBuffer {
 		w.slowConsumer(c)
 		return
@@ -320,24 +329,12 @@ func (w *worker) sweep() {
 
 // flush writes each dirty connection's frames with one write call.
 func (w *worker) flush() {
-	var frames, bytes uint64
 	for _, c := range w.dirty {
 		c.dirty = false
 		if c.gone {
 			continue
 		}
-		buf := w.scratch[:0]
-		for i := c.qhead; i >= 0; i = w.nodes[i].next {
-			buf = append(buf, w.nodes[i].frame...)
-			frames++
-		}
-		if len(buf) > 0 {
-			c.write(buf)
-			bytes += uint64(len(buf))
-		}
-		if cap(buf) <= 1<<20 { // keep the scratch buffer unless one round made it huge
-			w.scratch = buf[:0]
-		}
+		w.writeOut(c)
 		if c.closeQueued && !c.closeSent {
 			c.closeSent = true
 			c.afterCloseFrame()
@@ -347,9 +344,27 @@ func (w *worker) flush() {
 	w.dirty = w.dirty[:0]
 	clear(w.nodes) // drop the frames' references so the GC can take them
 	w.nodes = w.nodes[:0]
-	if frames > 0 {
-		w.stats.framesOut.Add(frames)
-		w.stats.bytesOut.Add(bytes)
+	if w.frames > 0 {
+		w.stats.framesOut.Add(w.frames)
+		w.stats.bytesOut.Add(w.bytes)
+		w.frames, w.bytes = 0, 0
+	}
+}
+
+// writeOut writes c's pending frames of this round in one write call.
+func (w *worker) writeOut(c *client) {
+	buf := w.scratch[:0]
+	for i := c.qhead; i >= 0; i = w.nodes[i].next {
+		buf = append(buf, w.nodes[i].frame...)
+		w.frames++
+	}
+	c.qhead, c.qtail, c.qbytes = -1, -1, 0
+	if len(buf) > 0 {
+		c.write(buf)
+		w.bytes += uint64(len(buf))
+	}
+	if cap(buf) <= 1<<20 { // keep the scratch buffer unless one round made it huge
+		w.scratch = buf[:0]
 	}
 }
 

@@ -185,6 +185,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.lastRead.Store(now)
 	c.tokenTime = now
 	c.tokens = float64(s.cfg.Burst)
+	c.rlNotice = now - 1000
 
 	// From here on nbio hands this connection's bytes to c.Parse. The
 	// handshake response goes through c's worker, ahead of any frame, so

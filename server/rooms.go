@@ -35,6 +35,9 @@ type hub struct {
 
 	// slowFrame is the close frame sent to slow consumers.
 	slowFrame []byte
+	// flushAt is how many bytes a connection may gather in one round before
+	// the worker writes them out early.
+	flushAt int
 
 	roomsDirty atomic.Bool  // the rooms list changed since the last push
 	roomCount  atomic.Int64 // rooms with members
@@ -97,6 +100,7 @@ func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 		shards:    make([]shard, ns),
 		clients:   make(map[uint64]*client),
 		slowFrame: closeFrame(closeTryAgainLater, "slow consumer"),
+		flushAt:   min(64<<10, cfg.SendBuffer/2),
 	}
 	for i := range h.shards {
 		h.shards[i].rooms = make(map[string]*room)
@@ -216,6 +220,13 @@ func (c *client) roomOf(name string) *room {
 		}
 	}
 	return nil
+}
+
+// inRoom reports whether c is a member of r.
+func (c *client) inRoom(r *room) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.roomOf(r.name) == r
 }
 
 // join adds c to room name and answers joined; see PROTOCOL.md for since
@@ -475,12 +486,8 @@ func (h *hub) signal(c *client, name, to string, data []byte) {
 		return
 	}
 	t := h.lookup(to)
-	if t != nil {
-		t.mu.Lock()
-		if t.roomOf(name) != r {
-			t = nil
-		}
-		t.mu.Unlock()
+	if t != nil && !t.inRoom(r) {
+		t = nil
 	}
 	if t == nil {
 		c.replyError(errNoSuchMember, "no member "+to+" in room "+name, "signal")

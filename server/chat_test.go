@@ -1,0 +1,306 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Every message type of PROTOCOL.md, end to end over real sockets.
+
+func TestHelloAndNick(t *testing.T) {
+	srv := startServer(t, nil)
+	a := dial(t, srv, "/ws?nick=%20alice%20")
+	if a.nick != "alice" {
+		t.Fatalf("nick from the query = %q, want trimmed alice", a.nick)
+	}
+	g := dial(t, srv, "/ws?nick=%01bad")
+	if g.nick != "guest-"+g.id {
+		t.Fatalf("invalid query nick gave %q, want the guest nick", g.nick)
+	}
+	if a.id == g.id || a.id == "" {
+		t.Fatalf("ids %q and %q must be distinct and non-empty", a.id, g.id)
+	}
+
+	a.join("r")
+	g.join("r")
+	a.expect("presence")
+	g.send(map[string]any{"type": "nick", "nick": "  Zoë 🦊  "})
+	if m := g.expect("nick"); m.str("nick") != "Zoë 🦊" {
+		t.Fatalf("nick reply %v", m)
+	}
+	p := a.expect("presence")
+	if p.str("event") != "nick" || p.str("id") != g.id || p.str("nick") != "Zoë 🦊" || p.num("count") != 2 {
+		t.Fatalf("presence after nick: %v", p)
+	}
+	// The new nick is what the room shows from now on.
+	g.send(map[string]any{"type": "say", "room": "r", "text": "x"})
+	if m := a.expect("msg"); m.str("nick") != "Zoë 🦊" || m.str("from") != g.id {
+		t.Fatalf("msg after rename: %v", m)
+	}
+}
+
+func TestJoinSayLeave(t *testing.T) {
+	srv := startServer(t, nil)
+	a := dial(t, srv, "/ws?nick=alice")
+	b := dial(t, srv, "/ws?nick=bob")
+
+	j := a.join("lobby")
+	if j.str("room") != "lobby" || j.num("count") != 1 || len(j.list("history")) != 0 || j.str("epoch") == "" {
+		t.Fatalf("first joined: %v", j)
+	}
+	if _, ok := j["recovered"]; ok {
+		t.Fatalf("recovered must only come with since: %v", j)
+	}
+	j = b.join("lobby")
+	if j.num("count") != 2 || len(j.list("members")) != 2 {
+		t.Fatalf("second joined: %v", j)
+	}
+	p := a.expect("presence")
+	if p.str("event") != "join" || p.str("id") != b.id || p.str("nick") != "bob" || p.num("count") != 2 || p.str("room") != "lobby" {
+		t.Fatalf("presence join: %v", p)
+	}
+
+	before := time.Now().UnixMilli()
+	a.send(map[string]any{"type": "say", "room": "lobby", "text": "hi \"bob\" <b>&\n"})
+	for _, ws := range []*wsConn{a, b} {
+		m := ws.expect("msg")
+		if m.str("room") != "lobby" || m.num("seq") != 1 || m.str("from") != a.id || m.str("nick") != "alice" ||
+			m.str("text") != "hi \"bob\" <b>&\n" {
+			t.Fatalf("msg: %v", m)
+		}
+		if ts := int64(m["ts"].(float64)); ts < before-1000 || ts > time.Now().UnixMilli()+1000 {
+			t.Fatalf("ts %d is not server time in ms", ts)
+		}
+	}
+
+	b.send(map[string]any{"type": "leave", "room": "lobby"})
+	if m := b.expect("left"); m.str("room") != "lobby" {
+		t.Fatalf("left: %v", m)
+	}
+	p = a.expect("presence")
+	if p.str("event") != "leave" || p.str("id") != b.id || p.num("count") != 1 {
+		t.Fatalf("presence leave: %v", p)
+	}
+	a.send(map[string]any{"type": "say", "room": "lobby", "text": "still here"})
+	if m := a.expect("msg"); m.num("seq") != 2 {
+		t.Fatalf("second msg: %v", m)
+	}
+	b.expectSilence(200 * time.Millisecond) // b left: nothing more from the room
+
+	// Closing a connection leaves every room.
+	c := dial(t, srv)
+	c.join("lobby")
+	a.expect("presence")
+	_ = c.c.Close()
+	if p := a.expect("presence"); p.str("event") != "leave" || p.str("id") != c.id || p.num("count") != 1 {
+		t.Fatalf("presence after disconnect: %v", p)
+	}
+}
+
+func TestSeveralRooms(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.MaxRooms = 3 })
+	a := dial(t, srv)
+	for _, r := range []string{"a", "b.c", "D-_9"} {
+		a.join(r)
+	}
+	a.send(map[string]any{"type": "join", "room": "x"})
+	a.expectError(errTooManyRooms, "join")
+	// Joining a room again answers its state again and costs no place.
+	if j := a.join("a"); j.num("count") != 1 {
+		t.Fatalf("rejoin: %v", j)
+	}
+	a.send(map[string]any{"type": "say", "room": "b.c", "text": "one"})
+	if m := a.expect("msg"); m.str("room") != "b.c" {
+		t.Fatalf("msg %v", m)
+	}
+	a.send(map[string]any{"type": "leave", "room": "a"})
+	a.expect("left")
+	a.join("x")
+}
+
+func TestRoomsListAndPush(t *testing.T) {
+	srv := startServer(t, nil)
+	watcher := dial(t, srv) // in no room: gets the list pushed
+	a := dial(t, srv)
+	b := dial(t, srv)
+	a.join("big")
+	b.join("big")
+	a.expect("presence")
+	b.join("small")
+
+	a.send(map[string]any{"type": "rooms"})
+	m := a.expect("rooms")
+	want := `[{"count":2,"room":"big"},{"count":1,"room":"small"}]`
+	if got, _ := json.Marshal(m["rooms"]); string(got) != want {
+		t.Fatalf("rooms = %s, want %s", got, want)
+	}
+
+	// The push reaches the connection in no room within about a second, and
+	// shows the final state.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m := watcher.nextWithin(3 * time.Second)
+		if m.str("type") != "rooms" {
+			t.Fatalf("watcher got %v", m)
+		}
+		if got, _ := json.Marshal(m["rooms"]); string(got) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("rooms push never showed the final list")
+		}
+	}
+	// Members of a room get no push.
+	a.expectSilence(1500 * time.Millisecond)
+
+	resp, body := httpGet(t, srv, "/api/rooms")
+	var api struct{ Rooms any }
+	if err := json.Unmarshal([]byte(body), &api); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/api/rooms: %d %s", resp.StatusCode, body)
+	}
+	if got, _ := json.Marshal(api.Rooms); string(got) != want {
+		t.Fatalf("/api/rooms = %s, want %s", got, want)
+	}
+}
+
+func TestCallAndSignal(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.CallLimit = 2 })
+	a := dial(t, srv, "/ws?nick=a")
+	b := dial(t, srv, "/ws?nick=b")
+	c := dial(t, srv, "/ws?nick=c")
+	a.join("r")
+	b.join("r")
+	c.join("r")
+	a.expect("presence")
+	a.expect("presence")
+	b.expect("presence")
+
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	if m := a.expect("call"); m.str("room") != "r" || len(m.list("peers")) != 0 {
+		t.Fatalf("first call reply: %v", m)
+	}
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	m := b.expect("call")
+	peers := m.list("peers")
+	if len(peers) != 1 || peers[0].(map[string]any)["id"] != a.id || peers[0].(map[string]any)["nick"] != "a" {
+		t.Fatalf("second call reply: %v", m)
+	}
+	if m := a.expect("call_peer"); m.str("event") != "join" || m.str("id") != b.id || m.str("nick") != "b" {
+		t.Fatalf("call_peer join: %v", m)
+	}
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	c.expectError(errCallFull, "call")
+
+	// The newcomer offers; the offer and the answer are relayed as is.
+	offer := map[string]any{"kind": "offer", "sdp": "v=0\r\n"}
+	b.send(map[string]any{"type": "signal", "room": "r", "to": a.id, "data": offer})
+	s := a.expect("signal")
+	if s.str("room") != "r" || s.str("from") != b.id || s.str("nick") != "b" || s["data"].(map[string]any)["sdp"] != "v=0\r\n" {
+		t.Fatalf("signal: %v", s)
+	}
+	a.send(map[string]any{"type": "signal", "room": "r", "to": b.id, "data": []int{1, 2}})
+	if s := b.expect("signal"); fmt.Sprint(s["data"]) != "[1 2]" {
+		t.Fatalf("signal with an array: %v", s)
+	}
+	a.send(map[string]any{"type": "signal", "room": "r", "to": "nobody", "data": 1})
+	a.expectError(errNoSuchMember, "signal")
+	d := dial(t, srv) // a real connection, but not in the room
+	a.send(map[string]any{"type": "signal", "room": "r", "to": d.id, "data": 1})
+	a.expectError(errNoSuchMember, "signal")
+	d.send(map[string]any{"type": "signal", "room": "r", "to": a.id, "data": 1})
+	d.expectError(errNotInRoom, "signal")
+
+	// Leaving the call, leaving the room and disconnecting all tell the peers.
+	b.send(map[string]any{"type": "call", "room": "r", "action": "leave"})
+	b.expect("call")
+	if m := a.expect("call_peer"); m.str("event") != "leave" || m.str("id") != b.id {
+		t.Fatalf("call_peer leave: %v", m)
+	}
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	c.expect("call")
+	a.expect("call_peer")
+	c.send(map[string]any{"type": "leave", "room": "r"})
+	c.expect("left")
+	if m := a.expect("call_peer"); m.str("event") != "leave" || m.str("id") != c.id {
+		t.Fatalf("call_peer after room leave: %v", m)
+	}
+	a.expect("presence")
+	b.expect("presence")
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	b.expect("call")
+	a.expect("call_peer")
+	_ = b.c.Close()
+	if m := a.expect("call_peer"); m.str("event") != "leave" || m.str("id") != b.id {
+		t.Fatalf("call_peer after disconnect: %v", m)
+	}
+}
+
+// TestErrors covers every error code a request can get, each answered with
+// an error frame that names the request, the connection staying open.
+func TestErrors(t *testing.T) {
+	srv := startServer(t, nil)
+	ws := dial(t, srv)
+	ws.join("r")
+	other := dial(t, srv)
+	long := strings.Repeat("x", maxTextBytes+1)
+	cases := []struct {
+		raw  string
+		code string
+		ref  string
+	}{
+		{`not json`, errBadJSON, ""},
+		{`{"type":"say",`, errBadJSON, ""},
+		{`[1,2]`, errBadJSON, ""},
+		{`{"room":"r"}`, errBadJSON, ""},
+		{`{"type":7}`, errBadJSON, ""},
+		{`{"type":"dance"}`, errUnknownType, "dance"},
+		{`{"type":"join"}`, errBadField, "join"},
+		{`{"type":"join","room":"a b"}`, errBadField, "join"},
+		{`{"type":"join","room":"` + strings.Repeat("a", 65) + `"}`, errBadField, "join"},
+		{`{"type":"join","room":"r","since":-1}`, errBadField, "join"},
+		{`{"type":"join","room":"r","since":"5"}`, errBadField, "join"},
+		{`{"type":"join","room":5}`, errBadField, "join"},
+		{`{"type":"nick","nick":""}`, errBadField, "nick"},
+		{`{"type":"nick","nick":"   "}`, errBadField, "nick"},
+		{`{"type":"nick","nick":"a\u0007b"}`, errBadField, "nick"},
+		{`{"type":"nick","nick":"` + strings.Repeat("é", 33) + `"}`, errBadField, "nick"},
+		{`{"type":"say","room":"r","text":""}`, errBadField, "say"},
+		{`{"type":"say","room":"r","text":"` + long + `"}`, errTooLarge, "say"},
+		{`{"type":"say","room":"nope","text":"hi"}`, errNotInRoom, "say"},
+		{`{"type":"leave","room":"nope"}`, errNotInRoom, "leave"},
+		{`{"type":"call","room":"r","action":"dance"}`, errBadField, "call"},
+		{`{"type":"call","room":"nope","action":"join"}`, errNotInRoom, "call"},
+		{`{"type":"signal","room":"r","data":1}`, errBadField, "signal"},
+		{`{"type":"signal","room":"r","to":"` + other.id + `"}`, errBadField, "signal"},
+		{`{"type":"signal","room":"r","to":"` + other.id + `","data":1}`, errNoSuchMember, "signal"},
+	}
+	for _, tc := range cases {
+		if err := ws.writeFrame(opText, true, []byte(tc.raw)); err != nil {
+			t.Fatal(err)
+		}
+		m := ws.expect("error")
+		if m.str("code") != tc.code || m.str("ref") != tc.ref || m.str("message") == "" {
+			t.Errorf("%.60s: got %v, want code %s ref %q", tc.raw, m, tc.code, tc.ref)
+		}
+	}
+	// Still open and working.
+	ws.send(map[string]any{"type": "say", "room": "r", "text": "ok"})
+	ws.expect("msg")
+	_, body := httpGet(t, srv, "/metrics")
+	if !strings.Contains(body, `noom_errors_total{code="bad_json"} 5`) {
+		t.Errorf("metrics do not count errors by code:\n%s", grepLines(body, "noom_errors_total"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

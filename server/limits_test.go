@@ -1,0 +1,359 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Limits and the close codes of PROTOCOL.md.
+
+func TestRateLimitKeepsConnectionOpen(t *testing.T) {
+	srv := startServer(t, nil) // 20/s, burst 40
+	ws := dial(t, srv)
+	ws.join("r")
+	const sent = 60
+	for i := 0; i < sent; i++ {
+		b, _ := json.Marshal(map[string]any{"type": "say", "room": "r", "text": fmt.Sprint(i)})
+		if err := ws.writeFrame(opText, true, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs, limited := 0, 0
+	for {
+		f, err := ws.readFrame(700 * time.Millisecond)
+		if err != nil {
+			break // quiet: everything answered
+		}
+		var m msg
+		_ = json.Unmarshal(f.payload, &m)
+		switch {
+		case m.str("type") == "msg":
+			msgs++
+		case m.str("type") == "error" && m.str("code") == errRateLimited:
+			limited++
+		}
+	}
+	// The burst passes, a few more with the refill; one notice a second.
+	if msgs < srv.cfg.Burst-1 || msgs >= sent || limited != 1 { // the join took a token
+		t.Fatalf("%d msg and %d rate_limited for %d requests", msgs, limited, sent)
+	}
+	time.Sleep(200 * time.Millisecond) // refill a few tokens
+	ws.send(map[string]any{"type": "say", "room": "r", "text": "later"})
+	if m := ws.expect("msg"); m.str("text") != "later" {
+		t.Fatalf("after the limit: %v", m)
+	}
+	_, body := httpGet(t, srv, "/metrics")
+	if !strings.Contains(body, fmt.Sprintf("noom_dropped_requests_total %d", sent-msgs)) {
+		t.Errorf("dropped requests not counted:\n%s", grepLines(body, "dropped"))
+	}
+}
+
+func TestErrorBudgetCloses1008(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.ErrorBudget = 5; c.Rate, c.Burst = 1000, 1000 })
+	ws := dial(t, srv)
+	for i := 0; i < 5; i++ {
+		_ = ws.writeFrame(opText, true, []byte("nope"))
+		ws.expectError(errBadJSON, "")
+	}
+	// Refusals that are not malformed requests do not count.
+	ws.send(map[string]any{"type": "leave", "room": "r"})
+	ws.expectError(errNotInRoom, "leave")
+	_ = ws.writeFrame(opText, true, []byte("nope"))
+	ws.expectClose(closePolicy)
+}
+
+// TestCloseCodes checks the close code for each kind of bad frame; the
+// complete RFC 6455 table lives with the hardening tests.
+func TestCloseCodes(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.MaxMessage = 1024 })
+	cases := []struct {
+		name string
+		raw  func() []byte
+		code int
+	}{
+		{"binary", func() []byte { return encodeClientFrame(opBinary, true, []byte{1, 2}) }, closeUnsupported},
+		{"invalid UTF-8", func() []byte { return encodeClientFrame(opText, true, []byte{'"', 0xff, '"'}) }, closeInvalidData},
+		{"too large", func() []byte { return encodeClientFrame(opText, true, make([]byte, 1025)) }, closeTooBig},
+		{"fragments too large", func() []byte {
+			return append(encodeClientFrame(opText, false, make([]byte, 600)), encodeClientFrame(opContinuation, true, make([]byte, 600))...)
+		}, closeTooBig},
+		{"unmasked", func() []byte { return []byte{0x81, 2, '{', '}'} }, closeProtocolError},
+		{"reserved opcode", func() []byte { return encodeClientFrame(0x3, true, nil) }, closeProtocolError},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := dial(t, srv)
+			if _, err := ws.c.Write(tc.raw()); err != nil {
+				t.Fatal(err)
+			}
+			ws.expectClose(tc.code)
+			// The server then ends the TCP connection.
+			if _, err := ws.readFrame(5 * time.Second); err == nil {
+				t.Fatal("connection still open after the close frame")
+			}
+		})
+	}
+
+	t.Run("peer close is echoed", func(t *testing.T) {
+		ws := dial(t, srv)
+		_ = ws.writeFrame(opClose, true, []byte{0x0f, 0xa0, 'b', 'y', 'e'}) // 4000
+		ws.expectClose(4000)
+	})
+	t.Run("ping answered with pong", func(t *testing.T) {
+		ws := dial(t, srv)
+		_ = ws.writeFrame(opPing, true, []byte("abc"))
+		f, err := ws.readFrame(5 * time.Second)
+		if err != nil || f.op != opPong || string(f.payload) != "abc" {
+			t.Fatalf("got %+v %v, want pong abc", f, err)
+		}
+	})
+}
+
+// TestSlowConsumerClosed1013: a member that stops reading is closed with
+// 1013 once its unsent bytes pass -send-buffer, and the other members lose
+// nothing.
+func TestSlowConsumerClosed1013(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.SendBuffer = 64 << 10; c.Rate, c.Burst = 1e6, 1e6 })
+	slow := dialSmallBuffer(t, srv)
+	slow.join("r")
+	healthy := dial(t, srv)
+	healthy.join("r")
+	pub := dial(t, srv)
+	pub.join("r")
+	rec := record(healthy)
+	text := strings.Repeat("x", 4000)
+	const n = 3000 // ~12 MB: more than the kernel buffers plus the cap
+	go func() {
+		for i := 0; i < n; i++ {
+			b, _ := json.Marshal(map[string]any{"type": "say", "room": "r", "text": text})
+			if err := pub.writeFrame(opText, true, b); err != nil {
+				return
+			}
+		}
+	}()
+	go func() { // the publisher reads its own echo
+		for {
+			if _, err := pub.readFrame(time.Minute); err != nil {
+				return
+			}
+		}
+	}()
+	eventually(t, 20*time.Second, "a slow-consumer close", func() bool {
+		_, body := httpGet(t, srv, "/metrics")
+
+		return strings.Contains(body, "noom_slow_consumer_closes_total 1")
+	})
+	// Now read what the slow member was sent: messages, then close 1013.
+	slow.expectClose(closeTryAgainLater)
+
+	ms := rec.wait(t, "every message", func(ms []msg) bool { return len(ms) >= n }, "msg")
+	for i, m := range ms {
+		if m.num("seq") != i+1 {
+			t.Fatalf("healthy member: message %d has seq %d", i, m.num("seq"))
+		}
+	}
+	if len(ms) != n {
+		t.Fatalf("healthy member got %d messages, want %d", len(ms), n)
+	}
+}
+
+// dialSmallBuffer connects with a 4 KiB receive buffer, so the client's
+// kernel takes little before the server has to queue.
+func dialSmallBuffer(t *testing.T, srv *server) *wsConn {
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	c, err := d.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "dGhlIHNhbXBsZSBub25jZQ=="
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n", key)
+	ws := &wsConn{t: t, c: c}
+	ws.br = newReader(c)
+	resp, err := http.ReadResponse(ws.br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	ws.expect("hello")
+	return ws
+}
+
+func TestConnectionCaps(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.MaxConns = 3; c.MaxConnsPerIP = 2 })
+	dial(t, srv)
+	dial(t, srv)
+	// Third from the same address: per-IP cap.
+	_, _, resp := handshakeRaw(t, srv.addr, dialOpts{})
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("per-IP cap: status %d, want 429", resp.StatusCode)
+	}
+	// From another loopback address: allowed once, then the global cap.
+	other := func() *http.Response {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+		c, err := d.Dial("tcp", srv.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		resp, err := http.ReadResponse(newReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if r := other(); r.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("third connection: %d", r.StatusCode)
+	}
+	if r := other(); r.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("over the global cap: %d, want 503", r.StatusCode)
+	}
+	_, body := httpGet(t, srv, "/metrics")
+	for _, want := range []string{`reason="conn_cap"} 1`, `reason="per_ip_cap"} 1`, "noom_connections 3"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestOriginPolicy(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.Origins = []string{"https://chat.example"} })
+	self := "http://" + srv.addr
+	cases := []struct {
+		origin string
+		status int
+	}{
+		{"", http.StatusSwitchingProtocols}, // not a browser
+		{self, http.StatusSwitchingProtocols},
+		{"https://chat.example", http.StatusSwitchingProtocols},
+		{"https://evil.example", http.StatusForbidden},
+		{"null", http.StatusForbidden},
+		{"http://" + srv.addr + ".evil.example", http.StatusForbidden},
+	}
+	for _, tc := range cases {
+		_, _, resp := handshakeRaw(t, srv.addr, dialOpts{headers: map[string]string{"Origin": tc.origin}})
+		if resp.StatusCode != tc.status {
+			t.Errorf("Origin %q: status %d, want %d", tc.origin, resp.StatusCode, tc.status)
+		}
+	}
+}
+
+func TestHandshakeRefusals(t *testing.T) {
+	srv := startServer(t, nil)
+	cases := []struct {
+		name    string
+		headers map[string]string
+		status  int
+	}{
+		{"no key", map[string]string{"Sec-WebSocket-Key": ""}, http.StatusBadRequest},
+		{"bad key", map[string]string{"Sec-WebSocket-Key": "short"}, http.StatusBadRequest},
+		{"version 8", map[string]string{"Sec-WebSocket-Version": "8"}, http.StatusUpgradeRequired},
+		{"no upgrade", map[string]string{"Upgrade": ""}, http.StatusUpgradeRequired},
+	}
+	for _, tc := range cases {
+		_, _, resp := handshakeRaw(t, srv.addr, dialOpts{headers: tc.headers})
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: status %d, want %d", tc.name, resp.StatusCode, tc.status)
+		}
+		if tc.status == http.StatusUpgradeRequired && tc.name == "version 8" && resp.Header.Get("Sec-WebSocket-Version") != "13" {
+			t.Errorf("426 without Sec-WebSocket-Version: 13")
+		}
+	}
+}
+
+// TestIdleTimeout: the server pings; a client that answers stays, a silent
+// one is dropped after the idle timeout.
+func TestIdleTimeout(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.PingInterval = 100 * time.Millisecond; c.IdleTimeout = 400 * time.Millisecond })
+	silent := dial(t, srv)
+	alive := dial(t, srv)
+	done := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(1500 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			f, err := alive.readFrame(time.Second)
+			if err != nil {
+				done <- err
+				return
+			}
+			if f.op == opPing {
+				if err := alive.writeFrame(opPong, true, f.payload); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+		done <- nil
+	}()
+	start := time.Now()
+	for {
+		f, err := silent.readFrame(3 * time.Second)
+		if err != nil {
+			if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
+				t.Fatalf("silent client dropped after %v", d)
+			}
+			break
+		}
+		if f.op != opPing {
+			t.Fatalf("unexpected frame %d", f.op)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("client answering pings was dropped: %v", err)
+	}
+}
+
+// TestShutdownSends1001: a shutdown says 1001 to every connection, answers
+// 503 on /healthz and to upgrades while it drains, and returns once the
+// connections are gone.
+func TestShutdownSends1001(t *testing.T) {
+	srv := startServer(t, nil)
+	var clients []*wsConn
+	for i := 0; i < 20; i++ {
+		ws := dial(t, srv)
+		ws.join("r")
+		clients = append(clients, ws)
+	}
+	if resp, _ := httpGet(t, srv, "/healthz"); resp.StatusCode != 200 {
+		t.Fatalf("healthz %d before shutdown", resp.StatusCode)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- srv.shutdown(ctx)
+	}()
+	for _, ws := range clients[1:] {
+		ws.expectClose(closeGoingAway)
+	}
+	// The first client has not answered yet, so the server is draining.
+	if resp, body := httpGet(t, srv, "/healthz"); resp.StatusCode != 503 {
+		t.Fatalf("healthz while draining: %d %s", resp.StatusCode, body)
+	}
+	if _, _, resp := handshakeRaw(t, srv.addr, dialOpts{}); resp.StatusCode != 503 {
+		t.Fatalf("upgrade while draining: %d", resp.StatusCode)
+	}
+	for _, ws := range clients {
+		_ = ws.writeFrame(opClose, true, []byte{0x03, 0xe9})
+	}
+	clients[0].expectClose(closeGoingAway)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown did not return")
+	}
+}
