@@ -126,7 +126,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.HistorySize, "history", c.HistorySize, "messages a room keeps for joins and reconnects")
 	fs.IntVar(&c.PresenceLimit, "presence-limit", c.PresenceLimit, "members above which presence events fold into one count frame a second")
 	fs.IntVar(&c.CallLimit, "call-limit", c.CallLimit, "peers in one room's video call")
-	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "WebSocket connections in all (over it: 503); default from the open-file limit")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "WebSocket connections in all (over it: 503); the default leaves 2% of the open-file limit for other files")
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "WebSocket connections per remote address (over it: 429); 0 is off")
 	fs.IntVar(&c.SendBuffer, "send-buffer", c.SendBuffer, "unsent `bytes` a connection may have queued before it is closed with 1013")
 	fs.Func("origins", "comma-separated browser origins allowed besides the page's own (scheme://host[:port], or *)", func(s string) error {
