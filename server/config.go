@@ -19,6 +19,25 @@ type Config struct {
 	// Addr is the listener address, HTTP and WebSocket on one port. Default ":8080".
 	Addr string
 
+	// TLSCert and TLSKey are PEM files: the certificate chain, leaf first,
+	// and its private key. With them Addr serves HTTPS and WSS only, and
+	// the pair is reloaded when either file changes and on SIGHUP (tls.go).
+	// Default none: plain HTTP.
+	TLSCert, TLSKey string
+	// TLSSelfSigned serves HTTPS with a certificate made at start for
+	// localhost and this machine's names and addresses, for development
+	// and calls across a LAN. Default off.
+	TLSSelfSigned bool
+	// TLSReload is how often the certificate files are checked for
+	// changes; 0 checks only on SIGHUP. Default 5s.
+	TLSReload time.Duration
+	// HTTPRedirect is a plain-HTTP listen address whose every request is
+	// redirected to HTTPS on Addr. Needs TLS. Default none.
+	HTTPRedirect string
+	// HSTSMaxAge is the max-age of the Strict-Transport-Security header
+	// sent with every response over TLS; 0 sends none. Default 365 days.
+	HSTSMaxAge time.Duration
+
 	// MaxMessage is the largest inbound WebSocket message in bytes; larger
 	// ones close the connection with 1009. Default 65536.
 	MaxMessage int
@@ -84,6 +103,9 @@ type Config struct {
 
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string
+	// Pprof serves Go's profiler at /debug/pprof/ on the listener. Default
+	// off: profiles expose internals and cost CPU.
+	Pprof bool
 }
 
 // ICEServer is one entry of RTCConfiguration.iceServers.
@@ -118,6 +140,12 @@ func defaultMaxConns() int {
 // field values as defaults.
 func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen `address` for HTTP and WebSocket")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain `file`: serve HTTPS and WSS on -addr (with -tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key `file` for -tls-cert")
+	fs.BoolVar(&c.TLSSelfSigned, "tls-self-signed", c.TLSSelfSigned, "serve HTTPS with a certificate made at start for localhost and this machine's addresses")
+	fs.DurationVar(&c.TLSReload, "tls-reload", c.TLSReload, "how often to check the -tls-cert/-tls-key files for changes (0: on SIGHUP only)")
+	fs.StringVar(&c.HTTPRedirect, "http-redirect", c.HTTPRedirect, "plain-HTTP listen `address` that redirects to HTTPS (needs TLS)")
+	fs.DurationVar(&c.HSTSMaxAge, "hsts-max-age", c.HSTSMaxAge, "Strict-Transport-Security max-age sent over TLS (0: no header)")
 	fs.IntVar(&c.MaxMessage, "max-message", c.MaxMessage, "largest inbound WebSocket message in `bytes` (over it: close 1009)")
 	fs.Float64Var(&c.Rate, "rate", c.Rate, "requests a second per connection, on average")
 	fs.IntVar(&c.Burst, "burst", c.Burst, "requests per connection at once, above -rate")
@@ -151,12 +179,15 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Shards, "shards", c.Shards, "room table shards (0: 8 × GOMAXPROCS)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "fan-out writer goroutines (0: GOMAXPROCS)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go's profiler at /debug/pprof/ (for measuring, not for production)")
 }
 
 // defaultConfig returns the documented defaults.
 func defaultConfig() Config {
 	return Config{
 		Addr:            ":8080",
+		TLSReload:       5 * time.Second,
+		HSTSMaxAge:      365 * 24 * time.Hour,
 		MaxMessage:      64 << 10,
 		Rate:            20,
 		Burst:           40,
@@ -212,6 +243,9 @@ func (c *Config) validate() error {
 	positive("call-limit", c.CallLimit)
 	positive("max-conns", c.MaxConns)
 	positive("send-buffer", c.SendBuffer)
+	if c.SendBuffer > 1<<30 {
+		errs = append(errs, errors.New("-send-buffer must be at most 1 GiB"))
+	}
 	positive("max-header-bytes", c.MaxHeaderBytes)
 	if c.Rate <= 0 {
 		errs = append(errs, errors.New("-rate must be positive"))
@@ -231,6 +265,7 @@ func (c *Config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateTLS()...)
 	return errors.Join(errs...)
 }
 

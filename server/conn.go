@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
 )
 
 // client is one WebSocket connection. It is nbio's session for the
@@ -22,13 +23,13 @@ import (
 // rooms and closed under mu; the rest is immutable or atomic.
 type client struct {
 	w     *worker
+	nbc   *nbio.Conn   // the socket
+	sink  io.Writer    // where frames go: nbc, or the TLS conn over it
+	conn  *nbhttp.Conn // the hijacked conn, kept only for TLS (see UnderlayerConn)
 	id    uint64
 	idStr string
 	nick  atomic.Pointer[string]
-	conn  net.Conn   // the hijacked *nbhttp.Conn, returned by UnderlayerConn
-	nbc   *nbio.Conn // the socket
-	sink  io.Writer  // where frames go: nbc, or the TLS conn over it
-	ip    string     // remote address, for the per-IP cap ("" when off)
+	ip    string // remote address, for the per-IP cap ("" when off)
 
 	// handed counts bytes given to the socket, written those the kernel
 	// took; the difference is what nbio still holds for a slow reader.
@@ -42,31 +43,45 @@ type client struct {
 	closed bool    // guarded by mu: disconnect has run
 
 	// Read state, owned by Parse.
-	rbuf      []byte // an incomplete frame carried over to the next read
-	msg       []byte // a fragmented text message being assembled
-	msgValid  int    // bytes of msg checked as UTF-8 so far
-	inMessage bool   // a fragmented message is in progress
-	readDone  bool   // the connection failed or closed: ignore input
+	part      *partial // a frame or message split across reads, if any
+	readDone  bool     // the connection failed or closed: ignore input
+	errs      int32    // malformed requests so far
 	tokens    float64
 	tokenTime int64 // clock.now() of the last refill
-	errs      int32 // malformed requests so far
 	rlNotice  int64 // clock.now() of the last rate_limited answer
 
 	// Worker-owned.
 	widx         int32 // index in worker.conns
 	qhead, qtail int32 // this round's pending frames (worker.nodes)
-	qbytes       int   // bytes pending this round
-	base         int   // unsent bytes when the round began
 	dirty        bool
 	gone         bool // unregistered: write nothing more
 	closeQueued  bool
 	closeSent    bool
 	closeMode    closeMode
+
+	// sinkCounts says sink adds what it hands to the socket to handed
+	// itself, so write must not: with TLS that is the ciphertext, not the
+	// frames (tls.go, tlsSocket). Set before the upgrade completes.
+	sinkCounts bool
+}
+
+// partial is read state that only a connection whose frame or message is
+// split across reads needs; the idle majority keeps a nil pointer instead.
+type partial struct {
+	rbuf      []byte // an incomplete frame carried over to the next read
+	msg       []byte // a fragmented text message being assembled
+	msgValid  int    // bytes of msg checked as UTF-8 so far
+	inMessage bool   // a fragmented message is in progress
 }
 
 // UnderlayerConn implements nbhttp.ParserCloser; nbio's TLS path uses it to
 // find the TLS connection to decrypt with.
-func (c *client) UnderlayerConn() net.Conn { return c.conn }
+func (c *client) UnderlayerConn() net.Conn {
+	if c.conn == nil { // plain connections drop it: nbio asks only for TLS ones
+		return nil
+	}
+	return c.conn
+}
 
 // CloseAndClean implements nbhttp.ParserCloser: nbio calls it once the
 // socket is closed, whoever closed it.
@@ -97,7 +112,9 @@ func (c *client) pending() int {
 // write hands buf to the socket. Called by the worker only. nbio writes what
 // the socket takes at once and copies the rest, so buf may be reused.
 func (c *client) write(buf []byte) {
-	c.handed.Add(int64(len(buf)))
+	if !c.sinkCounts {
+		c.handed.Add(int64(len(buf)))
+	}
 	_, _ = c.sink.Write(buf) // a failed write closes the conn; CloseAndClean follows
 }
 
@@ -136,7 +153,7 @@ func (c *client) fail(code int, reason string) {
 		return
 	}
 	c.readDone = true
-	c.rbuf, c.msg = nil, nil
+	c.part = nil
 	c.closing.Store(true)
 	c.w.push(job{op: jobClose, c: c, frame: closeFrame(code, reason), mode: closeAfterFlush})
 }
@@ -153,10 +170,11 @@ func (c *client) Parse(data []byte) error {
 	c.lastRead.Store(h.clock.now())
 	h.stats.bytesIn.Add(uint64(len(data)))
 	buf := data
-	carried := len(c.rbuf) > 0
+	p := c.part
+	carried := p != nil && len(p.rbuf) > 0
 	if carried {
-		c.rbuf = append(c.rbuf, data...)
-		buf = c.rbuf
+		p.rbuf = append(p.rbuf, data...)
+		buf = p.rbuf
 	}
 	for len(buf) > 0 && !c.readDone {
 		fh, ok, code := parseHeader(buf, h.cfg.MaxMessage)
@@ -178,14 +196,24 @@ func (c *client) Parse(data []byte) error {
 	}
 	// Keep an incomplete frame for the next read. parseHeader bounded its
 	// declared length, so this holds at most one frame of MaxMessage.
+	p = c.part
 	switch {
 	case len(buf) == 0:
-		c.rbuf = nil
+		if p != nil {
+			p.rbuf = nil
+			if !p.inMessage {
+				c.part = nil
+			}
+		}
 	case carried:
-		n := copy(c.rbuf, buf)
-		c.rbuf = c.rbuf[:n]
+		n := copy(p.rbuf, buf)
+		p.rbuf = p.rbuf[:n]
 	default:
-		c.rbuf = append(make([]byte, 0, max(len(buf), 512)), buf...)
+		if p == nil {
+			p = &partial{}
+			c.part = p
+		}
+		p.rbuf = append(make([]byte, 0, max(len(buf), 512)), buf...)
 	}
 	return nil
 }
@@ -217,7 +245,7 @@ func (c *client) frame(fh frameHeader, payload []byte) {
 	case opClose:
 		c.peerClose(payload)
 	case opText, opBinary:
-		if c.inMessage {
+		if c.part != nil && c.part.inMessage {
 			c.fail(closeProtocolError, "new message inside a fragmented one")
 			return
 		}
@@ -233,20 +261,24 @@ func (c *client) frame(fh frameHeader, payload []byte) {
 			c.message(payload)
 			return
 		}
-		c.inMessage = true
-		c.msg = append(c.msg[:0], payload...)
-		c.msgValid = 0
+		if c.part == nil {
+			c.part = &partial{}
+		}
+		c.part.inMessage = true
+		c.part.msg = append(c.part.msg[:0], payload...)
+		c.part.msgValid = 0
 		c.continueMessage(false)
 	case opContinuation:
-		if !c.inMessage {
+		p := c.part
+		if p == nil || !p.inMessage {
 			c.fail(closeProtocolError, "continuation frame without a message")
 			return
 		}
-		if len(c.msg)+len(payload) > c.w.hub.cfg.MaxMessage {
+		if len(p.msg)+len(payload) > c.w.hub.cfg.MaxMessage {
 			c.fail(closeTooBig, closeReason(closeTooBig))
 			return
 		}
-		c.msg = append(c.msg, payload...)
+		p.msg = append(p.msg, payload...)
 		c.continueMessage(fh.fin)
 	}
 }
@@ -254,21 +286,20 @@ func (c *client) frame(fh frameHeader, payload []byte) {
 // continueMessage checks the UTF-8 of the fragments so far and, on the last
 // one, handles the message.
 func (c *client) continueMessage(fin bool) {
-	tail, ok := utf8Prefix(c.msg[c.msgValid:])
+	p := c.part
+	tail, ok := utf8Prefix(p.msg[p.msgValid:])
 	if !ok || fin && tail != 0 {
 		c.fail(closeInvalidData, closeReason(closeInvalidData))
 		return
 	}
-	c.msgValid = len(c.msg) - tail
+	p.msgValid = len(p.msg) - tail
 	if !fin {
 		return
 	}
-	c.inMessage = false
-	c.message(c.msg)
-	if cap(c.msg) > 4096 { // don't keep a big buffer on an idle connection
-		c.msg = nil
-	} else {
-		c.msg = c.msg[:0]
+	p.inMessage = false
+	c.message(p.msg)
+	if c.part == p { // the handler may have failed the connection
+		p.msg = nil // don't keep a message buffer on an idle connection
 	}
 }
 

@@ -19,12 +19,19 @@ import (
 // no lock protects those lists and one big room fans out on every core at
 // once: a broadcast is one job per worker, not one per member.
 //
-// Writes are coalesced: a worker takes every queued job, appends the frames
-// to each recipient's pending list, then writes each recipient's frames with
-// one write call. When idle, a job is written as soon as it arrives; under
-// load, frames pile up while the worker writes, and the next round sends them
-// together. The cost is a write syscall (about 4 µs on loopback) per
-// connection per round instead of per frame, and nothing waits on a timer.
+// Writes are coalesced in rounds. A worker takes every queued job, links
+// each job's frame into its recipients' lists for the round, then writes
+// each recipient's frames with one write call. When idle, a job is written
+// as soon as it arrives; under load, jobs pile up while the worker writes,
+// and the next round sends them together. A write syscall costs about 4 µs
+// on loopback whatever its size, so this is where throughput comes from; and
+// nothing ever waits on a timer.
+//
+// Consecutive broadcasts to the same room in one round form a run: the
+// run's frames are appended to one buffer that every member's list already
+// points to, so the second and later messages of a run cost O(1) for the
+// whole room instead of O(members), and a member with nothing else pending
+// gets the run's buffer written as is, without a copy.
 
 // jobOp says what a job does.
 type jobOp uint8
@@ -70,11 +77,15 @@ type job struct {
 	frame []byte
 }
 
-// qnode links one frame into a connection's pending list for this round.
+// qnode links one blob (a frame, or a run of frames) into a connection's
+// pending list for this round.
 type qnode struct {
-	frame []byte
-	next  int32
+	blob, next int32
 }
+
+// maxRoundNodes bounds a round's links (8 bytes each); past it the worker
+// writes what it has before taking the next job.
+const maxRoundNodes = 1 << 20
 
 // workerStats are a worker's counters, written once per round.
 type workerStats struct {
@@ -100,12 +111,19 @@ type worker struct {
 	done    chan struct{}
 
 	// Owned by the worker goroutine.
-	conns   []*client // every registered connection of this worker
-	dirty   []*client // connections with frames pending this round
-	nodes   []qnode   // this round's pending frames, linked per connection
-	scratch []byte    // one connection's frames, concatenated for one write
-	frames  uint64    // frames and bytes written this round
-	bytes   uint64
+	conns      []*client // every registered connection of this worker
+	dirty      []*client // connections with frames pending this round
+	nodes      []qnode   // this round's links, in per-connection lists
+	blobs      [][]byte  // this round's frames and runs of frames
+	blobFrames []int32   // frames in each blob
+	blobOwned  []bool    // the blob is a worker buffer (a run), not a shared frame
+	spareBufs  [][]byte  // run buffers to reuse
+	runRoom    *room     // the last job was a broadcast to this room...
+	runBlob    int32     // ...with this blob, which the next one may extend
+	roundBytes int       // bytes of frames taken this round
+	scratch    []byte    // one connection's blobs, concatenated for one write
+	frames     uint64    // frames and bytes written, not yet in stats
+	bytes      uint64
 
 	stats workerStats
 }
@@ -153,6 +171,12 @@ func (w *worker) run() {
 		for i := range batch {
 			w.do(&batch[i])
 			batch[i] = job{}
+			// A round is bounded: every connection's share of it stays under
+			// flushAt bytes, so a burst is not mistaken for a slow reader,
+			// and the links it needs stay few.
+			if w.roundBytes >= w.hub.flushAt || len(w.nodes) >= maxRoundNodes {
+				w.flush()
+			}
 		}
 		w.flush()
 
@@ -171,18 +195,14 @@ func (w *worker) stop() {
 }
 
 func (w *worker) do(j *job) {
+	if j.op != jobBroadcast {
+		w.runRoom = nil // only back-to-back broadcasts to one room form a run
+	}
 	switch j.op {
 	case jobSend:
 		w.send(j.c, j.frame)
 	case jobBroadcast:
-		n := 0
-		for _, m := range j.room.parts[w.id] {
-			if m != j.c {
-				w.send(m, j.frame)
-				n++
-			}
-		}
-		w.stats.deliveries.Add(uint64(n))
+		w.broadcast(j)
 	case jobJoin:
 		j.room.parts[w.id] = append(j.room.parts[w.id], j.c)
 		if j.frame != nil {
@@ -208,6 +228,57 @@ func (w *worker) do(j *job) {
 	case jobSweep:
 		w.sweep()
 	}
+}
+
+// broadcast links a room's frame to the room's members on this worker.
+func (w *worker) broadcast(j *job) {
+	part := j.room.parts[w.id]
+	if j.c == nil && w.runRoom == j.room {
+		// Every member here is linked to the run already (any membership
+		// change in between would have ended it): extend the run's buffer.
+		w.extend(w.runBlob, j.frame)
+		w.stats.deliveries.Add(uint64(len(part)))
+		return
+	}
+	b := w.addBlob(j.frame)
+	n := 0
+	for _, m := range part {
+		if m != j.c {
+			w.link(m, b)
+			n++
+		}
+	}
+	w.stats.deliveries.Add(uint64(n))
+	if j.c == nil {
+		w.runRoom, w.runBlob = j.room, b
+	}
+}
+
+// addBlob registers a frame for this round.
+func (w *worker) addBlob(frame []byte) int32 {
+	w.blobs = append(w.blobs, frame)
+	w.blobFrames = append(w.blobFrames, 1)
+	w.blobOwned = append(w.blobOwned, false)
+	w.roundBytes += len(frame)
+	return int32(len(w.blobs) - 1)
+}
+
+// extend appends frame to blob b. A blob starts as a room's shared frame,
+// which other workers read too, so the first extension copies it into a
+// buffer of the worker's own.
+func (w *worker) extend(b int32, frame []byte) {
+	buf := w.blobs[b]
+	if !w.blobOwned[b] {
+		var own []byte
+		if n := len(w.spareBufs); n > 0 {
+			own, w.spareBufs = w.spareBufs[n-1][:0], w.spareBufs[:n-1]
+		}
+		buf = append(own, buf...)
+		w.blobOwned[b] = true
+	}
+	w.blobs[b] = append(buf, frame...)
+	w.blobFrames[b]++
+	w.roundBytes += len(frame)
 }
 
 // removeClient deletes c from s by swapping in the last element. Order in a
@@ -240,56 +311,29 @@ func (w *worker) unregister(c *client) {
 	}
 }
 
-// send appends frame to c's pending frames for this round.
+// send queues frame for c in this round.
 func (w *worker) send(c *client, frame []byte) {
 	if c.gone || c.closeQueued {
 		return
 	}
-	if !c.dirty {
-		c.dirty = true
-		c.qhead, c.qtail, c.qbytes = -1, -1, 0
-		c.base = c.pending()
-		w.dirty = append(w.dirty, c)
-	}
-	if c.qbytes > 0 && c.qbytes+len(frame) > w.hub.flushAt {
-		// A burst of broadcasts in one round: write what this round has so
-		// far rather than hold it, so the cap below measures what the
-		// client has not read, not how much arrived at once.
-		w.writeOut(c)
-		c.base = c.pending()
-	}
-	if c.base+c.qbytes+len(frame) > w.hub.cfg.SendBuffer {
-		w.slowConsumer(c)
-		return
-	}
-	w.link(c, frame)
+	w.link(c, w.addBlob(frame))
 }
 
-// link appends frame to c's list of this round.
-func (w *worker) link(c *client, frame []byte) {
+// link appends blob b to c's list of this round.
+func (w *worker) link(c *client, b int32) {
+	if c.gone || c.closeQueued {
+		return
+	}
 	n := int32(len(w.nodes))
-	w.nodes = append(w.nodes, qnode{frame: frame, next: -1})
-	if c.qtail < 0 {
+	w.nodes = append(w.nodes, qnode{blob: b, next: -1})
+	if !c.dirty {
+		c.dirty = true
 		c.qhead = n
+		w.dirty = append(w.dirty, c)
 	} else {
 		w.nodes[c.qtail].next = n
 	}
 	c.qtail = n
-	c.qbytes += len(frame)
-}
-
-// slowConsumer drops what c has pending this round and closes it with 1013:
-// its unsent bytes went over the cap. What the socket already holds still
-// reaches the client, then the close frame.
-func (w *worker) slowConsumer(c *client) {
-	dropped := 0
-	for i := c.qhead; i >= 0; i = w.nodes[i].next {
-		dropped++
-	}
-	w.stats.droppedFrames.Add(uint64(dropped) + 1)
-	w.stats.slowConsumers.Add(1)
-	c.qhead, c.qtail, c.qbytes = -1, -1, 0
-	w.close(c, w.hub.slowFrame, closeAwaitReply)
 }
 
 // close queues a close frame for c as its last frame.
@@ -297,12 +341,7 @@ func (w *worker) close(c *client, frame []byte, mode closeMode) {
 	if c.gone || c.closeQueued {
 		return
 	}
-	if !c.dirty {
-		c.dirty = true
-		c.qhead, c.qtail, c.qbytes = -1, -1, 0
-		w.dirty = append(w.dirty, c)
-	}
-	w.link(c, frame)
+	w.link(c, w.addBlob(frame))
 	if len(frame) >= 4 { // count by the code in the frame's first payload bytes
 		w.hub.stats.countClose(int(binary.BigEndian.Uint16(frame[2:4])))
 	}
@@ -327,23 +366,58 @@ func (w *worker) sweep() {
 	}
 }
 
-// flush writes each dirty connection's frames with one write call.
+// flush ends the round: each dirty connection's frames go out in one write
+// call, unless they would take its unsent bytes over the cap, in which case
+// they are dropped and the connection is closed with 1013 (slow consumer):
+// what its socket already holds still reaches it, then the close frame.
 func (w *worker) flush() {
+	limit := w.hub.cfg.SendBuffer
 	for _, c := range w.dirty {
 		c.dirty = false
 		if c.gone {
 			continue
 		}
-		w.writeOut(c)
+		total, frames := 0, 0
+		for i := c.qhead; i >= 0; i = w.nodes[i].next {
+			b := w.nodes[i].blob
+			total += len(w.blobs[b])
+			frames += int(w.blobFrames[b])
+		}
+		if !c.closeSent && c.pending()+total > limit {
+			w.slowConsumer(c, frames)
+			continue
+		}
+		if w.nodes[c.qhead].next < 0 { // one blob: write it as it is
+			c.write(w.blobs[w.nodes[c.qhead].blob])
+		} else {
+			buf := w.scratch[:0]
+			for i := c.qhead; i >= 0; i = w.nodes[i].next {
+				buf = append(buf, w.blobs[w.nodes[i].blob]...)
+			}
+			c.write(buf)
+			if cap(buf) <= 1<<20 { // keep the scratch buffer unless it grew huge
+				w.scratch = buf[:0]
+			}
+		}
+		w.frames += uint64(frames)
+		w.bytes += uint64(total)
 		if c.closeQueued && !c.closeSent {
 			c.closeSent = true
 			c.afterCloseFrame()
 		}
 	}
+	for i, own := range w.blobOwned {
+		if own && cap(w.blobs[i]) <= 2*w.hub.flushAt && len(w.spareBufs) < 64 {
+			w.spareBufs = append(w.spareBufs, w.blobs[i])
+		}
+	}
 	clear(w.dirty)
 	w.dirty = w.dirty[:0]
-	clear(w.nodes) // drop the frames' references so the GC can take them
+	clear(w.blobs) // drop the frames' references so the GC can take them
+	w.blobs, w.blobFrames, w.blobOwned = w.blobs[:0], w.blobFrames[:0], w.blobOwned[:0]
 	w.nodes = w.nodes[:0]
+	w.runRoom = nil
+	w.roundBytes = 0
 	if w.frames > 0 {
 		w.stats.framesOut.Add(w.frames)
 		w.stats.bytesOut.Add(w.bytes)
@@ -351,21 +425,23 @@ func (w *worker) flush() {
 	}
 }
 
-// writeOut writes c's pending frames of this round in one write call.
-func (w *worker) writeOut(c *client) {
-	buf := w.scratch[:0]
-	for i := c.qhead; i >= 0; i = w.nodes[i].next {
-		buf = append(buf, w.nodes[i].frame...)
-		w.frames++
+// slowConsumer closes c with 1013 instead of writing its frames of this
+// round, which would take its unsent bytes over the cap. If a close frame
+// was queued already (a shutdown), that one is sent instead.
+func (w *worker) slowConsumer(c *client, frames int) {
+	w.stats.droppedFrames.Add(uint64(frames))
+	frame := w.hub.slowFrame
+	if c.closeQueued {
+		frame = w.blobs[w.nodes[c.qtail].blob]
+	} else {
+		w.stats.slowConsumers.Add(1)
+		w.hub.stats.countClose(closeTryAgainLater)
+		c.closeQueued, c.closeMode = true, closeAwaitReply
+		c.closing.Store(true)
 	}
-	c.qhead, c.qtail, c.qbytes = -1, -1, 0
-	if len(buf) > 0 {
-		c.write(buf)
-		w.bytes += uint64(len(buf))
-	}
-	if cap(buf) <= 1<<20 { // keep the scratch buffer unless one round made it huge
-		w.scratch = buf[:0]
-	}
+	c.write(frame)
+	c.closeSent = true
+	c.afterCloseFrame()
 }
 
 // pingFrame is an empty ping; browsers answer it by themselves.

@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strings"
 	"time"
 
+	ltls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -28,6 +30,12 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /api/rooms", s.apiRooms)
 	mux.HandleFunc("GET /api/config", s.apiConfig)
 	mux.HandleFunc("/ws", s.serveWS)
+	if s.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
@@ -174,7 +182,11 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	h := s.hub
 	id := s.nextID.Add(1)
-	c := &client{id: id, idStr: formatID(id), conn: nc, nbc: nbc, sink: sink, ip: ip}
+	c := &client{id: id, idStr: formatID(id), nbc: nbc, sink: sink, ip: ip}
+	if tc, ok := sink.(*ltls.Conn); ok {
+		c.conn = nc                           // nbio decrypts through it (UnderlayerConn)
+		c.sinkCounts = countCiphertext(c, tc) // tls.go
+	}
 	c.w = h.worker(id)
 	nick, ok := normalizeNick(r.URL.Query().Get("nick"))
 	if !ok {
@@ -212,6 +224,10 @@ func (s *server) socketOf(nc *nbhttp.Conn) (*nbio.Conn, io.Writer) {
 	switch u := nc.Conn.(type) {
 	case *nbio.Conn:
 		return u, u
+	case *ltls.Conn: // over the tlsSocket hookTLSSockets put under it
+		if ts, ok := u.Conn().(*tlsSocket); ok {
+			return ts.Conn, u
+		}
 	}
 	return nil, nil
 }
@@ -246,6 +262,14 @@ func (s *server) originAllowed(r *http.Request) bool {
 	u, err := url.Parse(origin)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return false // includes the opaque origin "null"
+	}
+	// Without TLS the scheme is not compared: behind a proxy that
+	// terminates TLS the page is https:// while this server sees plain
+	// HTTP. With TLS the page is only ever served over https on this host
+	// and port, so an http:// origin naming them is a forgery or an
+	// attacker's page on a spoofed plain-HTTP connection.
+	if s.tls != nil && u.Scheme != "https" {
+		return false
 	}
 	return strings.EqualFold(u.Host, r.Host)
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 )
 
@@ -37,11 +38,23 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	log := newLogger(stderr, level)
 	bridgeNbioLogs(log, level)
 
+	if cfg.Pprof {
+		runtime.MemProfileRate = 4096 // fine-grained heap profiles for per-connection costs
+	}
 	srv := newServer(cfg, log)
 	if err := srv.start(); err != nil {
 		return err
 	}
 	log.Info("listening", "addr", srv.addr, "max_conns", cfg.MaxConns, "workers", len(srv.hub.workers), "shards", len(srv.hub.shards))
+	if srv.tls != nil {
+		// SIGHUP reloads the certificate (tls.go). Only with TLS: without,
+		// it keeps its default action, ending the process, as when the
+		// terminal running `make run` closes.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go srv.reloadOnSignal(ctx, hup)
+	}
 	<-ctx.Done()
 	log.Info("shutting down", "connections", srv.stats.connections.Load(), "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

@@ -35,8 +35,8 @@ type hub struct {
 
 	// slowFrame is the close frame sent to slow consumers.
 	slowFrame []byte
-	// flushAt is how many bytes a connection may gather in one round before
-	// the worker writes them out early.
+	// flushAt bounds the bytes of frames a worker takes in one round, and
+	// so what any one connection can get in one write.
 	flushAt int
 
 	roomsDirty atomic.Bool  // the rooms list changed since the last push

@@ -25,6 +25,9 @@ type server struct {
 	engine   *nbhttp.Engine
 	addr     string // the listener's address once started
 
+	tls          *tlsState // nil without TLS (tls.go)
+	redirectAddr string    // the -http-redirect listener's address once started
+
 	nextID   atomic.Uint64
 	draining atomic.Bool
 
@@ -64,7 +67,7 @@ func newServer(cfg Config, log *slog.Logger) *server {
 // housekeeping goroutine.
 func (s *server) start() error {
 	addrs := []string{s.cfg.Addr}
-	s.engine = nbhttp.NewEngine(nbhttp.Config{
+	conf := nbhttp.Config{
 		Name:    "noom",
 		Network: "tcp",
 		Addrs:   addrs,
@@ -81,7 +84,14 @@ func (s *server) start() error {
 		MaxHTTPBodySize: 64 << 10,
 		KeepaliveTime:   s.cfg.HeaderTimeout,
 		WriteTimeout:    s.cfg.HeaderTimeout,
-	})
+	}
+	// With TLS, addrs becomes the TLS listener, beside the optional
+	// redirect listener (tls.go).
+	if err := s.configureTLS(&conf); err != nil {
+		return err
+	}
+	s.engine = nbhttp.NewEngine(conf)
+	s.hookTLSSockets()
 	s.engine.OnWrittenSize(func(c *nbio.Conn, _ []byte, n int) {
 		if cl, ok := c.Session().(*client); ok {
 			cl.onWritten(n)
@@ -98,6 +108,7 @@ func (s *server) start() error {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.addr = addrs[0]
+	s.tlsStarted()
 	go s.housekeeping()
 	return nil
 }
@@ -147,6 +158,7 @@ wait:
 	}
 	close(s.stopHousekeeping)
 	<-s.housekeepingDone
+	s.tlsStopped()
 	ectx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if e := s.engine.Shutdown(ectx); e != nil && !errors.Is(e, context.DeadlineExceeded) {
