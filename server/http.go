@@ -36,7 +36,27 @@ func (s *server) routes() http.Handler {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return mux
+	return s.limitHeaders(mux)
+}
+
+// limitHeaders answers 431 to a request whose head is over -max-header-bytes.
+// nbio's parser bounds what it buffers across reads (ReadLimit), but a head
+// that arrives in one read is parsed whole; this bounds the rest.
+func (s *server) limitHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		size := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+		for k, vs := range r.Header {
+			for _, v := range vs {
+				size += len(k) + len(v) + 4
+			}
+		}
+		if size > s.cfg.MaxHeaderBytes {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "request header fields too large", http.StatusRequestHeaderFieldsTooLarge)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // contentSecurityPolicy allows the page its own scripts, styles and
