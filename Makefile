@@ -1,6 +1,8 @@
 # The README's commands. Every target is phony: make is only a launcher here.
 .PHONY: build run test test-go test-e2e lint bench compare fuzz soak cluster clean
 
+FUZZTIME ?= 60s
+
 ADDR ?= :8080
 GO   ?= go
 BIN  := bin
@@ -31,6 +33,16 @@ bench:
 
 compare:
 	$(GO) run ./bench -compare $(BENCHFLAGS)
+
+# Each fuzz target for FUZZTIME; prints inputs tried and fails on a crasher
+# (saved under server/testdata/fuzz, where `go test` replays it from then on).
+fuzz:
+	@for target in FuzzDecode FuzzFrames; do \
+		echo "== $$target for $(FUZZTIME)"; \
+		$(GO) test ./server -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) > /tmp/noom-fuzz.log 2>&1; status=$$?; \
+		grep -E '^fuzz: elapsed' /tmp/noom-fuzz.log | tail -1; grep -E -A20 '^--- FAIL' /tmp/noom-fuzz.log; \
+		[ $$status -eq 0 ] || exit $$status; \
+	done
 
 clean:
 	rm -rf $(BIN)
