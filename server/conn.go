@@ -29,7 +29,6 @@ type client struct {
 	id    uint64
 	idStr string
 	nick  atomic.Pointer[string]
-	ip    string // remote address, for the per-IP cap ("" when off)
 
 	// handed counts bytes given to the socket, written those the kernel
 	// took; the difference is what nbio still holds for a slow reader.

@@ -36,7 +36,7 @@ func benchHub(b *testing.B, n int) (*hub, *client, *atomic.Int64, *atomic.Int64)
 	cfg := defaultConfig()
 	cfg.PresenceLimit = 0 // no presence storm while filling the room
 	h := newHub(&cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), &stats{}, newClock())
-	h.release = func(string) {}
+	h.release = func(*client) {}
 	h.start()
 	b.Cleanup(h.stop)
 	var writes, bytes atomic.Int64

@@ -202,10 +202,10 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	h := s.hub
 	id := s.nextID.Add(1)
-	c := &client{id: id, idStr: formatID(id), nbc: nbc, sink: sink, ip: ip}
+	c := &client{id: id, idStr: formatID(id), nbc: nbc, sink: sink}
 	if tc, ok := sink.(*ltls.Conn); ok {
-		c.conn = nc                           // nbio decrypts through it (UnderlayerConn)
-		c.sinkCounts = countCiphertext(c, tc) // tls.go
+		c.conn = nc                      // nbio decrypts through it (UnderlayerConn)
+		c.sinkCounts = upgradeTLS(c, tc) // tls.go
 	}
 	c.w = h.worker(id)
 	nick, ok := normalizeNick(r.URL.Query().Get("nick"))

@@ -44,7 +44,7 @@ type hub struct {
 	epochSeq   atomic.Uint64
 
 	// release gives back a closed connection's place under the caps.
-	release func(ip string)
+	release func(c *client)
 
 	clientsMu sync.RWMutex
 	clients   map[uint64]*client // by connection id, for signal and call
@@ -180,7 +180,7 @@ func (h *hub) disconnected(c *client, err error) {
 	if !h.disconnect(c) {
 		return
 	}
-	h.release(c.ip)
+	h.release(c)
 	if h.log.Enabled(context.Background(), slog.LevelDebug) {
 		h.log.Debug("disconnected", "conn", c.idStr, "err", err)
 	}

@@ -58,7 +58,13 @@ func newServer(cfg Config, log *slog.Logger) *server {
 		housekeepingDone: make(chan struct{}),
 	}
 	s.hub = newHub(&s.cfg, log, st, newClock())
-	s.hub.release = s.releaseConn
+	s.hub.release = func(c *client) {
+		ip := ""
+		if s.cfg.MaxConnsPerIP > 0 { // the address nbio keeps: no copy per connection
+			ip = remoteIP(c.nbc.RemoteAddr().String())
+		}
+		s.releaseConn(ip)
+	}
 	s.registry = newRegistry(st, s.hub)
 	return s
 }
