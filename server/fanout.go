@@ -46,6 +46,7 @@ const (
 	jobClose                   // send the close frame and end the connection (see closeMode)
 	jobCloseAll                // send the close frame to every connection of the worker
 	jobSweep                   // ping every connection; drop those idle too long
+	jobSettle                  // clear nbio's HTTP read deadline on connections upgraded a while ago
 )
 
 // closeMode says when the TCP connection ends after a close frame.
@@ -112,6 +113,8 @@ type worker struct {
 
 	// Owned by the worker goroutine.
 	conns      []*client // every registered connection of this worker
+	fresh      []*client // registered since the last settle
+	settling   []*client // registered before the last settle: settled at the next
 	dirty      []*client // connections with frames pending this round
 	nodes      []qnode   // this round's links, in per-connection lists
 	blobs      [][]byte  // this round's frames and runs of frames
@@ -216,6 +219,7 @@ func (w *worker) do(j *job) {
 	case jobRegister:
 		j.c.widx = int32(len(w.conns))
 		w.conns = append(w.conns, j.c)
+		w.fresh = append(w.fresh, j.c)
 		w.send(j.c, j.frame)
 	case jobUnregister:
 		w.unregister(j.c)
@@ -227,6 +231,8 @@ func (w *worker) do(j *job) {
 		}
 	case jobSweep:
 		w.sweep()
+	case jobSettle:
+		w.settle()
 	}
 }
 
@@ -442,6 +448,20 @@ func (w *worker) slowConsumer(c *client, frames int) {
 	c.write(frame)
 	c.closeSent = true
 	c.afterCloseFrame()
+}
+
+// settle clears the HTTP read deadline nbio put on connections upgraded one
+// to two seconds ago. The upgrade clears it too, but nbio's accept path arms
+// it after handing the socket to the poller, so on a fast upgrade it can be
+// armed again after it was cleared; by now that path has long finished.
+func (w *worker) settle() {
+	for _, c := range w.settling {
+		if !c.gone {
+			_ = c.nbc.SetReadDeadline(time.Time{})
+		}
+	}
+	clear(w.settling)
+	w.settling, w.fresh = w.fresh, w.settling[:0]
 }
 
 // pingFrame is an empty ping; browsers answer it by themselves.

@@ -357,3 +357,18 @@ func TestShutdownSends1001(t *testing.T) {
 		t.Fatal("shutdown did not return")
 	}
 }
+
+// TestHTTPDeadlineRearmed: nbio's accept path may arm its HTTP read deadline
+// again after the upgrade cleared it (it does so after handing the socket to
+// the poller). The server settles new connections a second or two later, so
+// a quiet WebSocket outlives -header-timeout.
+func TestHTTPDeadlineRearmed(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.HeaderTimeout = 3 * time.Second })
+	ws := dial(t, srv)
+	ws.join("r")
+	c := srv.hub.lookup(ws.id)
+	_ = c.nbc.SetReadDeadline(time.Now().Add(srv.cfg.HeaderTimeout)) // what the race does
+	ws.expectSilence(4 * time.Second)
+	ws.send(map[string]any{"type": "say", "room": "r", "text": "still open"})
+	ws.expect("msg")
+}

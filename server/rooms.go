@@ -547,6 +547,14 @@ func (h *hub) tick() {
 	}
 }
 
+// settle asks every worker to clear nbio's HTTP read deadline on the
+// connections it registered before the previous settle (see worker.settle).
+func (h *hub) settle() {
+	for _, w := range h.workers {
+		w.push(job{op: jobSettle})
+	}
+}
+
 // sweep asks every worker to ping its connections and drop the idle ones.
 func (h *hub) sweep() {
 	for _, w := range h.workers {

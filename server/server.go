@@ -130,6 +130,7 @@ func (s *server) housekeeping() {
 		select {
 		case <-tick.C:
 			s.hub.tick()
+			s.hub.settle()
 		case <-ping.C:
 			s.hub.sweep()
 		case <-s.stopHousekeeping:
