@@ -29,7 +29,7 @@ lint:
 	$(GO) vet ./...
 
 bench:
-	$(GO) run ./bench $(BENCHFLAGS)
+	$(GO) run ./bench -start $(BENCHFLAGS)
 
 compare:
 	$(GO) run ./bench -compare $(BENCHFLAGS)

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Server-side figures come from the server's /metrics (Prometheus text
+// format), when it has one. The names are noom's; the reference server
+// exports the same ones.
+const (
+	mConnections = "noom_connections"
+	mDeliveries  = "noom_deliveries_total"
+	mCPU         = "process_cpu_seconds_total"
+	mRSS         = "process_resident_memory_bytes"
+	mHeap        = "go_memstats_heap_inuse_bytes"
+	mGoroutines  = "go_goroutines"
+)
+
+var wantedMetrics = []string{mConnections, mDeliveries, mCPU, mRSS, mHeap, mGoroutines}
+
+// Sample is one scrape of every server, summed over servers. A metric
+// missing from every server is absent from Values.
+type Sample struct {
+	At     time.Time          `json:"at"`
+	Values map[string]float64 `json:"values"`
+	Errors []string           `json:"errors,omitempty"`
+}
+
+// has reports whether every named metric was present.
+func (s *Sample) has(names ...string) bool {
+	if s == nil {
+		return false
+	}
+	for _, n := range names {
+		if _, ok := s.Values[n]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// metricsURLs turns the WebSocket URLs into the distinct /metrics URLs of
+// their servers.
+func metricsURLs(wsURLs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, raw := range wsURLs {
+		u, err := url.Parse(raw)
+		if err != nil || seen[u.Host] {
+			continue
+		}
+		seen[u.Host] = true
+		scheme := "http"
+		if u.Scheme == "wss" {
+			scheme = "https"
+		}
+		out = append(out, scheme+"://"+u.Host+"/metrics")
+	}
+	return out
+}
+
+var metricsClient = &http.Client{Timeout: 5 * time.Second}
+
+// scrape reads the wanted metrics from every server and sums them. A server
+// without /metrics leaves the figures out; the run goes on.
+func scrape(ctx context.Context, urls []string) *Sample {
+	s := &Sample{At: time.Now(), Values: map[string]float64{}}
+	for _, u := range urls {
+		vals, err := scrapeOne(ctx, u)
+		if err != nil {
+			s.Errors = append(s.Errors, err.Error())
+			continue
+		}
+		for k, v := range vals {
+			s.Values[k] += v
+		}
+	}
+	return s
+}
+
+func scrapeOne(ctx context.Context, u string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := metricsClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", u, resp.Status)
+	}
+	return parseMetrics(bufio.NewScanner(resp.Body), wantedMetrics)
+}
+
+// parseMetrics sums, for each wanted name, every series of that name
+// (whatever its labels) in Prometheus text format.
+func parseMetrics(sc *bufio.Scanner, names []string) (map[string]float64, error) {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	out := map[string]float64{}
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+		}
+		if !want[name] {
+			continue
+		}
+		rest := line[len(name):]
+		if strings.HasPrefix(rest, "{") {
+			if j := strings.LastIndexByte(rest, '}'); j >= 0 {
+				rest = rest[j+1:]
+			}
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		out[name] += v
+	}
+	return out, sc.Err()
+}
