@@ -1,0 +1,74 @@
+// The page's entry point: one connection, the chat view and the call, wired
+// together. Each server frame goes to the part of the page it concerns.
+
+import { Call } from './call.js';
+import { ChatView } from './chat.js';
+import { Connection, wsURL } from './connection.js';
+import { byId, toast } from './dom.js';
+
+const conn = new Connection(() => wsURL(location, chat.nick));
+const chat = new ChatView(conn);
+const call = new Call(conn);
+
+chat.addEventListener('active', (e) => call.onActive(e.detail));
+chat.addEventListener('leave', (e) => call.onRoomLeft(e.detail));
+
+const statusEl = byId('status');
+const statusText = byId('status-text');
+conn.addEventListener('status', ({ detail: status }) => {
+  statusEl.dataset.state = status;
+  statusText.textContent = status;
+  chat.onStatus(status);
+  call.onStatus(status);
+});
+
+conn.addEventListener('frame', ({ detail: frame }) => {
+  switch (frame.type) {
+    case 'hello':
+      chat.onHello(frame);
+      break;
+    case 'nick':
+      chat.onNick(frame);
+      break;
+    case 'joined':
+      chat.onJoined(frame);
+      call.onJoined(frame);
+      break;
+    case 'msg':
+      chat.onMsg(frame);
+      break;
+    case 'presence':
+      chat.onPresence(frame);
+      call.onPresence(frame);
+      break;
+    case 'count':
+      chat.onCount(frame);
+      break;
+    case 'rooms':
+      chat.onRooms(frame);
+      break;
+    case 'call':
+      call.onCall(frame);
+      break;
+    case 'call_peer':
+      call.onCallPeer(frame);
+      break;
+    case 'signal':
+      call.onSignal(frame);
+      break;
+    case 'error':
+      if (frame.ref === 'call' || frame.ref === 'signal') call.onError(frame);
+      else chat.onError(frame);
+      break;
+    // `left` needs nothing: the tab closed when the user clicked Leave.
+  }
+});
+
+// The call works without the config (no ICE servers: host candidates, which
+// is enough on one LAN), so a failed fetch is only reported.
+fetch('api/config')
+  .then((res) => (res.ok ? res.json() : Promise.reject(new Error(`HTTP ${res.status}`))))
+  .then((config) => call.setConfig(config))
+  .catch((err) => toast(`Could not load the call settings (${err.message}); calls use defaults.`, 'info'));
+
+conn.start();

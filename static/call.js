@@ -1,0 +1,433 @@
+// Video calls: a WebRTC mesh, one RTCPeerConnection per other peer in the
+// room's call, signalled through the server (PROTOCOL.md `call`, `call_peer`,
+// `signal`).
+//
+// Who offers is fixed, so two peers never offer to each other at once
+// ("glare"): the newcomer, who gets `call` with the peers already there,
+// offers to each of them; the others only answer. `signal.data` is one of
+//   {kind:'offer', sdp}  {kind:'answer', sdp}  {kind:'ice', candidate}
+//
+// Every connection carries exactly one audio and one video transceiver, set
+// up before the first offer. Switching camera, sharing the screen and coming
+// back are then RTCRtpSender.replaceTrack on the video sender: no
+// renegotiation, so no second offer and no glare to avoid.
+
+import { byId, h, toast } from './dom.js';
+
+const KINDS = ['audio', 'video'];
+
+/** One other peer in the call: its connection and its tile. */
+class Peer {
+  constructor(id, nick, iceServers, signal) {
+    this.id = id;
+    this.pc = new RTCPeerConnection({ iceServers });
+    /** senders holds this page's audio and video sender on this connection. */
+    this.senders = {};
+    /** queue runs signals one at a time, in arrival order: each step awaits the one before. */
+    this.queue = Promise.resolve();
+    this.remote = new MediaStream();
+    this.video = h('video', { autoplay: true, playsinline: true });
+    this.caption = h('span', { class: 'tile-name', text: nick });
+    this.state = h('span', { class: 'tile-state', text: 'Connecting…' });
+    this.tile = h('figure', { class: 'tile remote' }, this.video, h('figcaption', {}, this.caption, this.state));
+
+    this.pc.addEventListener('icecandidate', (e) => {
+      if (e.candidate) signal({ kind: 'ice', candidate: e.candidate.toJSON() });
+    });
+    this.pc.addEventListener('track', (e) => {
+      this.remote.addTrack(e.track);
+      if (this.video.srcObject !== this.remote) this.video.srcObject = this.remote;
+      this.video.play().catch((err) => {
+        if (err.name === 'NotAllowedError') this.#offerAudio();
+      });
+    });
+    this.pc.addEventListener('connectionstatechange', () => {
+      const state = this.pc.connectionState;
+      this.tile.dataset.state = state;
+      this.state.textContent = { new: 'Connecting…', connecting: 'Connecting…', failed: 'Connection failed', disconnected: 'Connection lost…' }[state] ?? '';
+    });
+  }
+
+  /**
+   * attach gives this connection its audio and video transceivers, sending
+   * the local tracks (or nothing, for a kind the page has no device for). On
+   * the answering side the offer already created them; on the offering side
+   * they are added here.
+   */
+  async attach(tracks) {
+    for (const kind of KINDS) {
+      let transceiver = this.pc.getTransceivers().find((t) => t.receiver.track.kind === kind);
+      transceiver ??= this.pc.addTransceiver(kind);
+      transceiver.direction = 'sendrecv';
+      await transceiver.sender.replaceTrack(tracks[kind] ?? null);
+      this.senders[kind] = transceiver.sender;
+    }
+  }
+
+  rename(nick) {
+    this.caption.textContent = nick;
+  }
+
+  close() {
+    this.pc.close();
+    this.tile.remove();
+  }
+
+  /**
+   * offerAudio handles a browser that refused to play sound before the user
+   * interacted with the page: play the video muted and offer a button.
+   */
+  #offerAudio() {
+    if (this.video.muted) return;
+    this.video.muted = true;
+    this.video.play().catch(() => {});
+    const button = h('button', { type: 'button', class: 'tile-audio', text: 'Play sound' });
+    button.addEventListener('click', () => {
+      this.video.muted = false;
+      button.remove();
+    });
+    this.tile.append(button);
+  }
+}
+
+export class Call {
+  #conn;
+  #iceServers = [];
+  #callLimit = 6;
+  /** room is the room whose call the user is in, or null. It outlives a reconnect. */
+  #room = null;
+  /** requested is true once `call` join went out on the current connection. */
+  #requested = false;
+  /** activeRoom is the room shown in the chat view, where Join call acts. */
+  #activeRoom = null;
+  /** local holds the microphone and camera tracks; the preview plays it muted. */
+  #local = new MediaStream();
+  #camera = null;
+  #mic = null;
+  /** screen is the shared screen's track while sharing, sent instead of the camera. */
+  #screen = null;
+  #peers = new Map();
+
+  #els = {
+    stage: byId('call'),
+    title: byId('call-title'),
+    grid: byId('call-grid'),
+    joinCall: byId('join-call'),
+    mute: byId('mute'),
+    cameraToggle: byId('camera-toggle'),
+    cameraSelect: byId('camera-select'),
+    share: byId('share'),
+    leaveCall: byId('leave-call'),
+  };
+  #preview = h('video', { autoplay: true, playsinline: true });
+  #localTile = h('figure', { class: 'tile local' }, this.#preview, h('figcaption', {}, h('span', { class: 'tile-name', text: 'You' })));
+
+  constructor(conn) {
+    this.#conn = conn;
+    this.#preview.muted = true; // Never play one's own microphone back.
+    const els = this.#els;
+    els.joinCall.addEventListener('click', () => this.join(this.#activeRoom));
+    els.leaveCall.addEventListener('click', () => this.leave());
+    els.mute.addEventListener('click', () => this.#toggle(this.#mic));
+    els.cameraToggle.addEventListener('click', () => this.#toggle(this.#camera));
+    els.cameraSelect.addEventListener('change', () => this.#switchCamera(els.cameraSelect.value));
+    els.share.addEventListener('click', () => (this.#screen ? this.#stopSharing() : this.#share()));
+    navigator.mediaDevices?.addEventListener('devicechange', () => this.#listCameras());
+    this.#render();
+  }
+
+  /** setConfig takes /api/config: the ICE servers and the call size limit. */
+  setConfig({ iceServers, callLimit }) {
+    if (Array.isArray(iceServers)) this.#iceServers = iceServers;
+    if (Number.isInteger(callLimit) && callLimit > 0) this.#callLimit = callLimit;
+  }
+
+  /** join opens camera and microphone and joins room's call, leaving any other call first. */
+  async join(room) {
+    if (!room || room === this.#room) return;
+    if (this.#room) this.leave();
+    this.#room = room;
+    this.#render();
+    const stream = await openMedia();
+    if (this.#room !== room) {
+      // Left while the browser asked for the devices.
+      stream?.getTracks().forEach((t) => t.stop());
+      return;
+    }
+    if (stream) {
+      this.#mic = stream.getAudioTracks()[0] ?? null;
+      this.#camera = stream.getVideoTracks()[0] ?? null;
+      this.#local = stream;
+      this.#preview.srcObject = stream;
+      await this.#listCameras();
+    }
+    this.#request();
+    this.#render();
+  }
+
+  /** leave ends this page's part in the call and releases camera and microphone. */
+  leave() {
+    if (!this.#room) return;
+    if (this.#requested) this.#conn.send({ type: 'call', room: this.#room, action: 'leave' });
+    this.#end();
+  }
+
+  // ---- chat view and connection events ----
+
+  onActive(room) {
+    this.#activeRoom = room;
+    this.#render();
+  }
+
+  /** onRoomLeft ends the call of a room the user left; the server has told the peers. */
+  onRoomLeft(room) {
+    if (room === this.#room) this.#end();
+  }
+
+  /** onStatus drops the peer connections when the server connection is lost: the server ended this call membership. */
+  onStatus(status) {
+    if (status === 'online') return;
+    this.#requested = false;
+    this.#closePeers();
+    this.#render();
+  }
+
+  /** onJoined rejoins the call after a reconnect, once the room itself is rejoined. */
+  onJoined(frame) {
+    if (frame.room === this.#room && !this.#requested) this.#request();
+  }
+
+  onPresence(frame) {
+    if (frame.event === 'nick' && frame.room === this.#room) this.#peers.get(frame.id)?.rename(frame.nick);
+  }
+
+  // ---- call frames ----
+
+  /** onCall: the server let this page in; offer to every peer already there. */
+  onCall(frame) {
+    if (frame.room !== this.#room) return;
+    for (const { id, nick } of frame.peers ?? []) {
+      const peer = this.#addPeer(id, nick);
+      this.#enqueue(peer, async () => {
+        await peer.attach(this.#tracks());
+        await peer.pc.setLocalDescription(await peer.pc.createOffer());
+        this.#signal(peer.id, { kind: 'offer', sdp: peer.pc.localDescription.sdp });
+      });
+    }
+    this.#render();
+  }
+
+  onCallPeer(frame) {
+    if (frame.room !== this.#room) return;
+    if (frame.event === 'join') {
+      this.#addPeer(frame.id, frame.nick); // It will offer; its tile shows meanwhile.
+    } else if (frame.event === 'leave') {
+      this.#peers.get(frame.id)?.close();
+      this.#peers.delete(frame.id);
+    }
+    this.#render();
+  }
+
+  onSignal(frame) {
+    const data = frame.data;
+    if (frame.room !== this.#room || !this.#requested || typeof data !== 'object' || data === null) return;
+    // An offer may beat the `call_peer` join only if frames were reordered;
+    // take the peer from the offer then.
+    const peer = this.#peers.get(frame.from) ?? (data.kind === 'offer' ? this.#addPeer(frame.from, frame.nick) : null);
+    if (!peer) return;
+    this.#enqueue(peer, async () => {
+      switch (data.kind) {
+        case 'offer':
+          await peer.pc.setRemoteDescription({ type: 'offer', sdp: data.sdp });
+          await peer.attach(this.#tracks());
+          await peer.pc.setLocalDescription(await peer.pc.createAnswer());
+          this.#signal(peer.id, { kind: 'answer', sdp: peer.pc.localDescription.sdp });
+          break;
+        case 'answer':
+          await peer.pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+          break;
+        case 'ice':
+          await peer.pc.addIceCandidate(data.candidate);
+          break;
+      }
+    });
+    this.#render();
+  }
+
+  onError(frame) {
+    if (frame.code === 'call_full' && this.#room) {
+      const limit = this.#callLimit;
+      toast(`The call in ${this.#room} is full: at most ${limit} ${limit === 1 ? 'person' : 'people'}.`);
+      this.#end();
+    } else if (frame.ref === 'call') {
+      toast(`Could not join the call: ${frame.message || frame.code}`);
+      this.#end();
+    }
+    // A `signal` refused with no_such_member means that peer just left; its
+    // call_peer leave is on the way.
+  }
+
+  // ---- internals ----
+
+  #request() {
+    this.#requested = this.#conn.send({ type: 'call', room: this.#room, action: 'join' });
+  }
+
+  #signal(to, data) {
+    this.#conn.send({ type: 'signal', room: this.#room, to, data });
+  }
+
+  #addPeer(id, nick) {
+    this.#peers.get(id)?.close(); // A peer that rejoined gets a fresh connection.
+    const peer = new Peer(id, nick, this.#iceServers, (data) => this.#signal(id, data));
+    this.#peers.set(id, peer);
+    this.#els.grid.append(peer.tile);
+    return peer;
+  }
+
+  /** enqueue runs step after the peer's earlier signals; a failed step is reported, not fatal. */
+  #enqueue(peer, step) {
+    peer.queue = peer.queue.then(step).catch((err) => {
+      if (peer.pc.signalingState !== 'closed') console.warn('noom: call signalling with', peer.id, 'failed:', err);
+    });
+  }
+
+  /** tracks returns what this page sends: the screen instead of the camera while sharing. */
+  #tracks() {
+    return { audio: this.#mic, video: this.#screen ?? this.#camera };
+  }
+
+  /** listCameras fills the Camera select; device labels are only known once access was granted. */
+  async #listCameras() {
+    if (!this.#room || !navigator.mediaDevices?.enumerateDevices) return;
+    const devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === 'videoinput');
+    const current = this.#camera?.getSettings().deviceId;
+    this.#els.cameraSelect.replaceChildren(
+      ...devices.map((d, i) => h('option', { value: d.deviceId, selected: d.deviceId === current, text: d.label || `Camera ${i + 1}` })),
+    );
+    this.#render();
+  }
+
+  async #switchCamera(deviceId) {
+    if (!this.#camera || deviceId === this.#camera.getSettings().deviceId) return;
+    let track;
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: deviceId } } });
+      track = stream.getVideoTracks()[0];
+    } catch (err) {
+      toast(`Could not switch camera: ${err.message || err.name}`);
+      this.#listCameras();
+      return;
+    }
+    const old = this.#camera;
+    track.enabled = old.enabled;
+    this.#local.removeTrack(old);
+    this.#local.addTrack(track);
+    this.#camera = track;
+    if (!this.#screen) await this.#sendVideo(track);
+    old.stop();
+  }
+
+  async #share() {
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    } catch (err) {
+      if (err.name !== 'NotAllowedError') toast(`Could not share the screen: ${err.message || err.name}`);
+      return;
+    }
+    if (!this.#room) {
+      stream.getTracks().forEach((t) => t.stop());
+      return;
+    }
+    this.#screen = stream.getVideoTracks()[0];
+    // The browser's own "Stop sharing" ends the track without our button.
+    this.#screen.addEventListener('ended', () => this.#stopSharing());
+    this.#preview.srcObject = stream;
+    await this.#sendVideo(this.#screen);
+    this.#render();
+  }
+
+  async #stopSharing() {
+    if (!this.#screen) return;
+    this.#screen.stop();
+    this.#screen = null;
+    this.#preview.srcObject = this.#local;
+    await this.#sendVideo(this.#camera);
+    this.#render();
+  }
+
+  /** sendVideo puts track on every connection's video sender, without renegotiating. */
+  async #sendVideo(track) {
+    await Promise.all([...this.#peers.values()].map((p) => p.senders.video?.replaceTrack(track)));
+  }
+
+  #toggle(track) {
+    if (!track) return;
+    track.enabled = !track.enabled;
+    this.#render();
+  }
+
+  #closePeers() {
+    for (const peer of this.#peers.values()) peer.close();
+    this.#peers.clear();
+  }
+
+  /** end forgets the call: peers closed, devices released, the stage hidden. */
+  #end() {
+    this.#closePeers();
+    for (const track of [this.#mic, this.#camera, this.#screen]) track?.stop();
+    this.#mic = this.#camera = this.#screen = null;
+    this.#local = new MediaStream();
+    this.#preview.srcObject = null;
+    this.#els.cameraSelect.replaceChildren();
+    this.#room = null;
+    this.#requested = false;
+    this.#render();
+  }
+
+  #render() {
+    const els = this.#els;
+    const inCall = this.#room !== null;
+    els.stage.hidden = !inCall;
+    els.joinCall.hidden = !this.#activeRoom || this.#activeRoom === this.#room;
+    if (!inCall) return;
+    if (!this.#localTile.isConnected) els.grid.prepend(this.#localTile);
+    const people = this.#peers.size + 1;
+    els.title.textContent = this.#requested
+      ? `Call in ${this.#room} · ${people} ${people === 1 ? 'person' : 'people'}`
+      : `Call in ${this.#room} · connecting…`;
+    els.grid.dataset.tiles = String(Math.min(people, this.#callLimit));
+    els.mute.textContent = this.#mic?.enabled === false ? 'Unmute' : 'Mute';
+    els.mute.disabled = !this.#mic;
+    els.cameraToggle.textContent = this.#camera?.enabled === false ? 'Camera on' : 'Camera off';
+    els.cameraToggle.disabled = !this.#camera;
+    els.cameraSelect.disabled = !this.#camera || els.cameraSelect.options.length === 0;
+    els.share.textContent = this.#screen ? 'Stop sharing' : 'Share screen';
+    els.share.disabled = !navigator.mediaDevices?.getDisplayMedia;
+    this.#localTile.classList.toggle('mirror', !this.#screen);
+    this.#localTile.classList.toggle('camera-off', !this.#screen && this.#camera?.enabled !== true);
+  }
+}
+
+/**
+ * openMedia asks for microphone and camera, settling for one of them if the
+ * other is missing or refused. It returns null, and says why, if neither can
+ * be had: the page then joins the call to watch and listen.
+ */
+async function openMedia() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    toast('Camera and microphone need a secure page (https: or localhost). You can still watch and listen.', 'info');
+    return null;
+  }
+  let failure = null;
+  for (const constraints of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(constraints);
+    } catch (err) {
+      failure ??= err;
+    }
+  }
+  toast(`No camera or microphone (${failure.message || failure.name}). You can still watch and listen.`, 'info');
+  return null;
+}

@@ -1,0 +1,544 @@
+// The chat view: nickname, the list of open rooms, one tab per joined room
+// with its message log and members, and the composer.
+//
+// Events (CustomEvent, detail: room name or null):
+//   active  the shown room changed
+//   leave   the user left a room (the server also ends their part in its call)
+
+import { byId, h, nickClass, toast } from './dom.js';
+import { RoomHistory } from './history.js';
+
+/** LOG_LIMIT bounds each room's log: past it the oldest entries are dropped. */
+const LOG_LIMIT = 500;
+/** MEMBER_LIMIT bounds each room's member list; the rest shows as "and N more". */
+const MEMBER_LIMIT = 500;
+/**
+ * ROOMS_REFRESH_MS is how often the open-rooms list is asked for while the
+ * page is in a room: the server pushes it only to connections in no room.
+ */
+const ROOMS_REFRESH_MS = 5000;
+/** A message within GROUP_MS of the previous one from the same sender shares its header. */
+const GROUP_MS = 5 * 60_000;
+/** A log scrolled to within STICK_PX of its end follows new messages. */
+const STICK_PX = 48;
+
+const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const NICK_STORE = 'noom.nick';
+const encoder = new TextEncoder();
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+
+/** nickProblem returns why a nickname is refused (PROTOCOL.md "Names"), or '' if it is fine. */
+export function nickProblem(nick) {
+  const length = [...nick].length;
+  if (length < 1) return 'Choose a nickname.';
+  if (length > 32) return 'A nickname has at most 32 characters.';
+  if (/\p{Cc}/u.test(nick)) return 'A nickname cannot contain control characters.';
+  return '';
+}
+
+/** One joined room: its place in the resume protocol and its part of the page. */
+class Room {
+  constructor(name, tabId) {
+    this.name = name;
+    this.history = new RoomHistory();
+    /** members maps connection id to nickname. */
+    this.members = new Map();
+    this.count = 0;
+    this.unread = 0;
+    this.stick = true;
+    this.lastSender = null;
+    this.lastTs = 0;
+    this.log = h('div', {
+      class: 'log',
+      role: 'log',
+      'aria-label': `Messages in ${name}`,
+      tabindex: 0,
+      hidden: true,
+    });
+    this.log.addEventListener('scroll', () => {
+      const { scrollTop, clientHeight, scrollHeight } = this.log;
+      this.stick = scrollTop + clientHeight >= scrollHeight - STICK_PX;
+    });
+    // The log shrinks when a call opens above it: keep the newest in view.
+    new ResizeObserver(() => {
+      if (this.stick) this.scrollToEnd();
+    }).observe(this.log);
+    this.badge = h('span', { class: 'badge', hidden: true });
+    this.tab = h(
+      'button',
+      { type: 'button', role: 'tab', id: tabId, 'aria-controls': 'room-panel', tabindex: -1 },
+      hash(),
+      h('span', { class: 'tab-name', text: name }),
+      this.badge,
+    );
+  }
+
+  /** append adds an entry to the log, dropping the oldest past LOG_LIMIT. */
+  append(entry) {
+    this.log.append(entry);
+    while (this.log.childElementCount > LOG_LIMIT) {
+      this.log.firstElementChild.remove();
+      // A continued message that lost its group's header gets one back.
+      this.log.firstElementChild?.classList.remove('cont');
+    }
+    if (this.stick && !this.log.hidden) this.scrollToEnd();
+  }
+
+  scrollToEnd() {
+    this.log.scrollTop = this.log.scrollHeight;
+  }
+
+  setUnread(n) {
+    this.unread = n;
+    this.badge.hidden = n === 0;
+    this.badge.replaceChildren(
+      String(n > 99 ? '99+' : n),
+      h('span', { class: 'visually-hidden', text: ' unread' }),
+    );
+  }
+}
+
+export class ChatView extends EventTarget {
+  #conn;
+  /** rooms in tab order. */
+  #rooms = new Map();
+  #active = null;
+  /** pendingJoins lists rooms asked for and not yet answered, in request order. */
+  #pendingJoins = [];
+  /**
+   * myId is this connection's id. Ids are unique only within one server
+   * lifetime, so messages are "mine" by the current id alone.
+   */
+  #myId = null;
+  /** nick is the nickname the user chose (and the server accepted), kept across reloads. */
+  #nick = localStorage.getItem(NICK_STORE) ?? '';
+  /** serverNick is the nickname the server knows this connection by, a guest name included. */
+  #serverNick = '';
+  #openRooms = [];
+  #tabSeq = 0;
+  #refreshTimer = 0;
+
+  #els = {
+    nickForm: byId('nick-form'),
+    nick: byId('nick'),
+    joinForm: byId('join-form'),
+    roomInput: byId('room'),
+    roomList: byId('room-list'),
+    roomListEmpty: byId('room-list-empty'),
+    welcome: byId('welcome'),
+    roomView: byId('room-view'),
+    tabs: byId('tabs'),
+    panel: byId('room-panel'),
+    title: byId('room-title'),
+    count: byId('room-count'),
+    leave: byId('leave-room'),
+    logs: byId('logs'),
+    members: byId('members'),
+    composer: byId('composer'),
+    message: byId('message'),
+  };
+
+  constructor(conn) {
+    super();
+    this.#conn = conn;
+    const els = this.#els;
+    els.nick.value = this.#nick;
+    els.nickForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.#saveNick();
+    });
+    // A refused value stays marked until the user edits it.
+    els.nick.addEventListener('input', () => els.nick.setCustomValidity(''));
+    els.roomInput.addEventListener('input', () => els.roomInput.setCustomValidity(''));
+    els.joinForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.join(els.roomInput.value.trim());
+    });
+    els.composer.addEventListener('submit', (e) => {
+      e.preventDefault();
+      this.#send();
+    });
+    els.leave.addEventListener('click', () => this.leave(this.#active));
+    els.tabs.addEventListener('keydown', (e) => this.#tabKey(e));
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden) this.#requestRooms();
+    });
+    this.#render();
+  }
+
+  /** nick is the nickname to connect with: the one the user chose, if any. */
+  get nick() {
+    return this.#nick;
+  }
+
+  /** join switches to room, joining it first if the page is not in it. */
+  join(name) {
+    if (!ROOM_NAME.test(name)) {
+      this.#els.roomInput.setCustomValidity('Use 1–64 letters, digits, _ - or .');
+      this.#els.roomInput.reportValidity();
+      return;
+    }
+    if (!this.#rooms.has(name)) {
+      const room = new Room(name, `tab-${++this.#tabSeq}`);
+      room.tab.addEventListener('click', () => this.#activate(name));
+      this.#rooms.set(name, room);
+      this.#els.tabs.append(room.tab);
+      this.#els.logs.append(room.log);
+      this.#notice(room, 'Joining…');
+      // Offline, the rejoin after the next `hello` will send it.
+      if (this.#conn.send(room.history.joinFrame(name))) this.#pendingJoins.push(name);
+    }
+    this.#els.roomInput.value = '';
+    this.#activate(name);
+    this.#els.message.focus();
+  }
+
+  /** leave leaves room and closes its tab. */
+  leave(name) {
+    if (!this.#rooms.has(name)) return;
+    // Offline there is nothing to tell: the server forgot the room with the
+    // connection, and the rejoin after `hello` will skip it.
+    this.#conn.send({ type: 'leave', room: name });
+    this.#remove(name);
+    this.dispatchEvent(new CustomEvent('leave', { detail: name }));
+    this.#requestRooms();
+  }
+
+  // ---- server frames ----
+
+  onHello(frame) {
+    this.#myId = frame.id;
+    this.#setNick(frame.nick);
+    this.#requestRooms();
+    // Rejoin every room, asking only for what this page has not shown.
+    this.#pendingJoins = [];
+    for (const [name, room] of this.#rooms) {
+      this.#conn.send(room.history.joinFrame(name));
+      this.#pendingJoins.push(name);
+    }
+  }
+
+  onNick(frame) {
+    this.#setNick(frame.nick);
+    localStorage.setItem(NICK_STORE, frame.nick);
+    this.#nick = frame.nick;
+    for (const room of this.#rooms.values()) {
+      if (room.members.has(this.#myId)) room.members.set(this.#myId, frame.nick);
+    }
+    this.#renderMembers();
+  }
+
+  onJoined(frame) {
+    this.#pendingJoins = this.#pendingJoins.filter((name) => name !== frame.room);
+    const room = this.#rooms.get(frame.room);
+    if (!room) return; // Left again before the answer came.
+    const { messages, resumed, complete } = room.history.onJoined(frame);
+    room.members = new Map();
+    for (const m of frame.members ?? []) room.members.set(m.id, m.nick);
+    room.count = frame.count ?? room.members.size;
+    if (!resumed) {
+      room.log.replaceChildren(); // Drop "Joining…".
+      this.#requestRooms(); // The list now has this room, or its new count.
+    }
+    for (const msg of messages) this.#showMessage(room, msg);
+    if (resumed) {
+      this.#notice(room, complete ? 'Reconnected.' : 'Reconnected. Messages sent while you were away may be missing.');
+    } else if (messages.length === 0) {
+      this.#notice(room, `You joined ${room.name}. No messages yet: say hello.`);
+    }
+    if (room.name === this.#active) {
+      room.scrollToEnd();
+      room.stick = true;
+    }
+    this.#render();
+  }
+
+  onMsg(frame) {
+    const room = this.#rooms.get(frame.room);
+    if (!room || !room.history.accept(frame)) return;
+    this.#showMessage(room, frame);
+    if (frame.room !== this.#active) {
+      room.setUnread(room.unread + 1);
+      this.#renderTitle();
+    }
+  }
+
+  onPresence(frame) {
+    const room = this.#rooms.get(frame.room);
+    if (!room) return;
+    room.count = frame.count ?? room.count;
+    const old = room.members.get(frame.id);
+    switch (frame.event) {
+      case 'join':
+        if (room.members.size < MEMBER_LIMIT) room.members.set(frame.id, frame.nick);
+        this.#notice(room, `${frame.nick} joined`);
+        break;
+      case 'leave':
+        room.members.delete(frame.id);
+        this.#notice(room, `${frame.nick} left`);
+        break;
+      case 'nick':
+        if (old !== undefined) room.members.set(frame.id, frame.nick);
+        if (old !== undefined && old !== frame.nick) this.#notice(room, `${old} is now ${frame.nick}`);
+        break;
+    }
+    this.#renderCount(room);
+  }
+
+  onCount(frame) {
+    const room = this.#rooms.get(frame.room);
+    if (!room) return;
+    room.count = frame.count;
+    this.#renderCount(room);
+  }
+
+  onRooms(frame) {
+    this.#openRooms = Array.isArray(frame.rooms) ? frame.rooms : [];
+    this.#renderRoomList();
+  }
+
+  onError(frame) {
+    const what = frame.message || frame.code;
+    switch (frame.ref) {
+      case 'join': {
+        const name = this.#pendingJoins.shift();
+        if (name !== undefined && this.#rooms.has(name)) this.#remove(name);
+        toast(name ? `Could not join ${name}: ${what}` : `Could not join: ${what}`);
+        break;
+      }
+      case 'nick':
+        this.#els.nick.value = this.#serverNick;
+        toast(`Nickname not changed: ${what}`);
+        break;
+      case 'say':
+        toast(`Message not sent: ${what}`);
+        break;
+      case 'rooms': // The next refresh will do.
+      case 'leave': // The tab is closed already; not_in_room changes nothing.
+        break;
+      default:
+        toast(what);
+    }
+  }
+
+  /** onStatus dims the Send button while there is no connection to send on. */
+  onStatus(status) {
+    this.#els.composer.classList.toggle('offline', status !== 'online');
+  }
+
+  // ---- actions ----
+
+  #saveNick() {
+    const input = this.#els.nick;
+    const nick = input.value.trim();
+    const problem = nickProblem(nick);
+    input.setCustomValidity(problem);
+    if (problem) {
+      input.reportValidity();
+      return;
+    }
+    input.value = nick;
+    if (!this.#conn.send({ type: 'nick', nick })) {
+      // Offline: the next connection carries it in ?nick=.
+      this.#nick = nick;
+      localStorage.setItem(NICK_STORE, nick);
+    }
+    input.blur();
+  }
+
+  #send() {
+    const input = this.#els.message;
+    const text = input.value;
+    if (!this.#active || text.trim() === '') return;
+    if (encoder.encode(text).length > 4096) {
+      toast('That message is too long (4096 bytes at most).');
+      return;
+    }
+    if (!this.#conn.send({ type: 'say', room: this.#active, text })) {
+      toast('Not connected: the message was not sent. It is still in the field.');
+      return;
+    }
+    input.value = '';
+  }
+
+  #requestRooms() {
+    this.#conn.send({ type: 'rooms' });
+  }
+
+  /** remove closes a room's tab and forgets it, left or refused. */
+  #remove(name) {
+    const room = this.#rooms.get(name);
+    this.#rooms.delete(name);
+    room.tab.remove();
+    room.log.remove();
+    if (this.#active === name) this.#activate(this.#rooms.keys().next().value ?? null);
+    this.#render();
+  }
+
+  #activate(name) {
+    this.#active = name;
+    for (const room of this.#rooms.values()) {
+      const on = room.name === name;
+      room.tab.setAttribute('aria-selected', String(on));
+      room.tab.tabIndex = on ? 0 : -1;
+      room.log.hidden = !on;
+      if (on) {
+        room.setUnread(0);
+        this.#els.panel.setAttribute('aria-labelledby', room.tab.id);
+        if (room.stick) room.scrollToEnd();
+      }
+    }
+    this.dispatchEvent(new CustomEvent('active', { detail: name }));
+    this.#render();
+  }
+
+  /** tabKey moves between tabs with the arrow, Home and End keys (the ARIA tabs pattern). */
+  #tabKey(e) {
+    const tabs = [...this.#rooms.values()].map((r) => r.tab);
+    const at = tabs.indexOf(document.activeElement);
+    if (at < 0) return;
+    const to = { ArrowLeft: at - 1, ArrowRight: at + 1, Home: 0, End: tabs.length - 1 }[e.key];
+    if (to === undefined) return;
+    e.preventDefault();
+    const tab = tabs[(to + tabs.length) % tabs.length];
+    tab.focus();
+    tab.click();
+  }
+
+  // ---- rendering ----
+
+  #setNick(nick) {
+    this.#serverNick = nick;
+    // Don't overwrite what the user is typing.
+    if (document.activeElement !== this.#els.nick) this.#els.nick.value = nick;
+  }
+
+  #showMessage(room, msg) {
+    const mine = msg.from === this.#myId;
+    const ts = Number(msg.ts) || Date.now();
+    const date = new Date(ts);
+    const cont = room.lastSender === msg.from && ts - room.lastTs < GROUP_MS && room.log.lastElementChild?.classList.contains('msg');
+    room.lastSender = msg.from;
+    room.lastTs = ts;
+    room.append(
+      h(
+        'div',
+        { class: `msg${mine ? ' mine' : ''}${cont ? ' cont' : ''}` },
+        h(
+          'div',
+          { class: 'meta' },
+          h('span', { class: `nick ${nickClass(String(msg.nick))}`, text: String(msg.nick) }),
+          h('time', { datetime: date.toISOString(), title: dateFormat.format(date), text: timeFormat.format(date) }),
+        ),
+        h('div', { class: 'text', text: String(msg.text) }),
+      ),
+    );
+  }
+
+  #notice(room, text) {
+    room.lastSender = null;
+    room.append(h('div', { class: 'notice', text }));
+  }
+
+  #render() {
+    const any = this.#rooms.size > 0;
+    this.#els.welcome.hidden = any;
+    this.#els.roomView.hidden = !any;
+    // Only connections in no room get the list pushed; in rooms, poll it.
+    if (any && !this.#refreshTimer) {
+      this.#refreshTimer = setInterval(() => {
+        if (!document.hidden) this.#requestRooms();
+      }, ROOMS_REFRESH_MS);
+    } else if (!any && this.#refreshTimer) {
+      clearInterval(this.#refreshTimer);
+      this.#refreshTimer = 0;
+    }
+    this.#renderRoomHead();
+    this.#renderRoomList();
+    this.#renderTitle();
+  }
+
+  /** renderCount shows a joined room's new member count, in its header and in the room list. */
+  #renderCount(room) {
+    if (room.name === this.#active) this.#renderRoomHead();
+    this.#renderRoomList();
+  }
+
+  #renderRoomHead() {
+    const room = this.#rooms.get(this.#active);
+    const els = this.#els;
+    els.title.replaceChildren(...(room ? [hash(), room.name] : []));
+    els.count.textContent = room ? plural(room.count, 'member') : '';
+    els.message.disabled = !room;
+    els.message.placeholder = room ? `Message ${room.name}` : '';
+    this.#renderMembers();
+  }
+
+  #renderMembers() {
+    const room = this.#rooms.get(this.#active);
+    if (!room) {
+      this.#els.members.replaceChildren();
+      return;
+    }
+    const sorted = [...room.members].sort((a, b) => a[1].localeCompare(b[1]));
+    const items = sorted.map(([id, nick]) =>
+      h(
+        'li',
+        { class: 'member' },
+        h('span', { class: `avatar ${nickClass(nick)}`, 'aria-hidden': 'true', text: initial(nick) }),
+        h('span', { class: 'member-nick', text: nick }),
+        id === this.#myId ? h('span', { class: 'you', text: '(you)' }) : '',
+      ),
+    );
+    const more = room.count - room.members.size;
+    if (more > 0) items.push(h('li', { class: 'member more', text: `and ${more} more` }));
+    this.#els.members.replaceChildren(...items);
+  }
+
+  #renderRoomList() {
+    const items = this.#openRooms.map(({ room: name, count }) => {
+      const joined = this.#rooms.get(name);
+      // In a joined room the live count is fresher than the last list.
+      const n = joined ? joined.count : count;
+      return h(
+        'li',
+        {},
+        h(
+          'button',
+          {
+            type: 'button',
+            class: `room-item${joined ? ' joined' : ''}`,
+            // Shown as "# lobby   3", read out as "lobby, 3 members".
+            'aria-label': `${name}, ${plural(n, 'member')}`,
+            'aria-current': name === this.#active ? 'true' : undefined,
+            onclick: () => this.join(name),
+          },
+          h('span', { class: 'room-name' }, hash(), name),
+          h('span', { class: 'room-count', text: String(n) }),
+        ),
+      );
+    });
+    this.#els.roomList.replaceChildren(...items);
+    this.#els.roomListEmpty.hidden = items.length > 0;
+  }
+
+  #renderTitle() {
+    let unread = 0;
+    for (const room of this.#rooms.values()) unread += room.unread;
+    document.title = unread > 0 ? `(${unread}) noom` : 'noom';
+  }
+}
+
+/** hash is the "#" shown before room names; screen readers skip it. */
+function hash() {
+  return h('span', { class: 'hash', 'aria-hidden': 'true', text: '#' });
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+function initial(nick) {
+  return ([...nick.trim()][0] ?? '?').toUpperCase();
+}

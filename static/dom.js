@@ -1,0 +1,54 @@
+// DOM helpers shared by the chat and call views.
+//
+// Text that came from the network (nicknames, messages, room names, error
+// messages) only ever reaches the page through textContent, here in h() and
+// in the callers' own assignments; nothing is parsed as HTML anywhere.
+
+/**
+ * h builds an element. props may hold `class`, `text` (set as textContent),
+ * `hidden`, event handlers as `on<event>`, and any other attribute. Children
+ * are nodes or strings (strings become text nodes).
+ */
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key === 'text') el.textContent = value;
+    else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  el.append(...children);
+  return el;
+}
+
+/** byId returns the element with the given id, failing loudly if the page lacks it. */
+export function byId(id) {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`index.html has no #${id}`);
+  return el;
+}
+
+const TOAST_MS = 6000;
+
+/**
+ * toast shows a short message in the page's alert region and removes it
+ * after a few seconds or when clicked. kind is 'error' or 'info'.
+ */
+export function toast(text, kind = 'error') {
+  const item = h('div', { class: `toast toast-${kind}`, text });
+  const remove = () => item.remove();
+  item.addEventListener('click', remove);
+  byId('toasts').append(item);
+  setTimeout(remove, TOAST_MS);
+}
+
+/**
+ * nickClass picks one of eight colour classes from a stable hash of the
+ * sender, so a person keeps their colour across messages and reloads.
+ */
+export function nickClass(key) {
+  let hash = 0;
+  for (const ch of key) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+  return `nick-c${hash % 8}`;
+}

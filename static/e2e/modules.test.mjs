@@ -1,0 +1,111 @@
+// Unit tests of the page's DOM-free logic: which messages are new after a
+// rejoin, the reconnect backoff, the WebSocket address and the nickname rules.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { nickProblem } from '../chat.js';
+import { backoffDelay, BASE_MS, CAP_MS, wsURL } from '../connection.js';
+import { RoomHistory } from '../history.js';
+
+const msg = (seq) => ({ type: 'msg', room: 'r', seq, from: 'a', nick: 'a', text: `m${seq}`, ts: 0 });
+const joined = (epoch, seqs, extra = {}) => ({ type: 'joined', room: 'r', epoch, members: [], count: 1, history: seqs.map(msg), ...extra });
+const seqs = (list) => list.map((m) => m.seq);
+
+test('first join shows the whole history and sends no since', () => {
+  const h = new RoomHistory();
+  assert.deepEqual(h.joinFrame('r'), { type: 'join', room: 'r' });
+  const got = h.onJoined(joined('e1', [1, 2, 3]));
+  assert.deepEqual(seqs(got.messages), [1, 2, 3]);
+  assert.equal(got.resumed, false);
+  assert.deepEqual(h.joinFrame('r'), { type: 'join', room: 'r', since: 3, epoch: 'e1' });
+});
+
+test('live messages are deduplicated by seq within an epoch', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [1, 2]));
+  assert.equal(h.accept(msg(2)), false);
+  assert.equal(h.accept(msg(3)), true);
+  assert.equal(h.accept(msg(3)), false);
+  assert.equal(h.accept(msg(1)), false);
+  assert.equal(h.accept({ ...msg(4), seq: '4' }), false, 'a non-integer seq is refused');
+});
+
+test('rejoin in the same epoch shows only what came after lastSeq', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [1, 2, 3]));
+  h.accept(msg(4));
+  assert.deepEqual(h.joinFrame('r'), { type: 'join', room: 'r', since: 4, epoch: 'e1' });
+  // A server may send more than asked (a whole history window): no duplicates.
+  const got = h.onJoined(joined('e1', [3, 4, 5, 6], { recovered: true }));
+  assert.deepEqual(seqs(got.messages), [5, 6]);
+  assert.equal(got.resumed, true);
+  assert.equal(got.complete, true);
+  assert.equal(h.lastSeq, 6);
+});
+
+test('rejoin after messages were lost reports the gap', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [1]));
+  const got = h.onJoined(joined('e1', [60, 61], { recovered: false }));
+  assert.deepEqual(seqs(got.messages), [60, 61]);
+  assert.equal(got.complete, false);
+});
+
+test('a new epoch shows all of its history, even seqs below the old lastSeq', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [1, 2, 3, 4, 5]));
+  const got = h.onJoined(joined('e2', [1, 2], { recovered: false }));
+  assert.deepEqual(seqs(got.messages), [1, 2]);
+  assert.equal(got.complete, false);
+  assert.deepEqual(h.joinFrame('r'), { type: 'join', room: 'r', since: 2, epoch: 'e2' });
+  assert.equal(h.accept(msg(2)), false);
+  assert.equal(h.accept(msg(3)), true);
+});
+
+test('a new epoch with an empty history starts from seq 1', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [1, 2, 3]));
+  assert.deepEqual(h.onJoined(joined('e2', [])).messages, []);
+  assert.equal(h.accept(msg(1)), true);
+});
+
+test('a server without epochs still resumes by seq', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined(undefined, [1, 2]));
+  assert.deepEqual(h.joinFrame('r'), { type: 'join', room: 'r', since: 2 });
+  assert.deepEqual(seqs(h.onJoined(joined(undefined, [2, 3])).messages), [3]);
+});
+
+test('backoff is fully jittered, doubles and is capped', () => {
+  assert.equal(backoffDelay(0, () => 0), 0);
+  assert.equal(backoffDelay(0, () => 0.999999), BASE_MS - 1);
+  assert.equal(backoffDelay(3, () => 0.5), (BASE_MS * 8) / 2);
+  for (const attempt of [5, 10, 50, 1e6]) {
+    assert.ok(backoffDelay(attempt, () => 0.999999) < CAP_MS);
+    assert.ok(backoffDelay(attempt, () => 0.999999) >= CAP_MS - 1);
+  }
+  for (let i = 0; i < 1000; i++) {
+    const d = backoffDelay(4);
+    assert.ok(d >= 0 && d < BASE_MS * 16 && Number.isInteger(d));
+  }
+});
+
+test('the WebSocket address follows the page: scheme, host and path prefix', () => {
+  const at = (href) => {
+    const u = new URL(href);
+    return { href: u.href, protocol: u.protocol };
+  };
+  assert.equal(wsURL(at('http://127.0.0.1:8080/'), ''), 'ws://127.0.0.1:8080/ws');
+  assert.equal(wsURL(at('https://chat.example/'), 'bob'), 'wss://chat.example/ws?nick=bob');
+  assert.equal(wsURL(at('https://example.org/noom/index.html?x=1#y'), ''), 'wss://example.org/noom/ws');
+  assert.equal(wsURL(at('http://h/'), 'a b&c=<x>'), 'ws://h/ws?nick=a+b%26c%3D%3Cx%3E');
+});
+
+test('nicknames follow PROTOCOL.md: 1 to 32 characters, no control characters', () => {
+  assert.equal(nickProblem('alice'), '');
+  assert.equal(nickProblem('<img src=x onerror=window.__x=1>'), '', '32 characters is fine');
+  assert.equal(nickProblem('😀'.repeat(32)), '', 'characters, not UTF-16 units');
+  assert.notEqual(nickProblem(''), '');
+  assert.notEqual(nickProblem('x'.repeat(33)), '');
+  assert.notEqual(nickProblem('a\u0007b'), '');
+});
