@@ -456,7 +456,7 @@ func (w *worker) slowConsumer(c *client, frames int) {
 // armed again after it was cleared; by now that path has long finished.
 func (w *worker) settle() {
 	for _, c := range w.settling {
-		if !c.gone {
+		if !c.gone && !c.closeQueued { // a closing connection's deadline is its grace period
 			_ = c.nbc.SetReadDeadline(time.Time{})
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,14 +86,12 @@ func (s *server) pageHeaders(next http.Handler) http.Handler {
 // healthz answers 200 while the server accepts connections, 503 while it
 // drains.
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if s.draining.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("draining\n"))
+		writeBody(w, http.StatusServiceUnavailable, "text/plain; charset=utf-8", []byte("draining\n"))
 		return
 	}
-	_, _ = w.Write([]byte("ok\n"))
+	writeBody(w, http.StatusOK, "text/plain; charset=utf-8", []byte("ok\n"))
 }
 
 // maxAPIRooms caps /api/rooms; the list is sorted, largest first.
@@ -115,9 +114,22 @@ func (s *server) apiConfig(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(v)
+	writeBody(w, http.StatusOK, "application/json", append(b, '\n'))
+}
+
+// writeBody answers with a body of known length, so small answers go out
+// whole instead of chunked.
+func writeBody(w http.ResponseWriter, status int, contentType string, body []byte) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }
 
 // websocketGUID is the RFC 6455 constant for Sec-WebSocket-Accept.

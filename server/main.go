@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 )
 
@@ -38,9 +37,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	log := newLogger(stderr, level)
 	bridgeNbioLogs(log, level)
 
-	if cfg.Pprof {
-		runtime.MemProfileRate = 4096 // fine-grained heap profiles for per-connection costs
-	}
 	srv := newServer(cfg, log)
 	if err := srv.start(); err != nil {
 		return err

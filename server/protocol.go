@@ -274,7 +274,12 @@ func startObject(b []byte, typ string) []byte {
 type member struct{ id, nick string }
 
 func appendMembers(b []byte, key string, ms []member) []byte {
-	b = append(appendKey(b, key), '[')
+	return appendMemberArray(appendKey(b, key), ms)
+}
+
+// appendMemberArray appends ms as a JSON array of {id,nick} objects.
+func appendMemberArray(b []byte, ms []member) []byte {
+	b = append(b, '[')
 	for i, m := range ms {
 		if i > 0 {
 			b = append(b, ',')
@@ -306,7 +311,7 @@ func encodeNick(nick string) []byte {
 type joinedInfo struct {
 	room, epoch    string
 	count          int
-	members        []member
+	members        []byte   // JSON array of {id,nick}, see room.memberList
 	history        [][]byte // msg payloads, oldest first
 	withRecovered  bool
 	recovered      bool
@@ -314,11 +319,11 @@ type joinedInfo struct {
 }
 
 func encodeJoined(j *joinedInfo) []byte {
-	b := startObject(newFrame(128+len(j.members)*48+j.historyPayload), "joined")
+	b := startObject(newFrame(128+len(j.members)+j.historyPayload), "joined")
 	b = appendStrField(b, "room", j.room)
 	b = appendStrField(b, "epoch", j.epoch)
 	b = appendIntField(b, "count", int64(j.count))
-	b = appendMembers(b, "members", j.members)
+	b = append(appendKey(b, "members"), j.members...)
 	b = append(appendKey(b, "history"), '[')
 	for i, h := range j.history {
 		if i > 0 {

@@ -71,7 +71,7 @@ func TestEncodersProduceValidJSON(t *testing.T) {
 	frames := [][]byte{
 		encodeHello("a", hostile),
 		encodeNick(hostile),
-		encodeJoined(&joinedInfo{room: "r", epoch: "e", count: 2, members: []member{{"a", hostile}},
+		encodeJoined(&joinedInfo{room: "r", epoch: "e", count: 2, members: appendMemberArray(nil, []member{{"a", hostile}}),
 			history: [][]byte{[]byte(`{"type":"msg"}`)}, withRecovered: true, recovered: true}),
 		encodeLeft("r"),
 		encodePresence("r", "join", "a", hostile, 3),

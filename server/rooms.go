@@ -73,6 +73,7 @@ type room struct {
 	// members lists the room's connections in join order, for
 	// joined.members and the count.
 	members   []*client
+	listJSON  []byte    // cached JSON of the first members, see memberList
 	partCount []int32   // members served by each worker
 	call      []*client // peers in the room's video call
 	announced int       // last count sent in a presence or count frame
@@ -258,6 +259,9 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 		h.roomCount.Add(1)
 	}
 	r.members = append(r.members, c)
+	if len(r.members) <= maxListMembers {
+		r.listJSON = nil
+	}
 	r.partCount[c.w.id]++
 	c.rooms = append(c.rooms, r)
 	if len(c.rooms) == 1 {
@@ -270,18 +274,29 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 
 // joinedInfo describes r for a joined frame. The shard lock must be held.
 func (h *hub) joinedInfo(r *room, since *int64, epoch string) *joinedInfo {
-	j := &joinedInfo{room: r.name, epoch: r.epoch, count: len(r.members)}
-	n := min(len(r.members), maxListMembers)
-	j.members = make([]member, n)
-	for i, m := range r.members[:n] {
-		j.members[i] = member{m.idStr, m.nickname()}
-	}
+	j := &joinedInfo{room: r.name, epoch: r.epoch, count: len(r.members), members: r.memberList()}
 	j.history, j.recovered = r.historySince(since, epoch)
 	j.withRecovered = since != nil
 	for _, p := range j.history {
 		j.historyPayload += len(p) + 1
 	}
 	return j
+}
+
+// memberList returns the JSON array of the room's first maxListMembers
+// members for joined frames. It is cached: in a big room every join would
+// otherwise encode the same hundred members again. The shard lock must be
+// held.
+func (r *room) memberList() []byte {
+	if r.listJSON == nil {
+		n := min(len(r.members), maxListMembers)
+		ms := make([]member, n)
+		for i, m := range r.members[:n] {
+			ms[i] = member{m.idStr, m.nickname()}
+		}
+		r.listJSON = appendMemberArray(make([]byte, 0, 2+n*40), ms)
+	}
+	return r.listJSON
 }
 
 // historySince returns the kept messages a client needs: all of them without
@@ -370,7 +385,15 @@ func (h *hub) leaveLocked(c *client, r *room, reply []byte) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r.members = removeClient(r.members, c) // order of the rest changes; listings are capped anyway
+	if i := slices.Index(r.members, c); i >= 0 {
+		if i < maxListMembers { // the last member moves into the listed part
+			r.listJSON = nil
+		}
+		last := len(r.members) - 1
+		r.members[i] = r.members[last]
+		r.members[last] = nil
+		r.members = r.members[:last]
+	}
 	r.partCount[c.w.id]--
 	c.w.push(job{op: jobLeave, room: r, c: c, frame: reply})
 	h.leaveCall(r, c)
@@ -413,6 +436,7 @@ func (h *hub) rename(c *client, nick string) {
 	for _, r := range c.rooms {
 		sh := h.shardOf(r.name)
 		sh.mu.Lock()
+		r.listJSON = nil
 		if len(r.members) <= h.cfg.PresenceLimit {
 			h.presence(sh, r, "nick", c)
 		}
