@@ -15,11 +15,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	ltls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
@@ -176,6 +178,7 @@ func (s *server) tlsStarted() {
 	if len(t.redirect) > 0 {
 		s.redirectAddr = t.redirect[0]
 	}
+	s.log.Info("tls: serving HTTPS and WSS", "addr", s.addr, "redirect", s.redirectAddr, "hsts", t.hsts)
 	t.stopWatch = make(chan struct{})
 	t.watchStopped = make(chan struct{})
 	if s.cfg.TLSCert == "" || s.cfg.TLSReload <= 0 {
@@ -244,15 +247,61 @@ func (t *tlsSocket) Write(b []byte) (int, error) {
 	return t.Conn.Write(b)
 }
 
-// countCiphertext makes c's sink count its own writes, in ciphertext. It
-// reports false if tc is not over a tlsSocket, and c then counts plaintext.
-func countCiphertext(c *client, tc *ltls.Conn) bool {
+// upgradeTLS prepares the TLS connection under a new WebSocket client c:
+// it drops what the handshake left behind, and makes c's sink count its own
+// writes, in ciphertext. It reports false if tc is not over a tlsSocket,
+// and c then counts plaintext.
+func upgradeTLS(c *client, tc *ltls.Conn) bool {
+	dropHandshakeState(tc)
 	ts, ok := tc.Conn().(*tlsSocket)
 	if !ok {
 		return false
 	}
 	ts.handed.Store(&c.handed)
 	return true
+}
+
+// handshakeLeftovers are the offsets of the fields of llib's tls.Conn
+// that only its handshake reads, yet that it keeps for the connection's
+// life: the handshake state (hs for TLS 1.2, hs13 for 1.3, holding the
+// ServerHello and the transcript), the parsed ClientHello with a copy of
+// its bytes, and the pooled buffer that reassembled handshake messages.
+// With the X25519MLKEM768 key shares browsers and Go send, that is about
+// 7.5 KiB per connection, three times what everything else a WSS
+// connection holds (measured in the README). llib has no call to release them, so
+// dropHandshakeState clears them through these offsets.
+//
+// They are found by name and checked to be pointers; with an llib that
+// lacks any of them the list is empty and nothing is cleared (a test
+// fails, so an llib upgrade cannot lose this silently).
+var handshakeLeftovers = pointerFields(reflect.TypeFor[ltls.Conn](), "hs", "hs13", "clientHello", "hand")
+
+func pointerFields(t reflect.Type, names ...string) []uintptr {
+	offs := make([]uintptr, 0, len(names))
+	for _, name := range names {
+		f, ok := t.FieldByName(name)
+		if !ok || f.Type.Kind() != reflect.Pointer {
+			return nil
+		}
+		offs = append(offs, f.Offset)
+	}
+	return offs
+}
+
+// dropHandshakeState clears handshakeLeftovers in tc, whose handshake is
+// complete. Why that is safe: once the handshake is complete, llib reads
+// hs, hs13 and clientHello nowhere (Conn.handshake returns before them);
+// hand is read only for a post-handshake message (a TLS 1.3 KeyUpdate),
+// and when it is nil the next one allocates a new buffer. The buffer is
+// left to the GC rather than returned to the pool, as the poller could be
+// appending a KeyUpdate to it at this moment; at worst that one message
+// is lost and that one connection fails its next record. Nothing closes
+// the hijacked tls.Conn (which would free the same buffer): noom closes
+// the socket under it.
+func dropHandshakeState(tc *ltls.Conn) {
+	for _, off := range handshakeLeftovers {
+		*(*unsafe.Pointer)(unsafe.Add(unsafe.Pointer(tc), off)) = nil
+	}
 }
 
 // overTLS reports whether the response w goes out over a TLS connection.
