@@ -4,6 +4,7 @@
 FUZZTIME ?= 60s
 
 ADDR ?= :8080
+FLAGS ?=
 GO   ?= go
 BIN  := bin
 
@@ -11,8 +12,9 @@ build:
 	$(GO) build -o $(BIN)/noom ./server
 	$(GO) build -o $(BIN)/noom-bench ./bench
 
+# FLAGS passes more server flags: make run FLAGS=-tls-self-signed
 run:
-	$(GO) run ./server -addr $(ADDR)
+	$(GO) run ./server -addr $(ADDR) $(FLAGS)
 
 test: test-go test-e2e
 
@@ -20,9 +22,11 @@ test-go:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
-# Browser tests: real Chromium driven by playwright-core (see static/e2e).
+# Browser tests: real Chromium driven by playwright-core (see static/e2e);
+# then the chat and the call again over HTTPS with a self-signed certificate.
 test-e2e: build
 	cd static/e2e && npm test
+	cd static/e2e && NOOM_TLS=1 node --test --test-concurrency=1 chat.test.mjs call.test.mjs
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -17,6 +17,15 @@ export const TIMEOUT = 15_000;
 /** BIN is the server binary: $NOOM_BIN, or the one `make build` writes. */
 const BIN = process.env.NOOM_BIN ?? path.resolve(here, '../../bin/noom');
 
+/**
+ * TLS runs every server with -tls-self-signed and the pages over https:
+ * `NOOM_TLS=1 npm test`. The certificate is made at start, so nothing can
+ * verify it: node's own requests (the /healthz poll) skip verification, and
+ * so do the browser contexts.
+ */
+export const TLS = process.env.NOOM_TLS === '1';
+if (TLS) process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+
 /** freePort asks the kernel for an unused loopback port, then releases it for the server. */
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -41,7 +50,7 @@ export class Server {
     this.name = name;
     this.port = port;
     this.args = args;
-    this.url = `http://127.0.0.1:${port}/`;
+    this.url = `${TLS ? 'https' : 'http'}://127.0.0.1:${port}/`;
     mkdirSync(path.join(here, 'logs'), { recursive: true });
     this.logPath = path.join(here, 'logs', `${name}.log`);
     this.log = createWriteStream(this.logPath, { flags: 'w' });
@@ -60,7 +69,8 @@ export class Server {
   /** restart starts the process again on the same port, as after a crash or a deploy. */
   async restart() {
     if (this.#proc) throw new Error('server already running');
-    const proc = spawn(BIN, ['-addr', `127.0.0.1:${this.port}`, ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const tlsArgs = TLS ? ['-tls-self-signed'] : [];
+    const proc = spawn(BIN, ['-addr', `127.0.0.1:${this.port}`, ...tlsArgs, ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#proc = proc;
     proc.stdout.pipe(this.log, { end: false });
     proc.stderr.pipe(this.log, { end: false });
@@ -142,7 +152,7 @@ export function launch() {
  * given, runs before the page loads (to route its WebSocket, say).
  */
 export async function openPage(browser, server, nick, setup) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: TLS });
   await context.grantPermissions(['camera', 'microphone']);
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
