@@ -131,7 +131,13 @@ func TestSlowConsumerClosed1013(t *testing.T) {
 	text := strings.Repeat("x", 4000)
 	const n = 3000 // ~12 MB: more than the kernel buffers plus the cap
 	go func() {
+		// Paced so that the healthy member never falls more than ~400 KB
+		// behind, even on a loaded machine: only the member that stopped
+		// reading may look slow.
 		for i := 0; i < n; i++ {
+			for i-len(rec.snapshot("msg")) > 100 {
+				time.Sleep(time.Millisecond)
+			}
 			b, _ := json.Marshal(map[string]any{"type": "say", "room": "r", "text": text})
 			if err := pub.writeFrame(opText, true, b); err != nil {
 				return
@@ -145,9 +151,8 @@ func TestSlowConsumerClosed1013(t *testing.T) {
 			}
 		}
 	}()
-	eventually(t, 20*time.Second, "a slow-consumer close", func() bool {
+	eventually(t, 30*time.Second, "a slow-consumer close", func() bool {
 		_, body := httpGet(t, srv, "/metrics")
-
 		return strings.Contains(body, "noom_slow_consumer_closes_total 1")
 	})
 	// Now read what the slow member was sent: messages, then close 1013.
