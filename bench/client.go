@@ -85,7 +85,9 @@ func (c *loadClient) connect() error {
 	w := c.w
 	c.dialStart = time.Now().UnixNano()
 	t := w.targets[c.idx%len(w.targets)]
-	d := net.Dialer{Timeout: w.plan.Timeout}
+	// No TCP keepalive: four setsockopt calls per connection for probes a
+	// run never lasts long enough to send.
+	d := net.Dialer{Timeout: w.plan.Timeout, KeepAlive: -1}
 	if ip := w.plan.sourceIP(c.idx); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 		d.Control = bindNoPort

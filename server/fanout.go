@@ -76,6 +76,10 @@ type job struct {
 	room  *room
 	c     *client
 	frame []byte
+	// more, for jobSend and jobJoin, continues frame: the rest of the same
+	// WebSocket frame, in parts that are shared rather than copied (see
+	// encodeJoined).
+	more *[2][]byte
 }
 
 // qnode links one blob (a frame, or a run of frames) into a connection's
@@ -204,12 +208,14 @@ func (w *worker) do(j *job) {
 	switch j.op {
 	case jobSend:
 		w.send(j.c, j.frame)
+		w.sendMore(j)
 	case jobBroadcast:
 		w.broadcast(j)
 	case jobJoin:
 		j.room.parts[w.id] = append(j.room.parts[w.id], j.c)
 		if j.frame != nil {
 			w.send(j.c, j.frame)
+			w.sendMore(j)
 		}
 	case jobLeave:
 		j.room.parts[w.id] = removeClient(j.room.parts[w.id], j.c)
@@ -323,6 +329,19 @@ func (w *worker) send(c *client, frame []byte) {
 		return
 	}
 	w.link(c, w.addBlob(frame))
+}
+
+// sendMore queues the continuation parts of j's frame, if any. They are
+// blobs of no frame of their own, so the frame counts once.
+func (w *worker) sendMore(j *job) {
+	if j.more == nil || j.c.gone || j.c.closeQueued {
+		return
+	}
+	for _, part := range j.more {
+		b := w.addBlob(part)
+		w.blobFrames[b] = 0
+		w.link(j.c, b)
+	}
 }
 
 // link appends blob b to c's list of this round.

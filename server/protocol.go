@@ -318,24 +318,35 @@ type joinedInfo struct {
 	historyPayload int // total bytes of history, to size the buffer once
 }
 
-func encodeJoined(j *joinedInfo) []byte {
-	b := startObject(newFrame(128+len(j.members)+j.historyPayload), "joined")
-	b = appendStrField(b, "room", j.room)
-	b = appendStrField(b, "epoch", j.epoch)
-	b = appendIntField(b, "count", int64(j.count))
-	b = append(appendKey(b, "members"), j.members...)
-	b = append(appendKey(b, "history"), '[')
-	for i, h := range j.history {
+// encodeJoined builds a joined frame in three parts to be written back to
+// back: head (the frame header and the first fields), the room's shared
+// member list as is, and tail (history and the rest). In a big room the list
+// is the bulk of the frame; this way a join copies none of it.
+func encodeJoined(j *joinedInfo) (head, members, tail []byte) {
+	h := startObject(newFrame(96+len(j.room)+len(j.epoch)), "joined")
+	h = appendStrField(h, "room", j.room)
+	h = appendStrField(h, "epoch", j.epoch)
+	h = appendIntField(h, "count", int64(j.count))
+	h = appendKey(h, "members")
+
+	t := make([]byte, 0, 32+j.historyPayload)
+	t = append(appendKey(t, "history"), '[')
+	for i, m := range j.history {
 		if i > 0 {
-			b = append(b, ',')
+			t = append(t, ',')
 		}
-		b = append(b, h...)
+		t = append(t, m...)
 	}
-	b = append(b, ']')
+	t = append(t, ']')
 	if j.withRecovered {
-		b = append(appendKey(b, "recovered"), strconv.FormatBool(j.recovered)...)
+		t = append(appendKey(t, "recovered"), strconv.FormatBool(j.recovered)...)
 	}
-	return frameOf(append(b, '}'))
+	t = append(t, '}')
+
+	n := len(h) - maxServerHeaderLen + len(j.members) + len(t)
+	start := maxServerHeaderLen - serverHeaderLen(n)
+	putServerHeader(h[start:], opText, n)
+	return h[start:], j.members, t
 }
 
 func encodeLeft(room string) []byte {

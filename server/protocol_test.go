@@ -71,7 +71,7 @@ func TestEncodersProduceValidJSON(t *testing.T) {
 	frames := [][]byte{
 		encodeHello("a", hostile),
 		encodeNick(hostile),
-		encodeJoined(&joinedInfo{room: "r", epoch: "e", count: 2, members: appendMemberArray(nil, []member{{"a", hostile}}),
+		joinedFrame(&joinedInfo{room: "r", epoch: "e", count: 2, members: appendMemberArray(nil, []member{{"a", hostile}}),
 			history: [][]byte{[]byte(`{"type":"msg"}`)}, withRecovered: true, recovered: true}),
 		encodeLeft("r"),
 		encodePresence("r", "join", "a", hostile, 3),
@@ -169,4 +169,10 @@ func payloadOf(f []byte) []byte {
 		return f[10:]
 	}
 	return f[2:]
+}
+
+// joinedFrame is encodeJoined's three parts as one frame.
+func joinedFrame(j *joinedInfo) []byte {
+	head, members, tail := encodeJoined(j)
+	return append(append(append([]byte(nil), head...), members...), tail...)
 }

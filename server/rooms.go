@@ -241,7 +241,8 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	if r := c.roomOf(name); r != nil { // already in: just send the state again
 		sh := h.shardOf(name)
 		sh.mu.Lock()
-		c.send(encodeJoined(h.joinedInfo(r, since, epoch)))
+		head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
+		c.w.push(job{op: jobSend, c: c, frame: head, more: &[2][]byte{members, tail}})
 		sh.mu.Unlock()
 		return
 	}
@@ -267,7 +268,8 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	if len(c.rooms) == 1 {
 		c.w.push(job{op: jobLeave, room: h.lobby, c: c})
 	}
-	c.w.push(job{op: jobJoin, room: r, c: c, frame: encodeJoined(h.joinedInfo(r, since, epoch))})
+	head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
+	c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
 	h.presence(sh, r, "join", c)
 	h.roomsDirty.Store(true)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +91,12 @@ func (s *server) start() error {
 		MaxHTTPBodySize: 64 << 10,
 		KeepaliveTime:   s.cfg.HeaderTimeout,
 		WriteTimeout:    s.cfg.HeaderTimeout,
+		// Go's listener turns TCP keepalive on for every accepted socket,
+		// four setsockopt calls each; the server's own pings find dead
+		// peers already.
+		Listen: func(network, addr string) (net.Listener, error) {
+			return (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), network, addr)
+		},
 	}
 	// With TLS, addrs becomes the TLS listener, beside the optional
 	// redirect listener (tls.go).
