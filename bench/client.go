@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/lesismal/nbio"
 )
 
 // Connection states of a loadClient.
@@ -25,9 +23,9 @@ const (
 )
 
 // loadClient is one benchmark connection. It has no goroutine: a dialer
-// goroutine opens it and hands it to the nbio engine, whose poller
+// goroutine opens it and hands its socket to a poller (poller.go), whose
 // goroutine then parses everything the server sends (onData). The sender
-// and the churner only call conn.Write and conn.Close, which nbio locks.
+// and the churner only call conn.Write and conn.Close, which sock locks.
 type loadClient struct {
 	w         *loadGen
 	idx       int // global connection index
@@ -42,7 +40,7 @@ type loadClient struct {
 	// so the poller cannot parse later bytes first; after that only the
 	// poller takes it (uncontended, once per read, not per frame).
 	mu      sync.Mutex
-	conn    atomic.Pointer[nbio.Conn] // set once, by connect
+	conn    atomic.Pointer[sock] // set once, by connect
 	fr      frameReader
 	now     int64 // unix ns of the read being parsed
 	lastSeq int64
@@ -78,8 +76,8 @@ func parseTarget(raw string) (target, error) {
 }
 
 // connect dials, upgrades and sends `join`, all blocking in the calling
-// dialer goroutine, then gives the socket to the nbio engine. Doing the
-// handshake on the standard net.Conn keeps the nbio side free of any
+// dialer goroutine, then gives the socket to a poller. Doing the
+// handshake on the standard net.Conn keeps the poller side free of any
 // per-connection handshake state; the pool of dialers bounds the goroutines.
 func (c *loadClient) connect() error {
 	w := c.w
@@ -105,19 +103,16 @@ func (c *loadClient) connect() error {
 		_ = conn.Close()
 		return err
 	}
-	nc, err := nbio.NBConn(conn) // dups the descriptor and closes conn
+	pi := c.idx % len(w.pollers)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sh = w.shards[pi]
+	s, err := w.pollers[pi].adopt(conn, c) // dups the descriptor and closes conn
 	if err != nil {
 		_ = conn.Close()
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.conn.Store(nc)
-	c.sh = w.shards[nc.Hash()%len(w.shards)] // nbio's choice of poller
-	nc.SetSession(c)
-	if _, err := w.eng.AddConn(nc); err != nil {
-		return err
-	}
+	c.conn.Store(s)
 	if !c.state.CompareAndSwap(stDialing, stJoining) {
 		return errors.New("closed as soon as registered")
 	}
@@ -138,22 +133,18 @@ func (c *loadClient) close() {
 	}
 }
 
-// connection returns the nbio connection, or nil before connect set it.
-func (c *loadClient) connection() *nbio.Conn { return c.conn.Load() }
+// connection returns the socket, or nil before connect set it.
+func (c *loadClient) connection() *sock { return c.conn.Load() }
 
 func (c *loadClient) fail(err error) {
 	c.w.event("protocol error: " + err.Error())
 	_ = c.conn.Load().CloseWithError(err)
 }
 
-// onData is the engine's data callback: one read's worth of bytes, on the
-// poller goroutine that owns the connection. The clock is read once per
-// read, not per frame: every frame in the buffer arrived by then.
-func (w *loadGen) onData(nc *nbio.Conn, data []byte) {
-	c, _ := nc.Session().(*loadClient)
-	if c == nil {
-		return
-	}
+// onData handles one read's worth of bytes, on the poller goroutine that
+// owns the connection. The clock is read once per read, not per frame:
+// every frame in the buffer arrived by then.
+func (w *loadGen) onData(c *loadClient, data []byte) {
 	c.mu.Lock()
 	c.now = time.Now().UnixNano()
 	err := c.fr.feed(data, c)
@@ -163,12 +154,8 @@ func (w *loadGen) onData(nc *nbio.Conn, data []byte) {
 	}
 }
 
-// onClose is the engine's close callback.
-func (w *loadGen) onClose(nc *nbio.Conn, err error) {
-	c, _ := nc.Session().(*loadClient)
-	if c == nil {
-		return
-	}
+// onClose runs once when a connection's socket is closed, by either side.
+func (w *loadGen) onClose(c *loadClient, err error) {
 	prev := c.state.Swap(stClosed)
 	if prev == stJoined {
 		w.open.Add(-1)
@@ -302,7 +289,7 @@ func (c *loadClient) onCloseFrame(code int, reason []byte) {
 	_ = nc.CloseWithError(fmt.Errorf("close frame %d", code))
 }
 
-// closeReason names why nbio closed a connection, briefly.
+// closeReason names why a connection was closed, briefly.
 func closeReason(err error) string {
 	switch {
 	case err == nil:

@@ -239,7 +239,7 @@ func acceptKey(key string) string {
 }
 
 // handshake performs the HTTP upgrade on a freshly dialled connection, by
-// hand so that the connection can then be handed to nbio's poller. It
+// hand so that the connection can then be handed to a poller. It
 // returns the bytes the server sent after the 101 response (its `hello`
 // frame, often), which belong to the WebSocket stream.
 func handshake(c net.Conn, host, path string, deadline time.Time) ([]byte, error) {

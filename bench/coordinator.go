@@ -136,6 +136,7 @@ func makePlans(cfg *Config, now time.Time) []*Plan {
 		Dialers:    cfg.Dialers,
 		Timeout:    cfg.Timeout,
 		Pollers:    cfg.Pollers,
+		PollIdle:   cfg.PollIdle,
 		ReadBuffer: cfg.ReadBuffer,
 		SourceIPs:  allLoopback(cfg.URLs),
 		Origin:     now.UnixNano(),

@@ -4,14 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/lesismal/nbio"
-	"github.com/lesismal/nbio/logging"
 )
 
 // quietPeriod ends the drain: once sending stopped, a worker that has seen
@@ -26,7 +22,7 @@ const quietPeriod = 500 * time.Millisecond
 type loadGen struct {
 	plan    *Plan
 	targets []target
-	eng     *nbio.Engine
+	pollers []*poller
 	clients []atomic.Pointer[loadClient] // by idx - Lo; churn replaces entries
 	shards  []*shard                     // one per poller
 	series  *Series                      // sent and connected (deliveries are in the shards)
@@ -54,7 +50,7 @@ type loadGen struct {
 }
 
 // shard holds what the delivery path counts, for the connections of one
-// poller goroutine (nbio puts a connection on poller fd mod NPoller). Only
+// poller goroutine (connection i goes to poller i mod -pollers). Only
 // that goroutine writes a shard, so its atomic adds never bounce a cache
 // line between cores; they are atomic only so that the progress line and
 // the result can read them at any time.
@@ -94,21 +90,13 @@ func newLoadGen(p *Plan) (*loadGen, error) {
 	for range p.Pollers {
 		w.shards = append(w.shards, &shard{series: newSeries(p.Origin, p.Seconds)})
 	}
-	// nbio logs to stdout by default, which carries the result block (and,
-	// in a worker, the JSON lines to the coordinator).
-	logging.Output = os.Stderr
-	logging.SetLevel(logging.LevelError)
-	w.eng = nbio.NewEngine(nbio.Config{
-		Name:    fmt.Sprintf("bench-%d", p.Worker),
-		NPoller: p.Pollers,
-		// One buffer per poller, not per connection: a large one lets a
-		// single read(2) take many coalesced frames.
-		ReadBufferSize: p.ReadBuffer,
-	})
-	w.eng.OnData(w.onData)
-	w.eng.OnClose(w.onClose)
-	if err := w.eng.Start(); err != nil {
-		return nil, fmt.Errorf("start nbio engine: %w", err)
+	for range p.Pollers {
+		pl, err := newPoller(w, p.ReadBuffer, p.PollIdle)
+		if err != nil {
+			return nil, err
+		}
+		w.pollers = append(w.pollers, pl)
+		go pl.run()
 	}
 	return w, nil
 }
@@ -377,10 +365,12 @@ func (w *loadGen) drain(ctx context.Context, tEnd int64) {
 	}
 }
 
-// stop closes every connection and the engine.
+// stop closes every connection and the pollers.
 func (w *loadGen) stop() {
 	w.stopping.Store(true)
-	w.eng.Stop()
+	for _, p := range w.pollers {
+		p.shutdown()
+	}
 }
 
 // result snapshots the share's figures.

@@ -44,7 +44,8 @@ type Config struct {
 	Ramp       float64       // -ramp: connections opened a second, 0 = as fast as the dialers go (default)
 	Dialers    int           // -dialers: dialing goroutines per process, default 64
 	Workers    int           // -workers: worker processes, 0 = auto (in-process up to 19,000 connections)
-	Pollers    int           // -pollers: nbio poller goroutines per process, default 1
+	Pollers    int           // -pollers: poller goroutines per process, default 1
+	PollIdle   time.Duration // -poll-idle: a poller's pause after a wait that found few ready sockets, default 500µs
 	ReadBuffer int           // -read-buffer: bytes of each poller's read buffer, default 256 KiB
 	Timeout    time.Duration // -timeout: dial+upgrade timeout, and wait for `joined` after the last dial, default 10s
 	JSONFile   string        // -json: write the full result there
@@ -102,7 +103,8 @@ func newFlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&cfg.Ramp, "ramp", 0, "connections opened a second during the ramp; 0 = as fast as the dialers go")
 	fs.IntVar(&cfg.Dialers, "dialers", 64, "dialing goroutines per process")
 	fs.IntVar(&cfg.Workers, "workers", 0, fmt.Sprintf("worker processes; 0 = auto: in this process up to %d connections, else one per %d", maxPerProcess, maxPerProcess))
-	fs.IntVar(&cfg.Pollers, "pollers", 1, "nbio poller goroutines per process")
+	fs.IntVar(&cfg.Pollers, "pollers", 1, "poller goroutines per process (epoll loops reading the connections)")
+	fs.DurationVar(&cfg.PollIdle, "poll-idle", 500*time.Microsecond, "a poller's pause after a wait that found few ready sockets, so wakeups do not cost a syscall per frame; adds at most this to latencies (0: no pause)")
 	fs.IntVar(&cfg.ReadBuffer, "read-buffer", 256<<10, "bytes of each poller's read buffer")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "dial+upgrade timeout, and wait for joined replies after the last dial")
 	fs.StringVar(&cfg.JSONFile, "json", "", "write the full result (parameters, results, time series) as JSON to this file (default: none)")

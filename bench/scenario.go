@@ -31,8 +31,8 @@ var scenarios = []string{scenarioFanout, scenarioConnect, scenarioRooms, scenari
 
 // maxPerProcess is how many connections one harness process opens. The
 // open-file limit here is 20,000 and cannot be raised; the rest is left for
-// the dialers' temporary descriptors (a dial briefly holds two: nbio dups
-// the socket), the pollers and the metrics client.
+// the dialers' temporary descriptors (a dial briefly holds two: the poller
+// dups the socket), the pollers and the metrics client.
 const maxPerProcess = 19000
 
 // connsPerSourceIP is how many connections share one source address when
@@ -66,6 +66,7 @@ type Plan struct {
 	Dialers    int           `json:"dialers"`
 	Timeout    time.Duration `json:"timeout"`
 	Pollers    int           `json:"pollers"`
+	PollIdle   time.Duration `json:"poll_idle"`
 	ReadBuffer int           `json:"read_buffer"`
 	SourceIPs  bool          `json:"source_ips"` // bind 127.0.0.x source addresses
 	Origin     int64         `json:"origin"`     // unix ns of the first second of the time series

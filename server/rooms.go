@@ -85,7 +85,7 @@ type room struct {
 func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 	nw := cfg.Workers
 	if nw <= 0 {
-		nw = runtime.GOMAXPROCS(0)
+		nw = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	ns := cfg.Shards
 	if ns <= 0 {
