@@ -50,7 +50,7 @@ func startTestServer(t *testing.T, bin string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := startServer(context.Background(), bin, []string{"-addr", addr})
+	srv, err := startServer(context.Background(), bin, []string{"-addr", addr}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -52,8 +53,10 @@ type loadClient struct {
 
 // target is a parsed server URL.
 type target struct {
-	host string // host:port
-	path string // path and query of the upgrade request
+	host       string // host:port
+	path       string // path and query of the upgrade request
+	tls        bool   // wss://
+	serverName string // for the certificate check
 }
 
 func parseTarget(raw string) (target, error) {
@@ -61,18 +64,22 @@ func parseTarget(raw string) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	if u.Scheme != "ws" {
-		return target{}, fmt.Errorf("url %q: only ws:// is supported (the harness has no TLS client)", raw)
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return target{}, fmt.Errorf("url %q: want ws:// or wss://", raw)
 	}
 	host := u.Host
 	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "80")
+		port := "80"
+		if u.Scheme == "wss" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
 	}
 	path := u.RequestURI()
 	if u.Path == "" {
 		path = "/ws"
 	}
-	return target{host: host, path: path}, nil
+	return target{host: host, path: path, tls: u.Scheme == "wss", serverName: u.Hostname()}, nil
 }
 
 // connect dials, upgrades and sends `join`, all blocking in the calling
@@ -90,9 +97,19 @@ func (c *loadClient) connect() error {
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 		d.Control = bindNoPort
 	}
+	var conn net.Conn
 	conn, err := d.Dial("tcp", t.host)
 	if err != nil {
 		return err
+	}
+	if t.tls {
+		tc := tls.Client(conn, &tls.Config{ServerName: t.serverName, InsecureSkipVerify: insecureTLS})
+		_ = tc.SetDeadline(time.Now().Add(w.plan.Timeout))
+		if err := tc.Handshake(); err != nil {
+			_ = conn.Close()
+			return fmt.Errorf("tls: %w", err)
+		}
+		conn = tc
 	}
 	rest, err := handshake(conn, t.host, t.path, time.Now().Add(w.plan.Timeout))
 	if err == nil {
@@ -107,7 +124,11 @@ func (c *loadClient) connect() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sh = w.shards[pi]
-	s, err := w.pollers[pi].adopt(conn, c) // dups the descriptor and closes conn
+	adopt := w.pollers[pi].adopt // dups the descriptor and closes conn
+	if t.tls {
+		adopt = w.pollers[pi].adoptTLS
+	}
+	s, err := adopt(conn, c)
 	if err != nil {
 		_ = conn.Close()
 		return err

@@ -32,6 +32,7 @@ type serverUnderTest struct {
 	bin   string
 	args  []string // beyond -addr
 	note  string
+	tls   bool // serves HTTPS and WSS
 }
 
 // describe returns the server's name, flags and why.
@@ -151,6 +152,10 @@ func runStarted(ctx context.Context, cfg *Config, stderr io.Writer) (*Result, er
 	if cfg.ServerArgs != "" {
 		s.args = append(s.args, strings.Fields(cfg.ServerArgs)...)
 	}
+	if cfg.TLS {
+		s.args = append(s.args, "-tls-self-signed")
+		s.tls = true
+	}
 	res, err := runAgainst(ctx, cfg, s, stderr)
 	if err != nil {
 		return nil, err
@@ -166,13 +171,16 @@ func runAgainst(ctx context.Context, cfg *Config, s serverUnderTest, stderr io.W
 	if err != nil {
 		return nil, err
 	}
-	srv, err := startServer(ctx, s.bin, append([]string{"-addr", addr}, s.args...))
+	srv, err := startServer(ctx, s.bin, append([]string{"-addr", addr}, s.args...), s.tls)
 	if err != nil {
 		return nil, err
 	}
 	defer srv.stop()
 	c := *cfg
 	c.URLs = []string{"ws://" + addr + "/ws"}
+	if s.tls {
+		c.URLs = []string{"wss://" + addr + "/ws"}
+	}
 	return runBench(ctx, &c, newProgressBar(stderr, cfg.Progress))
 }
 
@@ -184,7 +192,7 @@ type startedServer struct {
 }
 
 // startServer starts bin and waits until GET /healthz answers 200.
-func startServer(ctx context.Context, bin string, args []string) (*startedServer, error) {
+func startServer(ctx context.Context, bin string, args []string, overTLS bool) (*startedServer, error) {
 	cmd := exec.Command(bin, args...)
 	s := &startedServer{cmd: cmd, stderr: &tailBuffer{max: 8192}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = s.stderr, s.stderr
@@ -195,7 +203,11 @@ func startServer(ctx context.Context, bin string, args []string) (*startedServer
 	addr := args[1]
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
+		scheme := "http"
+		if overTLS {
+			scheme = "https"
+		}
+		resp, err := metricsClient.Get(scheme + "://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

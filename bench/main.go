@@ -54,6 +54,8 @@ type Config struct {
 	CPUProfile string        // -cpuprofile: write the harness's own CPU profile (this process) there
 
 	Start      bool   // -start: build and start noom from this tree on a free port, and run against it
+	TLS        bool   // -tls: with -start or -compare, serve noom over TLS (-tls-self-signed) and connect with wss://
+	Insecure   bool   // -insecure: do not verify the server's certificate (wss:// and the https metrics)
 	Compare    bool   // -compare: run noom and the reference server alternately
 	Rounds     int    // -rounds: rounds of -compare, default 3
 	ServerArgs string // -server-args: extra flags for the noom server of -start and -compare
@@ -115,6 +117,8 @@ func newFlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.Compare, "compare", false, "build and start noom (./server) and the reference server (./bench/reference), run the scenario against each in turn, print the ratios")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "-compare: rounds (each runs noom, then the reference)")
 	fs.StringVar(&cfg.ServerArgs, "server-args", "", "-start, -compare: extra flags for the noom server, space-separated (default: none)")
+	fs.BoolVar(&cfg.TLS, "tls", false, "-start, -compare: run noom with a self-signed certificate and connect over wss:// (implies -insecure)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "do not verify the server's TLS certificate (for wss:// URLs of servers with self-signed certificates)")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: go run ./bench [flags]\n\nScenarios:\n")
 		for _, s := range scenarios {
@@ -245,6 +249,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if per := cfg.Rate / float64(max(cfg.Publishers, 1)); cfg.Publishers > 0 && per > noomRateLimit && !cfg.Compare {
 		fmt.Fprintf(stderr, "note: each publisher sends %.3g msg/s, over noom's default limit of %g/s a connection: expect rate_limited unless the server runs with a higher -rate\n", per, noomRateLimit)
 	}
+	if cfg.TLS {
+		cfg.Insecure = true // the certificate is made at the server's start: nothing can verify it
+	}
+	setInsecure(cfg.Insecure)
 	if cfg.Compare {
 		return runCompare(ctx, &cfg, stdout, stderr)
 	}

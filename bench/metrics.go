@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -67,6 +68,18 @@ func metricsURLs(wsURLs []string) []string {
 }
 
 var metricsClient = &http.Client{Timeout: 5 * time.Second}
+
+// insecureTLS is set by -insecure: certificates of wss:// and https://
+// servers are not verified.
+var insecureTLS bool
+
+// setInsecure applies -insecure to the metrics client and the dialers.
+func setInsecure(b bool) {
+	insecureTLS = b
+	if b {
+		metricsClient.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	}
+}
 
 // scrape reads the wanted metrics from every server and sums them. A server
 // without /metrics leaves the figures out; the run goes on.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ const sparseBatch = 64
 // reads happen only on its poller's goroutine.
 type sock struct {
 	fd     int
+	tls    *tls.Conn // wss://: read by a goroutine of its own, see adoptTLS
 	p      *poller
 	c      *loadClient
 	mu     sync.Mutex
@@ -43,6 +45,12 @@ var errClosed = errors.New("use of closed connection")
 func (s *sock) Write(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.tls != nil {
+		if s.closed.Load() {
+			return 0, errClosed
+		}
+		return s.tls.Write(b)
+	}
 	written := 0
 	var deadline time.Time
 	for written < len(b) {
@@ -80,8 +88,16 @@ func (s *sock) CloseWithError(err error) error {
 		return nil
 	}
 	s.closed.Store(true)
-	s.p.remove(s)
-	cerr := syscall.Close(s.fd)
+	var cerr error
+	if s.tls != nil {
+		s.p.mu.Lock()
+		delete(s.p.tlsSocks, s)
+		s.p.mu.Unlock()
+		cerr = s.tls.Close()
+	} else {
+		s.p.remove(s)
+		cerr = syscall.Close(s.fd)
+	}
 	s.mu.Unlock()
 	s.p.w.onClose(s.c, err)
 	return cerr
@@ -89,14 +105,15 @@ func (s *sock) CloseWithError(err error) error {
 
 // poller is one epoll loop.
 type poller struct {
-	w     *loadGen
-	epfd  int
-	idle  time.Duration
-	buf   []byte
-	mu    sync.Mutex // guards socks against add and remove from other goroutines
-	socks map[int]*sock
-	stop  atomic.Bool
-	done  chan struct{}
+	w        *loadGen
+	epfd     int
+	idle     time.Duration
+	buf      []byte
+	mu       sync.Mutex // guards socks and tlsSocks against other goroutines
+	socks    map[int]*sock
+	tlsSocks map[*sock]struct{} // wss:// sockets, read by goroutines of their own
+	stop     atomic.Bool
+	done     chan struct{}
 }
 
 func newPoller(w *loadGen, readBuffer int, idle time.Duration) (*poller, error) {
@@ -105,7 +122,7 @@ func newPoller(w *loadGen, readBuffer int, idle time.Duration) (*poller, error) 
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	return &poller{w: w, epfd: epfd, idle: idle, buf: make([]byte, readBuffer),
-		socks: make(map[int]*sock), done: make(chan struct{})}, nil
+		socks: make(map[int]*sock), tlsSocks: make(map[*sock]struct{}), done: make(chan struct{})}, nil
 }
 
 // adopt takes over conn's socket (a duplicate of its descriptor; conn itself
@@ -138,6 +155,36 @@ func (p *poller) adopt(conn net.Conn, c *loadClient) (*sock, error) {
 		_ = syscall.Close(fd)
 		return nil, err
 	}
+	return s, nil
+}
+
+// adoptTLS takes over a TLS connection for client c. The TLS state lives in
+// Go's crypto/tls, so the socket cannot join the epoll set: each wss://
+// connection has a reading goroutine of its own (about 8 KiB of stack and
+// buffer each), which is fine for the few thousand connections a TLS
+// measurement needs. Only the plain ws:// path is goroutine-free.
+func (p *poller) adoptTLS(conn net.Conn, c *loadClient) (*sock, error) {
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return nil, errors.New("not a TLS connection")
+	}
+	s := &sock{fd: -1, tls: tc, p: p, c: c}
+	p.mu.Lock()
+	p.tlsSocks[s] = struct{}{}
+	p.mu.Unlock()
+	go func() {
+		buf := make([]byte, 8<<10)
+		for {
+			n, err := tc.Read(buf)
+			if n > 0 {
+				p.w.onData(c, buf[:n])
+			}
+			if err != nil {
+				_ = s.CloseWithError(err)
+				return
+			}
+		}
+	}()
 	return s, nil
 }
 
@@ -213,6 +260,9 @@ func (p *poller) shutdown() {
 	p.mu.Lock()
 	socks := make([]*sock, 0, len(p.socks))
 	for _, s := range p.socks {
+		socks = append(socks, s)
+	}
+	for s := range p.tlsSocks {
 		socks = append(socks, s)
 	}
 	p.mu.Unlock()
