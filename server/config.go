@@ -104,6 +104,20 @@ type Config struct {
 	// than two (README, "Performance").
 	Workers int
 
+	// NATS is the URL of the NATS server (with JetStream) through which
+	// nodes form one service; empty means standalone. Default none.
+	NATS string
+	// NATSEmbedded runs a NATS server with JetStream inside this process,
+	// listening on this address, for other nodes to join; the node joins
+	// it too unless NATS names another. Default none.
+	NATSEmbedded string
+	// NATSStore is the embedded NATS server's JetStream directory.
+	// Default: noom-nats-<port> in the temporary directory.
+	NATSStore string
+	// NATSRetention is how long the cluster keeps a room's messages (its
+	// history and seq). Default 24h.
+	NATSRetention time.Duration
+
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string
 	// Pprof serves Go's profiler at /debug/pprof/ on the listener. Default
@@ -181,6 +195,10 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown may take")
 	fs.IntVar(&c.Shards, "shards", c.Shards, "room table shards (0: 8 × GOMAXPROCS)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "fan-out writer goroutines (0: half of GOMAXPROCS, at least 1)")
+	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS `URL` (JetStream enabled) to join the cluster of every node using it; empty: standalone")
+	fs.StringVar(&c.NATSEmbedded, "nats-embedded", c.NATSEmbedded, "run a NATS server with JetStream in this process on this `address`, and join it")
+	fs.StringVar(&c.NATSStore, "nats-store", c.NATSStore, "JetStream `directory` of -nats-embedded (default: noom-nats-PORT in the temporary directory)")
+	fs.DurationVar(&c.NATSRetention, "nats-retention", c.NATSRetention, "how long the cluster keeps rooms' messages")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go's profiler at /debug/pprof/ (for measuring, not for production)")
 }
@@ -206,6 +224,7 @@ func defaultConfig() Config {
 		HeaderTimeout:   10 * time.Second,
 		MaxHeaderBytes:  16 << 10,
 		ShutdownTimeout: 10 * time.Second,
+		NATSRetention:   24 * time.Hour,
 		LogLevel:        "info",
 	}
 }
@@ -264,6 +283,9 @@ func (c *Config) validate() error {
 	}
 	if c.Shards < 0 || c.Workers < 0 {
 		errs = append(errs, errors.New("-shards and -workers must not be negative"))
+	}
+	if c.NATSRetention <= 0 {
+		errs = append(errs, errors.New("-nats-retention must be positive"))
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

@@ -87,11 +87,16 @@ func (s *server) pageHeaders(next http.Handler) http.Handler {
 // drains.
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	if s.draining.Load() {
+	switch {
+	case s.draining.Load():
 		writeBody(w, http.StatusServiceUnavailable, "text/plain; charset=utf-8", []byte("draining\n"))
-		return
+	case s.stats.degraded.Load():
+		// Still serving its own members, so still healthy for a load
+		// balancer; the body and noom_cluster_degraded say what is wrong.
+		writeBody(w, http.StatusOK, "text/plain; charset=utf-8", []byte("degraded: NATS unreachable, serving local members only\n"))
+	default:
+		writeBody(w, http.StatusOK, "text/plain; charset=utf-8", []byte("ok\n"))
 	}
-	writeBody(w, http.StatusOK, "text/plain; charset=utf-8", []byte("ok\n"))
 }
 
 // maxAPIRooms caps /api/rooms; the list is sorted, largest first.
@@ -214,7 +219,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	h := s.hub
 	id := s.nextID.Add(1)
-	c := &client{id: id, idStr: formatID(id), nbc: nbc, sink: sink}
+	c := &client{id: id, idStr: h.idPrefix + formatID(id), nbc: nbc, sink: sink}
 	if tc, ok := sink.(*ltls.Conn); ok {
 		c.conn = nc                      // nbio decrypts through it (UnderlayerConn)
 		c.sinkCounts = upgradeTLS(c, tc) // tls.go

@@ -63,7 +63,8 @@ type statsCollector struct {
 	hub *hub
 
 	connections, rooms, upgrades, framesIn, bytesIn, framesOut, bytesOut,
-	deliveries, slow, droppedReq, droppedFrames, errors, closes, rejected *prometheus.Desc
+	deliveries, slow, droppedReq, droppedFrames, errors, closes, rejected,
+	clusterNodes, clusterDegraded, clusterPublished, clusterRetries *prometheus.Desc
 }
 
 func newStatsCollector(st *stats, h *hub) *statsCollector {
@@ -86,6 +87,11 @@ func newStatsCollector(st *stats, h *hub) *statsCollector {
 		errors:        d("errors_total", "Error frames sent, by code.", "code"),
 		closes:        d("closes_total", "Close frames the server initiated or answered with, by code.", "code"),
 		rejected:      d("upgrades_rejected_total", "WebSocket upgrades refused, by reason.", "reason"),
+
+		clusterNodes:     d("cluster_nodes", "Other nodes of the cluster heard from recently (0 standalone)."),
+		clusterDegraded:  d("cluster_degraded", "1 while NATS is unreachable and the node serves its local members alone."),
+		clusterPublished: d("cluster_published_total", "Messages this node stored in the cluster's stream."),
+		clusterRetries:   d("cluster_cas_retries_total", "Compare-and-set conflicts: another node took the seq first."),
 	}
 }
 
@@ -131,6 +137,19 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for i, r := range rejectReasons {
 		counter(sc.rejected, st.rejected[i].Load(), r)
 	}
+	cl := sc.hub.cl
+	gauge(sc.clusterNodes, float64(cl.liveNodes()))
+	degraded := 0.0
+	if st.degraded.Load() {
+		degraded = 1
+	}
+	gauge(sc.clusterDegraded, degraded)
+	var pub, retries uint64
+	if cl != nil {
+		pub, retries = cl.published.Load(), cl.casRetries.Load()
+	}
+	counter(sc.clusterPublished, pub)
+	counter(sc.clusterRetries, retries)
 }
 
 // newRegistry builds the /metrics registry: noom's counters plus the Go

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,13 @@ type hub struct {
 	// release gives back a closed connection's place under the caps.
 	release func(c *client)
 
+	// cl links this node to the others through NATS; nil when standalone.
+	// Its methods are safe on nil.
+	cl *cluster
+	// idPrefix starts every connection id of this node: empty standalone,
+	// the node's name and a dash in a cluster, so ids are unique there.
+	idPrefix string
+
 	clientsMu sync.RWMutex
 	clients   map[uint64]*client // by connection id, for signal and call
 }
@@ -73,11 +81,19 @@ type room struct {
 	// members lists the room's connections in join order, for
 	// joined.members and the count.
 	members   []*client
-	listJSON  []byte    // cached JSON of the first members, see memberList
-	partCount []int32   // members served by each worker
-	call      []*client // peers in the room's video call
-	announced int       // last count sent in a presence or count frame
-	inFolded  bool      // queued in shard.folded
+	listJSON  []byte     // cached JSON of the first members, see memberList
+	partCount []int32    // members served by each worker
+	call      []callPeer // the room's video call
+	announced int        // last count sent in a presence or count frame
+	inFolded  bool       // queued in shard.folded
+
+	// In a cluster (cluster.go): the room's members on other nodes by id,
+	// the stream sequences of its newest message and call list, for
+	// compare-and-set, and its cluster state while it runs alone.
+	remote    map[string]remoteMember
+	streamSeq uint64
+	callSeq   uint64
+	island    *islandState
 
 	parts [][]*client // parts[w]: members served by worker w; worker-owned
 }
@@ -125,10 +141,17 @@ func (h *hub) stop() {
 	}
 }
 
+// count is the room's number of members, on every node.
+func (r *room) count() int { return len(r.members) + len(r.remote) }
+
 func (h *hub) newRoom(name string) *room {
+	epoch := h.cl.roomEpoch()
+	if epoch == "" {
+		epoch = strconv.FormatInt(time.Now().UnixMilli(), 36) + "." + strconv.FormatUint(h.epochSeq.Add(1), 36)
+	}
 	return &room{
 		name:      name,
-		epoch:     strconv.FormatInt(time.Now().UnixMilli(), 36) + "." + strconv.FormatUint(h.epochSeq.Add(1), 36),
+		epoch:     epoch,
 		parts:     make([][]*client, len(h.workers)),
 		partCount: make([]int32, len(h.workers)),
 	}
@@ -163,9 +186,12 @@ func (h *hub) register(c *client, handshake []byte) {
 	c.w.push(job{op: jobJoin, room: h.lobby, c: c})
 }
 
-// lookup finds a connection by its protocol id.
+// lookup finds a connection of this node by its protocol id.
 func (h *hub) lookup(id string) *client {
-	n, err := strconv.ParseUint(id, 36, 64)
+	if !strings.HasPrefix(id, h.idPrefix) {
+		return nil
+	}
+	n, err := strconv.ParseUint(id[len(h.idPrefix):], 36, 64)
 	if err != nil {
 		return nil
 	}
@@ -253,12 +279,8 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r := sh.rooms[name]
-	if r == nil {
-		r = h.newRoom(name)
-		sh.rooms[name] = r
-		h.roomCount.Add(1)
-	}
+	r := h.roomLocked(sh, name)
+	h.countChange(r, +1)
 	r.members = append(r.members, c)
 	if len(r.members) <= maxListMembers {
 		r.listJSON = nil
@@ -270,13 +292,45 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	}
 	head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
 	c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
-	h.presence(sh, r, "join", c)
+	h.presence(sh, r, "join", c.idStr, c.nickname(), c)
+	h.cl.memberEvent(evJoin, r.name, c.idStr, c.nickname())
+}
+
+// roomLocked returns room name, creating it. The shard lock must be held.
+func (h *hub) roomLocked(sh *shard, name string) *room {
+	r := sh.rooms[name]
+	if r == nil {
+		r = h.newRoom(name)
+		sh.rooms[name] = r
+	}
+	return r
+}
+
+// countChange accounts for a member joining (+1) or leaving (-1) r: the
+// rooms gauge counts rooms with members, and the rooms list changed. It is
+// called before the change. The shard lock must be held.
+func (h *hub) countChange(r *room, delta int) {
+	switch n := r.count(); {
+	case delta > 0 && n == 0:
+		h.roomCount.Add(1)
+	case delta < 0 && n == 1:
+		h.roomCount.Add(-1)
+	}
 	h.roomsDirty.Store(true)
+}
+
+// dropIfEmpty forgets r once nobody is in it. In a cluster a room that has
+// messages stays: its history and seq live on in the stream. The shard
+// lock must be held.
+func (h *hub) dropIfEmpty(sh *shard, r *room) {
+	if r.count() == 0 && (h.cl == nil || r.seq == 0 && len(r.call) == 0) && sh.rooms[r.name] == r {
+		delete(sh.rooms, r.name)
+	}
 }
 
 // joinedInfo describes r for a joined frame. The shard lock must be held.
 func (h *hub) joinedInfo(r *room, since *int64, epoch string) *joinedInfo {
-	j := &joinedInfo{room: r.name, epoch: r.epoch, count: len(r.members), members: r.memberList()}
+	j := &joinedInfo{room: r.name, epoch: r.epoch, count: r.count(), members: r.memberList()}
 	j.history, j.recovered = r.historySince(since, epoch)
 	j.withRecovered = since != nil
 	for _, p := range j.history {
@@ -292,11 +346,17 @@ func (h *hub) joinedInfo(r *room, since *int64, epoch string) *joinedInfo {
 func (r *room) memberList() []byte {
 	if r.listJSON == nil {
 		n := min(len(r.members), maxListMembers)
-		ms := make([]member, n)
+		ms := make([]member, n, min(r.count(), maxListMembers))
 		for i, m := range r.members[:n] {
 			ms[i] = member{m.idStr, m.nickname()}
 		}
-		r.listJSON = appendMemberArray(make([]byte, 0, 2+n*40), ms)
+		for id, m := range r.remote { // members on other nodes fill the rest
+			if len(ms) == cap(ms) {
+				break
+			}
+			ms = append(ms, member{id, m.nick})
+		}
+		r.listJSON = appendMemberArray(make([]byte, 0, 2+len(ms)*40), ms)
 	}
 	return r.listJSON
 }
@@ -341,17 +401,17 @@ func (r *room) addHistory(payload []byte, size int) {
 	r.histStart = (r.histStart + 1) % size
 }
 
-// presence tells r's other members that c joined, left or was renamed, or,
-// above the presence limit, schedules a count frame. The shard lock must be
-// held.
-func (h *hub) presence(sh *shard, r *room, event string, c *client) {
-	count := len(r.members)
-	if count == 0 {
+// presence tells r's local members but skip that member id joined, left or
+// was renamed, or, above the presence limit, schedules a count frame. The
+// shard lock must be held.
+func (h *hub) presence(sh *shard, r *room, event, id, nick string, skip *client) {
+	count := r.count()
+	if len(r.members) == 0 {
 		return
 	}
 	if count <= h.cfg.PresenceLimit {
 		r.announced = count
-		h.broadcast(r, encodePresence(r.name, event, c.idStr, c.nickname(), count), c)
+		h.broadcast(r, encodePresence(r.name, event, id, nick, count), skip)
 		return
 	}
 	if !r.inFolded && count != r.announced {
@@ -387,6 +447,7 @@ func (h *hub) leaveLocked(c *client, r *room, reply []byte) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	h.countChange(r, -1)
 	if i := slices.Index(r.members, c); i >= 0 {
 		if i < maxListMembers { // the last member moves into the listed part
 			r.listJSON = nil
@@ -399,15 +460,9 @@ func (h *hub) leaveLocked(c *client, r *room, reply []byte) {
 	r.partCount[c.w.id]--
 	c.w.push(job{op: jobLeave, room: r, c: c, frame: reply})
 	h.leaveCall(r, c)
-	if len(r.members) == 0 {
-		if sh.rooms[r.name] == r {
-			delete(sh.rooms, r.name)
-			h.roomCount.Add(-1)
-		}
-	} else {
-		h.presence(sh, r, "leave", c)
-	}
-	h.roomsDirty.Store(true)
+	h.presence(sh, r, "leave", c.idStr, c.nickname(), c)
+	h.cl.memberEvent(evLeave, r.name, c.idStr, "")
+	h.dropIfEmpty(sh, r)
 }
 
 // say publishes text to room name: the message gets the room's next seq,
@@ -420,13 +475,27 @@ func (h *hub) say(c *client, name, text string) {
 		c.replyError(errNotInRoom, "not in room "+name, "say")
 		return
 	}
-	sh := h.shardOf(name)
+	if h.cl.online() {
+		h.cl.publishMsg(r, c, text)
+		return
+	}
+	h.sayLocal(r, c.idStr, c.nickname(), text)
+}
+
+// sayLocal gives a message r's next seq on this node, keeps it and sends it
+// to r's members here: always when standalone, and in a cluster while NATS
+// is out of reach (the room then runs as an island, cluster.go).
+func (h *hub) sayLocal(r *room, from, nick, text string) {
+	sh := h.shardOf(r.name)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if h.cl != nil && r.island == nil {
+		h.cl.enterIsland(r)
+	}
 	r.seq++
-	frame, at := encodeMsg(r.name, r.seq, c.idStr, c.nickname(), text, time.Now().UnixMilli())
+	frame, at := encodeMsg(r.name, r.seq, from, nick, text, time.Now().UnixMilli())
 	r.addHistory(frame[at:], h.cfg.HistorySize)
 	h.broadcast(r, frame, nil)
-	sh.mu.Unlock()
 }
 
 // rename sets c's nick, answers nick and tells c's rooms.
@@ -435,91 +504,18 @@ func (h *hub) rename(c *client, nick string) {
 	defer c.mu.Unlock()
 	c.setNickname(nick)
 	c.send(encodeNick(nick))
+	names := make([]string, 0, len(c.rooms))
 	for _, r := range c.rooms {
 		sh := h.shardOf(r.name)
 		sh.mu.Lock()
 		r.listJSON = nil
-		if len(r.members) <= h.cfg.PresenceLimit {
-			h.presence(sh, r, "nick", c)
+		if r.count() <= h.cfg.PresenceLimit {
+			h.presence(sh, r, "nick", c.idStr, nick, c)
 		}
 		sh.mu.Unlock()
+		names = append(names, r.name)
 	}
-}
-
-// callAction handles call join and leave in room name.
-func (h *hub) callAction(c *client, name, action string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r := c.roomOf(name)
-	if r == nil {
-		c.replyError(errNotInRoom, "not in room "+name, "call")
-		return
-	}
-	sh := h.shardOf(name)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	in := slices.Contains(r.call, c)
-	switch {
-	case action == "leave":
-		h.leaveCall(r, c)
-		c.send(encodeCall(name, []member{}))
-	case in:
-		c.send(encodeCall(name, callPeers(r, c)))
-	case len(r.call) >= h.cfg.CallLimit:
-		c.replyError(errCallFull, "the call has "+strconv.Itoa(h.cfg.CallLimit)+" peers already", "call")
-	default:
-		c.send(encodeCall(name, callPeers(r, c)))
-		frame := encodeCallPeer(name, "join", c.idStr, c.nickname())
-		for _, p := range r.call {
-			p.send(frame)
-		}
-		r.call = append(r.call, c)
-	}
-}
-
-// callPeers lists r's call peers other than c.
-func callPeers(r *room, c *client) []member {
-	peers := make([]member, 0, len(r.call))
-	for _, p := range r.call {
-		if p != c {
-			peers = append(peers, member{p.idStr, p.nickname()})
-		}
-	}
-	return peers
-}
-
-// leaveCall takes c out of r's call, if it is in, and tells the other peers.
-// The shard lock must be held.
-func (h *hub) leaveCall(r *room, c *client) {
-	i := slices.Index(r.call, c)
-	if i < 0 {
-		return
-	}
-	r.call = slices.Delete(r.call, i, i+1)
-	frame := encodeCallPeer(r.name, "leave", c.idStr, c.nickname())
-	for _, p := range r.call {
-		p.send(frame)
-	}
-}
-
-// signal relays data from c to member to of room name.
-func (h *hub) signal(c *client, name, to string, data []byte) {
-	c.mu.Lock()
-	r := c.roomOf(name)
-	c.mu.Unlock()
-	if r == nil {
-		c.replyError(errNotInRoom, "not in room "+name, "signal")
-		return
-	}
-	t := h.lookup(to)
-	if t != nil && !t.inRoom(r) {
-		t = nil
-	}
-	if t == nil {
-		c.replyError(errNoSuchMember, "no member "+to+" in room "+name, "signal")
-		return
-	}
-	t.send(encodeSignal(name, c.idStr, c.nickname(), data))
+	h.cl.nickEvent(c.idStr, nick, names)
 }
 
 // roomList returns rooms by member count, largest first, at most limit.
@@ -529,7 +525,9 @@ func (h *hub) roomList(limit int) []roomCount {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for name, r := range sh.rooms {
-			all = append(all, roomCount{name, len(r.members)})
+			if n := r.count(); n > 0 {
+				all = append(all, roomCount{name, n})
+			}
 		}
 		sh.mu.Unlock()
 	}
@@ -556,7 +554,7 @@ func (h *hub) tick() {
 		sh.mu.Lock()
 		for _, r := range sh.folded {
 			r.inFolded = false
-			if n := len(r.members); n > 0 && n != r.announced {
+			if n := r.count(); len(r.members) > 0 && n != r.announced {
 				r.announced = n
 				h.broadcast(r, encodeCount(r.name, n), nil)
 			}

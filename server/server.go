@@ -13,6 +13,7 @@ import (
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/mempool"
 	"github.com/lesismal/nbio/nbhttp"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -34,6 +35,8 @@ type server struct {
 
 	perIPMu sync.Mutex
 	perIP   map[string]int // connections by remote address, with -max-conns-per-ip
+
+	natsServer *natsserver.Server // -nats-embedded
 
 	stopHousekeeping chan struct{}
 	housekeepingDone chan struct{}
@@ -116,7 +119,12 @@ func (s *server) start() error {
 		time.Sleep(20 * time.Millisecond)
 	})
 	s.hub.start()
+	if err := s.startCluster(); err != nil {
+		s.hub.stop()
+		return err
+	}
 	if err := s.engine.Start(); err != nil {
+		s.stopCluster()
 		s.hub.stop()
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
@@ -178,6 +186,7 @@ wait:
 	if e := s.engine.Shutdown(ectx); e != nil && !errors.Is(e, context.DeadlineExceeded) {
 		err = errors.Join(err, e)
 	}
+	s.stopCluster()
 	s.hub.stop()
 	return err
 }

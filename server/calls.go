@@ -1,0 +1,145 @@
+package main
+
+import (
+	"slices"
+	"strconv"
+)
+
+// Video calls and their signalling. A room's call is a list of peers, and it
+// changes by replacing the list: applying a new list tells the room's local
+// call peers who joined and who left (call_peer). On one node the list is
+// replaced under the room's lock. In a cluster it lives in JetStream and is
+// replaced by compare-and-set (cluster.go); every node applies each new list
+// as it arrives, so all agree on who is in the call, and the call limit
+// holds across nodes.
+
+// callPeer is one peer of a room's video call.
+type callPeer struct {
+	id, nick string
+	c        *client // the connection, when it is on this node
+}
+
+// callAction handles call join and leave in room name.
+func (h *hub) callAction(c *client, name, action string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.roomOf(name)
+	if r == nil {
+		c.replyError(errNotInRoom, "not in room "+name, "call")
+		return
+	}
+	join := action == "join"
+	if h.cl.online() {
+		h.cl.changeCall(r, c, join, true)
+		return
+	}
+	sh := h.shardOf(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	next, full := h.nextCall(r.call, c, join)
+	if full {
+		c.replyCallFull()
+		return
+	}
+	c.send(callReply(name, next, c.idStr, join))
+	h.setCall(r, next)
+}
+
+// replyCallFull refuses a call join.
+func (c *client) replyCallFull() {
+	c.replyError(errCallFull, "the call has "+strconv.Itoa(c.w.hub.cfg.CallLimit)+" peers already", "call")
+}
+
+// nextCall returns the call list after c joins or leaves cur; full reports a
+// join refused by the call limit. cur is not modified.
+func (h *hub) nextCall(cur []callPeer, c *client, join bool) (next []callPeer, full bool) {
+	i := indexPeer(cur, c.idStr)
+	switch {
+	case join == (i >= 0): // already in, or already out
+		return cur, false
+	case !join:
+		return slices.Delete(slices.Clone(cur), i, i+1), false
+	case len(cur) >= h.cfg.CallLimit:
+		return cur, true
+	}
+	return append(slices.Clone(cur), callPeer{id: c.idStr, nick: c.nickname(), c: c}), false
+}
+
+// callReply is the call frame that answers id: after a join, the other
+// peers, whom the newcomer then offers to; after a leave, none.
+func callReply(room string, list []callPeer, id string, joined bool) []byte {
+	peers := []member{}
+	if joined {
+		for _, p := range list {
+			if p.id != id {
+				peers = append(peers, member{p.id, p.nick})
+			}
+		}
+	}
+	return encodeCall(room, peers)
+}
+
+func indexPeer(list []callPeer, id string) int {
+	return slices.IndexFunc(list, func(p callPeer) bool { return p.id == id })
+}
+
+// setCall makes next r's call and tells r's local call peers who left and
+// who joined. The shard lock must be held.
+func (h *hub) setCall(r *room, next []callPeer) {
+	prev := r.call
+	r.call = next
+	for _, p := range prev {
+		if indexPeer(next, p.id) < 0 {
+			h.notifyCall(r, "leave", p)
+		}
+	}
+	for _, p := range next {
+		if indexPeer(prev, p.id) < 0 {
+			h.notifyCall(r, "join", p)
+		}
+	}
+}
+
+// notifyCall sends call_peer about p to r's other local call peers.
+func (h *hub) notifyCall(r *room, event string, p callPeer) {
+	frame := encodeCallPeer(r.name, event, p.id, p.nick)
+	for _, q := range r.call {
+		if q.c != nil && q.id != p.id {
+			q.c.send(frame)
+		}
+	}
+}
+
+// leaveCall takes c out of r's call, if it is in: c left the room or
+// disconnected. The shard lock must be held.
+func (h *hub) leaveCall(r *room, c *client) {
+	if indexPeer(r.call, c.idStr) < 0 {
+		return
+	}
+	if h.cl.online() {
+		h.cl.changeCall(r, c, false, false)
+		return
+	}
+	next, _ := h.nextCall(r.call, c, false)
+	h.setCall(r, next)
+}
+
+// signal relays data from c to member to of room name, on this node or,
+// in a cluster, on the node that holds it.
+func (h *hub) signal(c *client, name, to string, data []byte) {
+	c.mu.Lock()
+	r := c.roomOf(name)
+	c.mu.Unlock()
+	if r == nil {
+		c.replyError(errNotInRoom, "not in room "+name, "signal")
+		return
+	}
+	if t := h.lookup(to); t != nil && t.inRoom(r) {
+		t.send(encodeSignal(name, c.idStr, c.nickname(), data))
+		return
+	}
+	if h.cl.online() && h.cl.relaySignal(r, to, c, data) {
+		return
+	}
+	c.replyError(errNoSuchMember, "no member "+to+" in room "+name, "signal")
+}

@@ -1,0 +1,665 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The cluster: several noom nodes act as one service through NATS.
+//
+// Where each piece of state lives, and why:
+//
+//   - A room's messages live in one JetStream stream, subject
+//     noom.msg.<room>, keeping the last -history messages per room. A node
+//     publishes a message with the room's next seq in it and a
+//     compare-and-set on the subject's last stream sequence
+//     (Nats-Expected-Last-Subject-Sequence): if another node published first
+//     the publish is refused, the node learns the new last message and tries
+//     again with the seq after it. So seq is one total order per room, with
+//     no gaps, decided without a leader. Every node reads the whole stream
+//     through one ordered consumer, in stream order, and delivers each
+//     message to its local members: every member on every node sees the same
+//     order. A node starting (or restarting) replays the stream first, so
+//     history and `since` answer from any node.
+//   - A room's call is a list of peers stored the same way under
+//     noom.call.<room> (the last list is the current one), changed by
+//     compare-and-set, so the call limit holds across nodes.
+//   - Membership is each node's own business: a node publishes its members'
+//     joins, leaves and renames on noom.ev.<node>, numbered, with a
+//     heartbeat every two seconds. Others apply them to their view of the
+//     room (counts, presence, joined.members). A node that sees a gap in the
+//     numbers, or a node it does not know, asks that node for a snapshot of
+//     its members (noom.snap.<node>). A node not heard from for 8 seconds is
+//     dead: its members leave every room everywhere.
+//   - Signals go straight to the node of the target (noom.sig.<node>):
+//     connection ids start with their node's name.
+//
+// While NATS is out of reach a node keeps serving its own members: remote
+// members time out and leave, a room where someone speaks runs as an island
+// under an epoch of its own (announced with a joined frame), and calls and
+// signals work among local members. When NATS is back the node announces
+// itself again, exchanges snapshots, and its island rooms go back to the
+// cluster's epoch and history (another joined frame). Messages sent on an
+// island stay on it: they were seen only by the members who were there.
+
+// Subject prefixes; room names, which may hold dots, are escaped into one
+// subject token (see subjectRoom).
+const (
+	subjMsg  = "noom.msg."
+	subjCall = "noom.call."
+	subjEv   = "noom.ev."
+	subjSnap = "noom.snap."
+	subjSig  = "noom.sig."
+	// streamName is the JetStream stream of messages and call lists.
+	streamName = "NOOM"
+	// seqHeader carries a message's room seq.
+	seqHeader = "Noom-Seq"
+)
+
+// Cluster timing. deadAfter must be several heartbeats, and within the
+// 15 seconds in which a dead node's members must have left everywhere.
+const (
+	heartbeatEvery = 2 * time.Second
+	deadAfter      = 8 * time.Second
+	publishTimeout = 3 * time.Second
+	// casPatience bounds how long a publisher retries a compare-and-set
+	// that others keep winning.
+	casPatience = 5 * time.Second
+)
+
+// Member event types on noom.ev.<node>.
+const (
+	evJoin      = "j"
+	evLeave     = "l"
+	evNick      = "n"
+	evHeartbeat = "h"
+	evBye       = "b"
+)
+
+// nodeEvent is one message on noom.ev.<node>.
+type nodeEvent struct {
+	Seq   uint64   `json:"s"`            // the node's event number; a heartbeat repeats the last
+	Type  string   `json:"t"`            // evJoin ...
+	Room  string   `json:"r,omitempty"`  // evJoin, evLeave
+	Rooms []string `json:"rs,omitempty"` // evNick: the member's rooms
+	ID    string   `json:"i,omitempty"`
+	Nick  string   `json:"n,omitempty"`
+}
+
+// remoteMember is a member of a room on another node.
+type remoteMember struct{ node, nick string }
+
+// islandState is a room's cluster state, kept while the room runs alone.
+type islandState struct {
+	epoch     string
+	seq       uint64
+	streamSeq uint64
+	history   [][]byte
+}
+
+// cluster is this node's link to the others.
+type cluster struct {
+	h      *hub
+	log    *slog.Logger
+	node   string // this run of this node: a short random name
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	epoch  string // the stream's creation time: the epoch of every room
+
+	ready    atomic.Bool   // the stream replay is done
+	degraded atomic.Bool   // NATS is out of reach
+	applied  atomic.Uint64 // stream sequence of the last message applied
+
+	consMu sync.Mutex
+	cons   jetstream.ConsumeContext
+
+	pubs []chan pubReq // per-room serialized publishers, by room hash
+
+	evMu  sync.Mutex
+	evSeq uint64
+
+	nodesMu sync.Mutex
+	nodes   map[string]*peerNode
+
+	published, casRetries atomic.Uint64
+
+	islandSeq atomic.Uint64
+	subs      []*nats.Subscription
+	stop      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// peerNode is what this node knows of another.
+type peerNode struct {
+	seq      uint64      // last event applied
+	lastSeen time.Time   // last message of any kind
+	syncing  bool        // a snapshot is on its way
+	pending  []nodeEvent // events received while syncing
+}
+
+// newNodeName returns six random base-36 characters.
+func newNodeName() string {
+	n, _ := rand.Int(rand.Reader, big.NewInt(36*36*36*36*36*36))
+	s := strconv.FormatInt(n.Int64()+36*36*36*36*36*36, 36) // 7 digits, the first always 1
+	return s[1:]
+}
+
+// subjectRoom escapes a room name into one subject token: '.' separates
+// tokens, and '~' is not allowed in room names.
+func subjectRoom(room string) string { return strings.ReplaceAll(room, ".", "~") }
+
+// roomOfSubject undoes subjectRoom on subject's last part after prefix.
+func roomOfSubject(subject, prefix string) string {
+	return strings.ReplaceAll(strings.TrimPrefix(subject, prefix), "~", ".")
+}
+
+// nodeOf returns the node name an id starts with, or "".
+func nodeOf(id string) string {
+	if i := strings.IndexByte(id, '-'); i > 0 {
+		return id[:i]
+	}
+	return ""
+}
+
+// startCluster connects to NATS at url, sets up the stream, replays it and
+// starts exchanging membership. The hub must be started; nothing is served
+// before this returns.
+func startCluster(ctx context.Context, h *hub, url string, log *slog.Logger) (*cluster, error) {
+	cl := &cluster{h: h, log: log.With("component", "cluster"), node: newNodeName(),
+		nodes: make(map[string]*peerNode), stop: make(chan struct{})}
+	nc, err := nats.Connect(url,
+		nats.Name("noom "+cl.node),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { cl.lost(err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { go cl.regained() }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("nats %s: %w", url, err)
+	}
+	cl.nc = nc
+	if err := cl.setup(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	h.cl = cl
+	h.idPrefix = cl.node + "-"
+	for i := 0; i < 4; i++ {
+		q := make(chan pubReq, 4096)
+		cl.pubs = append(cl.pubs, q)
+		cl.wg.Add(1)
+		go cl.publisher(q)
+	}
+	if err := cl.replay(ctx); err != nil {
+		cl.close()
+		return nil, err
+	}
+	for _, s := range []struct {
+		subj string
+		f    nats.MsgHandler
+	}{{subjEv + "*", cl.onEvent}, {subjSnap + cl.node, cl.onSnapshotRequest}, {subjSig + cl.node, cl.onSignal}} {
+		sub, err := nc.Subscribe(s.subj, s.f)
+		if err != nil {
+			cl.close()
+			return nil, err
+		}
+		sub.SetPendingLimits(-1, 256<<20) // a snapshot can be large; memory is bounded by bytes
+		cl.subs = append(cl.subs, sub)
+	}
+	cl.ready.Store(true)
+	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // the others answer with theirs: see onEvent
+	cl.wg.Add(1)
+	go cl.heartbeats()
+	cl.log.Info("joined the cluster", "node", cl.node, "nats", nc.ConnectedUrlRedacted(), "epoch", cl.epoch)
+	return cl, nil
+}
+
+// setup creates or updates the stream.
+func (cl *cluster) setup(ctx context.Context) error {
+	js, err := jetstream.New(cl.nc)
+	if err != nil {
+		return err
+	}
+	cl.js = js
+	cfg := jetstream.StreamConfig{
+		Name:              streamName,
+		Subjects:          []string{subjMsg + ">", subjCall + ">"},
+		MaxMsgsPerSubject: int64(cl.h.cfg.HistorySize),
+		MaxAge:            cl.h.cfg.NATSRetention,
+		Storage:           jetstream.FileStorage,
+		Discard:           jetstream.DiscardOld,
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := js.CreateOrUpdateStream(sctx, cfg)
+	if err != nil {
+		return fmt.Errorf("jetstream stream %s (does the NATS server run with JetStream?): %w", streamName, err)
+	}
+	cl.stream = st
+	cl.epoch = "c" + strconv.FormatInt(st.CachedInfo().Created.UnixMilli(), 36)
+	return nil
+}
+
+// replay reads the stream from the start (or from after the last message
+// applied, after an outage) and returns once it has caught up, leaving the
+// consumer running.
+func (cl *cluster) replay(ctx context.Context) error {
+	cl.consMu.Lock()
+	defer cl.consMu.Unlock()
+	if cl.cons != nil {
+		cl.cons.Stop()
+		cl.cons = nil
+	}
+	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	info, err := cl.stream.Info(ictx)
+	if err != nil {
+		return fmt.Errorf("stream info: %w", err)
+	}
+	target := info.State.LastSeq
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjMsg + ">", subjCall + ">"}}
+	if from := cl.applied.Load(); from > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = from + 1
+	}
+	cons, err := cl.stream.OrderedConsumer(ictx, cfg)
+	if err != nil {
+		return fmt.Errorf("consumer: %w", err)
+	}
+	cc, err := cons.Consume(cl.apply)
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	cl.cons = cc
+	for cl.applied.Load() < target {
+		select {
+		case <-ictx.Done():
+			return fmt.Errorf("replaying the stream: %d of %d: %w", cl.applied.Load(), target, ictx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// apply handles one stream message, in stream order.
+func (cl *cluster) apply(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	sseq := meta.Sequence.Stream
+	subj := m.Subject()
+	switch {
+	case strings.HasPrefix(subj, subjMsg):
+		seq, _ := strconv.ParseUint(m.Headers().Get(seqHeader), 10, 64)
+		cl.h.applyMsg(roomOfSubject(subj, subjMsg), seq, sseq, m.Data())
+	case strings.HasPrefix(subj, subjCall):
+		cl.h.applyCall(roomOfSubject(subj, subjCall), sseq, decodeCallList(m.Data(), cl.h))
+	}
+	if sseq > cl.applied.Load() {
+		cl.applied.Store(sseq)
+	}
+}
+
+// online reports whether the node works as part of the cluster now; false
+// standalone, before the replay and while NATS is out of reach.
+func (cl *cluster) online() bool {
+	return cl != nil && cl.ready.Load() && !cl.degraded.Load()
+}
+
+// roomEpoch is the epoch of rooms in a cluster, "" standalone.
+func (cl *cluster) roomEpoch() string {
+	if cl == nil {
+		return ""
+	}
+	return cl.epoch
+}
+
+// close leaves the cluster: a bye event, so the others drop this node's
+// members at once instead of after deadAfter.
+func (cl *cluster) close() {
+	if cl == nil {
+		return
+	}
+	select {
+	case <-cl.stop:
+		return
+	default:
+	}
+	cl.ready.Store(false)
+	cl.publishEvent(nodeEvent{Type: evBye})
+	close(cl.stop)
+	for _, q := range cl.pubs {
+		close(q)
+	}
+	cl.wg.Wait()
+	cl.consMu.Lock()
+	if cl.cons != nil {
+		cl.cons.Stop()
+	}
+	cl.consMu.Unlock()
+	_ = cl.nc.Drain()
+	cl.nc.Close()
+}
+
+// lost runs when the connection to NATS drops.
+func (cl *cluster) lost(err error) {
+	if !cl.ready.Load() || cl.degraded.Swap(true) {
+		return
+	}
+	cl.h.stats.degraded.Store(true)
+	cl.log.Warn("NATS unreachable: serving local members alone", "err", err)
+}
+
+// regained runs when the connection to NATS is back: catch up with the
+// stream, then bring island rooms back to the cluster's epoch.
+func (cl *cluster) regained() {
+	if !cl.degraded.Load() {
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		select {
+		case <-cl.stop:
+			return
+		default:
+		}
+		err := cl.rejoin()
+		if err == nil {
+			break
+		}
+		cl.log.Warn("rejoining the cluster", "err", err, "attempt", attempt)
+		time.Sleep(time.Second)
+	}
+	cl.degraded.Store(false)
+	cl.h.stats.degraded.Store(false)
+	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // others see this node again and ask for a snapshot
+	cl.log.Info("NATS reachable again: back in the cluster")
+}
+
+// rejoin restores island rooms to their cluster state, telling their
+// members, and replays what the stream got meanwhile.
+func (cl *cluster) rejoin() error {
+	cl.h.leaveIslands()
+	return cl.replay(context.Background())
+}
+
+// publishEvent numbers ev (a heartbeat repeats the last number) and
+// publishes it. The caller may hold room locks: it never waits on the
+// network (nats buffers).
+func (cl *cluster) publishEvent(ev nodeEvent) {
+	cl.evMu.Lock()
+	defer cl.evMu.Unlock()
+	if ev.Type != evHeartbeat && ev.Type != evBye {
+		cl.evSeq++
+	}
+	ev.Seq = cl.evSeq
+	b, _ := json.Marshal(ev)
+	_ = cl.nc.Publish(subjEv+cl.node, b)
+}
+
+// memberEvent tells the cluster a local member joined or left a room.
+func (cl *cluster) memberEvent(typ, room, id, nick string) {
+	if cl == nil || !cl.ready.Load() {
+		return
+	}
+	cl.publishEvent(nodeEvent{Type: typ, Room: room, ID: id, Nick: nick})
+}
+
+// nickEvent tells the cluster a local member has a new nick.
+func (cl *cluster) nickEvent(id, nick string, rooms []string) {
+	if cl == nil || !cl.ready.Load() || len(rooms) == 0 {
+		return
+	}
+	cl.publishEvent(nodeEvent{Type: evNick, ID: id, Nick: nick, Rooms: rooms})
+}
+
+// heartbeats announces this node every heartbeatEvery and declares
+// silent nodes dead.
+func (cl *cluster) heartbeats() {
+	defer cl.wg.Done()
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-cl.stop:
+			return
+		case <-t.C:
+		}
+		if !cl.degraded.Load() {
+			cl.publishEvent(nodeEvent{Type: evHeartbeat})
+		}
+		var dead []string
+		cl.nodesMu.Lock()
+		for name, n := range cl.nodes {
+			if time.Since(n.lastSeen) > deadAfter {
+				dead = append(dead, name)
+				delete(cl.nodes, name)
+			}
+		}
+		cl.nodesMu.Unlock()
+		for _, name := range dead {
+			cl.log.Warn("node silent: its members leave", "node", name, "after", deadAfter)
+			cl.dropNode(name)
+		}
+	}
+}
+
+// liveNodes counts the other nodes heard from recently.
+func (cl *cluster) liveNodes() int {
+	if cl == nil {
+		return 0
+	}
+	cl.nodesMu.Lock()
+	defer cl.nodesMu.Unlock()
+	return len(cl.nodes)
+}
+
+// dropNode takes every member of node out of every room, and its peers out
+// of every call.
+func (cl *cluster) dropNode(node string) {
+	for _, r := range cl.h.dropRemote(node) {
+		if cl.online() {
+			cl.enqueue(pubReq{kind: reqPurge, room: r, node: node})
+		}
+	}
+}
+
+// onEvent applies another node's member event, in that node's order.
+func (cl *cluster) onEvent(m *nats.Msg) {
+	node := strings.TrimPrefix(m.Subject, subjEv)
+	if node == cl.node {
+		return
+	}
+	var ev nodeEvent
+	if json.Unmarshal(m.Data, &ev) != nil {
+		return
+	}
+	if ev.Type == evBye {
+		cl.nodesMu.Lock()
+		delete(cl.nodes, node)
+		cl.nodesMu.Unlock()
+		cl.dropNode(node)
+		return
+	}
+	cl.nodesMu.Lock()
+	n := cl.nodes[node]
+	if n == nil {
+		n = &peerNode{}
+		cl.nodes[node] = n
+		// A node new to us: say who we are at once, rather than at the next
+		// heartbeat, so that it learns of our members within milliseconds.
+		go cl.publishEvent(nodeEvent{Type: evHeartbeat})
+	}
+	n.lastSeen = time.Now()
+	switch {
+	case n.syncing:
+		if ev.Type != evHeartbeat {
+			n.pending = append(n.pending, ev)
+		}
+		cl.nodesMu.Unlock()
+		return
+	case ev.Type == evHeartbeat && ev.Seq == n.seq, ev.Type != evHeartbeat && ev.Seq == n.seq+1:
+		n.seq = ev.Seq
+	default: // a node new to us, or a gap: ask for its whole state
+		n.syncing = true
+		if ev.Type != evHeartbeat {
+			n.pending = append(n.pending, ev)
+		}
+		cl.nodesMu.Unlock()
+		go cl.fetchSnapshot(node)
+		return
+	}
+	cl.nodesMu.Unlock()
+	if ev.Type != evHeartbeat {
+		cl.h.applyEvent(node, ev)
+	}
+}
+
+// snapshotChunk is one reply message of a snapshot: up to snapshotBatch
+// members as [room, id, nick].
+type snapshotChunk struct {
+	Seq     uint64      `json:"s"`
+	Last    bool        `json:"last"`
+	Members [][3]string `json:"m"`
+}
+
+const snapshotBatch = 2000
+
+// onSnapshotRequest answers with this node's members, in chunks.
+func (cl *cluster) onSnapshotRequest(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	cl.evMu.Lock()
+	seq := cl.evSeq // the state read below includes at least every event up to seq
+	cl.evMu.Unlock()
+	all := cl.h.localMembers()
+	for i := 0; ; i += snapshotBatch {
+		end := min(i+snapshotBatch, len(all))
+		b, _ := json.Marshal(snapshotChunk{Seq: seq, Last: end == len(all), Members: all[i:end]})
+		_ = cl.nc.Publish(m.Reply, b)
+		if end == len(all) {
+			return
+		}
+	}
+}
+
+// fetchSnapshot asks node for its members, replaces what this node knows
+// of them, and applies the events that came meanwhile.
+func (cl *cluster) fetchSnapshot(node string) {
+	members, seq, err := cl.requestSnapshot(node)
+	cl.nodesMu.Lock()
+	n := cl.nodes[node]
+	if n == nil { // declared dead meanwhile
+		cl.nodesMu.Unlock()
+		return
+	}
+	if err != nil {
+		n.syncing, n.pending = false, nil
+		n.seq = ^uint64(0) // so the next event or heartbeat asks again
+		cl.nodesMu.Unlock()
+		cl.log.Warn("snapshot", "node", node, "err", err)
+		return
+	}
+	pending := n.pending
+	n.syncing, n.pending, n.seq = false, nil, seq
+	cl.h.replaceRemote(node, members) // under nodesMu, so no event of node overtakes it
+	for _, ev := range pending {
+		if ev.Seq > n.seq {
+			n.seq = ev.Seq
+			cl.h.applyEvent(node, ev)
+		}
+	}
+	cl.nodesMu.Unlock()
+}
+
+func (cl *cluster) requestSnapshot(node string) ([][3]string, uint64, error) {
+	inbox := cl.nc.NewRespInbox()
+	sub, err := cl.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer sub.Unsubscribe()
+	_ = sub.SetPendingLimits(-1, 256<<20)
+	if err := cl.nc.PublishRequest(subjSnap+node, inbox, nil); err != nil {
+		return nil, 0, err
+	}
+	var members [][3]string
+	for {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			return nil, 0, err
+		}
+		var ch snapshotChunk
+		if err := json.Unmarshal(m.Data, &ch); err != nil {
+			return nil, 0, err
+		}
+		members = append(members, ch.Members...)
+		if ch.Last {
+			return members, ch.Seq, nil
+		}
+	}
+}
+
+// signalRelay is a signal on its way to another node.
+type signalRelay struct {
+	Room string          `json:"r"`
+	To   string          `json:"t"`
+	From string          `json:"f"`
+	Nick string          `json:"n"`
+	Data json.RawMessage `json:"d"`
+}
+
+// relaySignal sends a signal to member to of r on another node; false if
+// no such member is known.
+func (cl *cluster) relaySignal(r *room, to string, from *client, data []byte) bool {
+	sh := cl.h.shardOf(r.name)
+	sh.mu.Lock()
+	m, ok := r.remote[to]
+	sh.mu.Unlock()
+	if !ok {
+		return false
+	}
+	b, _ := json.Marshal(signalRelay{Room: r.name, To: to, From: from.idStr, Nick: from.nickname(), Data: data})
+	return cl.nc.Publish(subjSig+m.node, b) == nil
+}
+
+// onSignal delivers a signal relayed from another node.
+func (cl *cluster) onSignal(m *nats.Msg) {
+	var s signalRelay
+	if json.Unmarshal(m.Data, &s) != nil {
+		return
+	}
+	t := cl.h.lookup(s.To)
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	in := t.roomOf(s.Room) != nil
+	t.mu.Unlock()
+	if in {
+		t.send(encodeSignal(s.Room, s.From, s.Nick, s.Data))
+	}
+}
+
+// isWrongLastSeq reports a compare-and-set conflict.
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"slices"
+	"strconv"
+)
+
+// The room table's side of the cluster: applying the stream and other
+// nodes' member events to rooms, under the rooms' shard locks.
+
+// applyMsg applies a message read from the stream: the room's seq and
+// history advance, and the room's members here get it.
+func (h *hub) applyMsg(name string, seq, streamSeq uint64, payload []byte) {
+	sh := h.shardOf(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r := h.roomLocked(sh, name)
+	if r.island != nil { // only after an outage; keep the cluster state aside
+		if seq > r.island.seq {
+			r.island.seq, r.island.streamSeq = seq, streamSeq
+			r.island.history = append(r.island.history, payload)
+			if n := len(r.island.history) - h.cfg.HistorySize; n > 0 {
+				r.island.history = r.island.history[n:]
+			}
+		}
+		return
+	}
+	if streamSeq > r.streamSeq {
+		r.streamSeq = streamSeq
+	}
+	if seq <= r.seq { // read again after an outage: delivered already
+		return
+	}
+	r.seq = seq
+	r.addHistory(payload, h.cfg.HistorySize)
+	if len(r.members) > 0 {
+		b := append(newFrame(len(payload)), payload...)
+		h.broadcast(r, frameOf(b), nil)
+	}
+}
+
+// applyCall applies a call list read from the stream.
+func (h *hub) applyCall(name string, streamSeq uint64, list []callPeer) {
+	sh := h.shardOf(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r := h.roomLocked(sh, name)
+	if streamSeq > r.callSeq {
+		r.callSeq = streamSeq
+	}
+	h.setCall(r, list)
+	h.dropIfEmpty(sh, r)
+}
+
+// applyEvent applies another node's member event.
+func (h *hub) applyEvent(node string, ev nodeEvent) {
+	switch ev.Type {
+	case evJoin:
+		h.remoteJoin(node, ev.Room, ev.ID, ev.Nick)
+	case evLeave:
+		h.remoteLeave(ev.Room, ev.ID)
+	case evNick:
+		for _, room := range ev.Rooms {
+			h.remoteJoin(node, room, ev.ID, ev.Nick)
+		}
+	}
+}
+
+// remoteJoin records member id of node in room, or its new nick.
+func (h *hub) remoteJoin(node, name, id, nick string) {
+	if !validRoom(name) || id == "" {
+		return
+	}
+	sh := h.shardOf(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r := h.roomLocked(sh, name)
+	if r.remote == nil {
+		r.remote = make(map[string]remoteMember)
+	}
+	if m, ok := r.remote[id]; ok {
+		if m.nick != nick {
+			r.remote[id] = remoteMember{node, nick}
+			r.listJSON = nil
+			if r.count() <= h.cfg.PresenceLimit {
+				h.presence(sh, r, "nick", id, nick, nil)
+			}
+		}
+		return
+	}
+	h.countChange(r, +1)
+	r.remote[id] = remoteMember{node, nick}
+	r.listJSON = nil
+	h.presence(sh, r, "join", id, nick, nil)
+}
+
+// remoteLeave forgets member id of room name.
+func (h *hub) remoteLeave(name, id string) {
+	sh := h.shardOf(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if r := sh.rooms[name]; r != nil {
+		h.remoteLeaveLocked(sh, r, id)
+	}
+}
+
+func (h *hub) remoteLeaveLocked(sh *shard, r *room, id string) {
+	m, ok := r.remote[id]
+	if !ok {
+		return
+	}
+	h.countChange(r, -1)
+	delete(r.remote, id)
+	r.listJSON = nil
+	h.presence(sh, r, "leave", id, m.nick, nil)
+	h.dropIfEmpty(sh, r)
+}
+
+// dropRemote takes every member of node out of every room, and returns
+// the rooms whose call has peers of node.
+func (h *hub) dropRemote(node string) []*room {
+	var calls []*room
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, r := range sh.rooms {
+			if slices.ContainsFunc(r.call, func(p callPeer) bool { return nodeOf(p.id) == node }) {
+				calls = append(calls, r)
+			}
+			for id, m := range r.remote {
+				if m.node == node {
+					h.remoteLeaveLocked(sh, r, id)
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return calls
+}
+
+// replaceRemote makes members ([room, id, nick]) all that this node knows
+// of node's members: a snapshot.
+func (h *hub) replaceRemote(node string, members [][3]string) {
+	want := make(map[string]map[string]string) // room -> id -> nick
+	for _, m := range members {
+		if want[m[0]] == nil {
+			want[m[0]] = make(map[string]string)
+		}
+		want[m[0]][m[1]] = m[2]
+	}
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for name, r := range sh.rooms {
+			for id, m := range r.remote {
+				if _, ok := want[name][id]; m.node == node && !ok {
+					h.remoteLeaveLocked(sh, r, id)
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	for name, ids := range want {
+		for id, nick := range ids {
+			h.remoteJoin(node, name, id, nick)
+		}
+	}
+}
+
+// localMembers lists this node's members as [room, id, nick].
+func (h *hub) localMembers() [][3]string {
+	var out [][3]string
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for name, r := range sh.rooms {
+			for _, c := range r.members {
+				out = append(out, [3]string{name, c.idStr, c.nickname()})
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// enterIsland starts r's life alone while NATS is out of reach: its
+// cluster state is kept aside, and its members here are told, with a
+// joined frame, that the room now has an epoch of its own. Messages go on
+// with the next seq. The shard lock must be held.
+func (cl *cluster) enterIsland(r *room) {
+	kept := make([][]byte, 0, len(r.history))
+	for i := range r.history {
+		kept = append(kept, r.history[(r.histStart+i)%len(r.history)])
+	}
+	r.island = &islandState{epoch: r.epoch, seq: r.seq, streamSeq: r.streamSeq, history: kept}
+	r.epoch = cl.epoch + "~" + cl.node + "." + strconv.FormatUint(cl.islandSeq.Add(1), 36)
+	cl.h.announce(r)
+}
+
+// leaveIslands brings every island room back to its cluster state, and
+// tells its members here with a joined frame in the cluster's epoch. The
+// stream replay that follows delivers what the cluster said meanwhile.
+func (h *hub) leaveIslands() {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, r := range sh.rooms {
+			is := r.island
+			if is == nil {
+				continue
+			}
+			r.island = nil
+			r.epoch, r.seq, r.streamSeq = is.epoch, is.seq, is.streamSeq
+			r.history, r.histStart = is.history, 0
+			h.announce(r)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// announce sends r's members here a joined frame with r's current state,
+// unasked: its epoch changed. recovered is false: what was said elsewhere
+// meanwhile may be missing. The shard lock must be held.
+func (h *hub) announce(r *room) {
+	if len(r.members) == 0 {
+		return
+	}
+	j := h.joinedInfo(r, nil, "")
+	j.withRecovered, j.recovered = true, false
+	head, members, tail := encodeJoined(j)
+	frame := append(append(append(make([]byte, 0, len(head)+len(members)+len(tail)), head...), members...), tail...)
+	h.broadcast(r, frame, nil)
+}

@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+)
+
+// Cluster tests: a real NATS server with JetStream embedded in the test
+// process, and several noom nodes on loopback ports joined through it.
+
+// testNATS runs a NATS server with JetStream on a free loopback port (or
+// port), storing in dir.
+func testNATS(t *testing.T, dir string, port int) *natsserver.Server {
+	t.Helper()
+	if port == 0 {
+		port = -1
+	}
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, JetStream: true,
+		StoreDir: dir, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// startNodes starts n noom nodes joined through the NATS server at url.
+func startNodes(t *testing.T, url string, n int, mutate func(*Config)) []*server {
+	var nodes []*server
+	for i := 0; i < n; i++ {
+		nodes = append(nodes, startServer(t, func(c *Config) {
+			c.NATS = url
+			if mutate != nil {
+				mutate(c)
+			}
+		}))
+	}
+	// Every node knows every other once heartbeats went round.
+	eventually(t, 10*time.Second, "nodes to see each other", func() bool {
+		for _, s := range nodes {
+			if s.hub.cl.liveNodes() != n-1 {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+func TestClusterPresenceOrderHistory(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	nodes := startNodes(t, ns.ClientURL(), 3, func(c *Config) { c.Rate, c.Burst = 1000, 1000 })
+	a := dial(t, nodes[0], "/ws?nick=ann")
+	b := dial(t, nodes[1], "/ws?nick=bob")
+	c := dial(t, nodes[2], "/ws?nick=cat")
+	prefixes := map[string]bool{}
+	for _, ws := range []*wsConn{a, b, c} {
+		prefixes[nodeOf(ws.id)] = true
+	}
+	if len(prefixes) != 3 || prefixes[""] {
+		t.Fatalf("connection ids %s %s %s do not name three nodes", a.id, b.id, c.id)
+	}
+
+	a.join("r")
+	joinSettle(t, b, "r", 2)
+	if p := a.expect("presence"); p.str("event") != "join" || p.str("id") != b.id || p.str("nick") != "bob" || p.num("count") != 2 {
+		t.Fatalf("presence across nodes: %v", p)
+	}
+	j := joinSettle(t, c, "r", 3)
+	waitCount(t, a, 3)
+	waitCount(t, b, 3)
+	j = c.join("r") // the state again, now that every node knows everyone
+	if j.num("count") != 3 || len(j.list("members")) != 3 {
+		t.Fatalf("joined on the third node: %v", j)
+	}
+
+	// Order: three senders on three nodes at once; every member sees one
+	// order, seq 1..n without gaps.
+	const each = 40
+	recs := []*recorder{record(a), record(b), record(c)}
+	var wg sync.WaitGroup
+	for i, ws := range []*wsConn{a, b, c} {
+		wg.Add(1)
+		go func(ws *wsConn, i int) {
+			defer wg.Done()
+			for k := 0; k < each; k++ {
+				body, _ := json.Marshal(map[string]any{"type": "say", "room": "r", "text": fmt.Sprintf("%d/%d", i, k)})
+				if err := ws.writeFrame(opText, true, body); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(ws, i)
+	}
+	wg.Wait()
+	var ref string
+	for i, r := range recs {
+		ms := r.wait(t, "every message", func(ms []msg) bool { return len(ms) >= 3*each }, "msg")
+		var order []string
+		for k, m := range ms {
+			if m.num("seq") != k+1 {
+				t.Fatalf("member %d: message %d has seq %d", i, k, m.num("seq"))
+			}
+			order = append(order, m.str("text"))
+		}
+		if s := strings.Join(order, " "); ref == "" {
+			ref = s
+		} else if s != ref {
+			t.Fatalf("member %d saw another order", i)
+		}
+	}
+
+	// History and since from any node, also one that had no member then.
+	d := dial(t, nodes[1])
+	d.send(map[string]any{"type": "join", "room": "r", "since": 100, "epoch": j.str("epoch")})
+	jd := d.expect("joined")
+	if h := jd.list("history"); len(h) != 3*each-100 || msg(h[0].(map[string]any)).num("seq") != 101 || jd["recovered"] != true {
+		t.Fatalf("since 100 on another node: %d messages, recovered %v", len(h), jd["recovered"])
+	}
+	e := dial(t, nodes[2])
+	if h := e.join("r").list("history"); len(h) != 50 {
+		t.Fatalf("history on join: %d messages, want the last 50", len(h))
+	}
+	for _, s := range nodes {
+		eventually(t, 5*time.Second, "/api/rooms to count 5 on every node", func() bool {
+			_, body := httpGet(t, s, "/api/rooms")
+			return strings.Contains(body, `{"room":"r","count":5}`)
+		})
+	}
+}
+
+func TestClusterSignalAndCall(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	nodes := startNodes(t, ns.ClientURL(), 3, func(c *Config) { c.CallLimit = 2 })
+	a := dial(t, nodes[0], "/ws?nick=ann")
+	b := dial(t, nodes[1], "/ws?nick=bob")
+	c := dial(t, nodes[2], "/ws?nick=cat")
+	a.join("r")
+	joinSettle(t, b, "r", 2)
+	joinSettle(t, c, "r", 3)
+	waitCount(t, a, 3)
+	waitCount(t, b, 3)
+
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	if m := a.expect("call"); len(m.list("peers")) != 0 {
+		t.Fatalf("first call: %v", m)
+	}
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	m := b.expect("call")
+	if peers := m.list("peers"); len(peers) != 1 || peers[0].(map[string]any)["id"] != a.id {
+		t.Fatalf("second call, on another node: %v", m)
+	}
+	if m := a.expect("call_peer"); m.str("event") != "join" || m.str("id") != b.id {
+		t.Fatalf("call_peer across nodes: %v", m)
+	}
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	c.expectError(errCallFull, "call") // the limit holds across nodes
+
+	b.send(map[string]any{"type": "signal", "room": "r", "to": a.id, "data": map[string]any{"kind": "offer"}})
+	if s := a.expect("signal"); s.str("from") != b.id || s.str("nick") != "bob" {
+		t.Fatalf("signal across nodes: %v", s)
+	}
+	a.send(map[string]any{"type": "signal", "room": "r", "to": nodeOf(b.id) + "-zzzz", "data": 1})
+	a.expectError(errNoSuchMember, "signal")
+
+	_ = b.c.Close()
+	if m := a.waitFor("call_peer"); m.str("event") != "leave" || m.str("id") != b.id {
+		t.Fatalf("call_peer after a disconnect on another node: %v", m)
+	}
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	if m := c.waitFor("call"); len(m.list("peers")) != 1 {
+		t.Fatalf("join after the call freed a place: %v", m)
+	}
+}
+
+// TestClusterNodeDeath kills a node without goodbye: within 15 s its
+// members leave the room everywhere; a new node joins and is seen.
+func TestClusterNodeDeath(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	nodes := startNodes(t, ns.ClientURL(), 2, nil)
+	a := dial(t, nodes[0])
+	b := dial(t, nodes[1])
+	a.join("r")
+	joinSettle(t, b, "r", 2)
+	waitCount(t, a, 2)
+
+	crash(nodes[1])
+	start := time.Now()
+	p := waitForWithin(t, a, "presence", 20*time.Second)
+	if p.str("event") != "leave" || p.str("id") != b.id || p.num("count") != 1 {
+		t.Fatalf("after the crash: %v", p)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("members of the dead node left after %v", d)
+	}
+	a.send(map[string]any{"type": "say", "room": "r", "text": "still serving"})
+	a.expect("msg")
+
+	again := startServer(t, func(c *Config) { c.NATS = ns.ClientURL() })
+	c := dial(t, again)
+	if h := joinSettle(t, c, "r", 2).list("history"); len(h) != 1 {
+		t.Fatalf("history on the new node: %v", h)
+	}
+	if p := waitForWithin(t, a, "presence", 10*time.Second); p.str("id") != c.id {
+		t.Fatalf("presence of the new node: %v", p)
+	}
+}
+
+// joinSettle joins room and waits until ws sees n members: other nodes'
+// members may be known a moment after the join. It returns the joined frame.
+func joinSettle(t *testing.T, ws *wsConn, room string, n int) msg {
+	t.Helper()
+	j := ws.join(room)
+	if j.num("count") != n {
+		waitCount(t, ws, n)
+	}
+	return j
+}
+
+// waitCount reads presence and count frames until the room's count, as ws
+// sees it, is n: in a cluster other nodes' members arrive a little later.
+func waitCount(t *testing.T, ws *wsConn, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		m := ws.nextWithin(10 * time.Second)
+		switch m.str("type") {
+		case "presence", "count", "joined":
+			if m.num("count") == n {
+				return
+			}
+		case "rooms":
+		default:
+			t.Fatalf("waiting for count %d: %v", n, m)
+		}
+	}
+	t.Fatalf("count never reached %d", n)
+}
+
+// waitForWithin is waitFor with a longer read timeout.
+func waitForWithin(t *testing.T, ws *wsConn, typ string, d time.Duration) msg {
+	t.Helper()
+	for {
+		if m := ws.nextWithin(d); m.str("type") == typ {
+			return m
+		}
+	}
+}
+
+// crash stops a node the way a killed process would: no bye, no leave
+// events, sockets gone.
+func crash(s *server) {
+	cl := s.hub.cl
+	cl.ready.Store(false) // no more events
+	close(cl.stop)
+	cl.nc.Close()
+	s.draining.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = s.engine.Shutdown(ctx)
+}
+
+// TestClusterNATSRestart stops NATS under two nodes: each keeps serving its
+// members (a room runs as an island, announced with a joined frame) and
+// says it is degraded; when NATS is back they are one service again.
+func TestClusterNATSRestart(t *testing.T) {
+	dir := t.TempDir()
+	ns := testNATS(t, dir, 0)
+	port := ns.Addr().(*net.TCPAddr).Port
+	nodes := startNodes(t, ns.ClientURL(), 2, nil)
+	a := dial(t, nodes[0])
+	a2 := dial(t, nodes[0])
+	b := dial(t, nodes[1])
+	epoch := a.join("r").str("epoch")
+	a2.join("r")
+	b.join("r")
+	a.send(map[string]any{"type": "say", "room": "r", "text": "before"})
+	for _, ws := range []*wsConn{a, a2, b} {
+		ws.waitFor("msg")
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	eventually(t, 10*time.Second, "degraded", func() bool {
+		_, body := httpGet(t, nodes[0], "/healthz")
+		return strings.HasPrefix(body, "degraded")
+	})
+	_, metrics := httpGet(t, nodes[0], "/metrics")
+	if !strings.Contains(metrics, "noom_cluster_degraded 1") {
+		t.Fatal("metrics do not say degraded")
+	}
+	a.send(map[string]any{"type": "say", "room": "r", "text": "alone"})
+	j := a2.waitFor("joined") // the island's epoch
+	if j.str("epoch") == epoch || j["recovered"] != false {
+		t.Fatalf("island announcement: %v", j)
+	}
+	if m := a2.waitFor("msg"); m.str("text") != "alone" || m.num("seq") != 2 {
+		t.Fatalf("island message: %v", m)
+	}
+
+	ns2 := testNATS(t, dir, port)
+	_ = ns2
+	eventually(t, 20*time.Second, "healthy again", func() bool {
+		_, body := httpGet(t, nodes[0], "/healthz")
+		_, body2 := httpGet(t, nodes[1], "/healthz")
+		return body == "ok\n" && body2 == "ok\n"
+	})
+	if j := a2.waitFor("joined"); j.str("epoch") != epoch {
+		t.Fatalf("back in the cluster: %v", j)
+	}
+	eventually(t, 15*time.Second, "the nodes to see each other again", func() bool {
+		return nodes[0].hub.cl.liveNodes() == 1 && nodes[1].hub.cl.liveNodes() == 1
+	})
+	b.send(map[string]any{"type": "say", "room": "r", "text": "after"})
+	if m := a2.waitFor("msg"); m.str("text") != "after" || m.num("seq") != 2 {
+		t.Fatalf("after NATS came back: %v", m)
+	}
+}
