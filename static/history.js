@@ -7,6 +7,19 @@
 // messages after it (same epoch) or the room's whole history (new epoch). This
 // class turns those answers, and the live `msg` frames, into "show this once".
 // It touches no DOM, so node's test runner checks it directly.
+//
+// A new epoch does not always mean new messages: in a cluster, a node cut
+// off from the others runs a room alone under an epoch of its own and then
+// returns it to the cluster's (each time with an unasked `joined`), and the
+// history it sends then holds messages this page showed already. So under a
+// new epoch, messages are also recognised by what they are: sender, server
+// time and text.
+
+/** KEEP is how many recent messages a room remembers by content. */
+const KEEP = 500;
+
+/** contentKey identifies a message across epochs. */
+const contentKey = (m) => `${m.from}\u0000${m.ts}\u0000${m.text}`;
 
 export class RoomHistory {
   /** joined becomes true with the first `joined` frame; before it there is nothing to resume. */
@@ -15,6 +28,9 @@ export class RoomHistory {
   epoch = undefined;
   /** lastSeq is the highest seq shown in this epoch; 0 before any. */
   lastSeq = 0;
+  /** the content keys of the last KEEP messages shown, oldest first in #order. */
+  #seen = new Set();
+  #order = [];
 
   /**
    * joinFrame returns the `join` request for room: a plain join the first
@@ -45,7 +61,10 @@ export class RoomHistory {
       this.lastSeq = 0;
     }
     this.joined = true;
-    const fresh = (frame.history ?? []).filter((m) => this.accept(m));
+    const fresh = (frame.history ?? []).filter((m) => {
+      const shownBefore = !sameEpoch && this.#seen.has(contentKey(m));
+      return this.accept(m) && !shownBefore;
+    });
     return { messages: fresh, resumed, complete: sameEpoch && frame.recovered !== false };
   }
 
@@ -56,6 +75,12 @@ export class RoomHistory {
   accept(msg) {
     if (!Number.isSafeInteger(msg.seq) || msg.seq <= this.lastSeq) return false;
     this.lastSeq = msg.seq;
+    const key = contentKey(msg);
+    if (!this.#seen.has(key)) {
+      this.#seen.add(key);
+      this.#order.push(key);
+      if (this.#order.length > KEEP) this.#seen.delete(this.#order.shift());
+    }
     return true;
   }
 }

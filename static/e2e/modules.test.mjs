@@ -7,8 +7,11 @@ import { nickProblem } from '../chat.js';
 import { backoffDelay, BASE_MS, CAP_MS, wsURL } from '../connection.js';
 import { RoomHistory } from '../history.js';
 
-const msg = (seq) => ({ type: 'msg', room: 'r', seq, from: 'a', nick: 'a', text: `m${seq}`, ts: 0 });
-const joined = (epoch, seqs, extra = {}) => ({ type: 'joined', room: 'r', epoch, members: [], count: 1, history: seqs.map(msg), ...extra });
+// msg is a message of the room; messages of one epoch are sent at ts = seq,
+// those of epoch eN at N·1000 + seq, so that they differ as real ones do.
+const msg = (seq, epoch = 'e1') => ({ type: 'msg', room: 'r', seq, from: 'a', nick: 'a', text: `m${seq}`, ts: tsOf(epoch, seq) });
+const tsOf = (epoch, seq) => (Number(String(epoch ?? 'e1').slice(1)) || 1) * 1000 + seq;
+const joined = (epoch, seqs, extra = {}) => ({ type: 'joined', room: 'r', epoch, members: [], count: 1, history: seqs.map((s) => msg(s, epoch)), ...extra });
 const seqs = (list) => list.map((m) => m.seq);
 
 test('first join shows the whole history and sends no since', () => {
@@ -58,8 +61,20 @@ test('a new epoch shows all of its history, even seqs below the old lastSeq', ()
   assert.deepEqual(seqs(got.messages), [1, 2]);
   assert.equal(got.complete, false);
   assert.deepEqual(h.joinFrame('r'), { type: 'join', room: 'r', since: 2, epoch: 'e2' });
-  assert.equal(h.accept(msg(2)), false);
-  assert.equal(h.accept(msg(3)), true);
+  assert.equal(h.accept(msg(2, 'e2')), false);
+  assert.equal(h.accept(msg(3, 'e2')), true);
+});
+
+test('a new epoch whose history repeats messages shown before shows only the new ones', () => {
+  // A cluster node cut off from NATS runs the room as an island: its history
+  // starts with the messages of the cluster's epoch, then its own.
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [1, 2, 3]));
+  const island = { ...joined('e9', []), history: [msg(2), msg(3), { ...msg(4, 'e9') }] };
+  assert.deepEqual(seqs(h.onJoined(island).messages), [4]);
+  // Back in the cluster's epoch, with what others said meanwhile.
+  const back = joined('e1', [2, 3, 4, 5]);
+  assert.deepEqual(seqs(h.onJoined(back).messages), [4, 5], 'the cluster\'s 4 and 5 are other messages than the island\'s 4');
 });
 
 test('a new epoch with an empty history starts from seq 1', () => {
