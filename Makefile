@@ -2,6 +2,7 @@
 .PHONY: build run test test-go test-e2e lint bench compare fuzz soak cluster clean
 
 FUZZTIME ?= 60s
+SOAKTIME ?= 10m
 
 ADDR ?= :8080
 FLAGS ?=
@@ -38,6 +39,14 @@ bench:
 compare:
 	$(GO) run ./bench -compare $(BENCHFLAGS)
 
+# SOAKTIME of chat traffic (20 rooms, 3,000 connections, churn, a slow reader
+# every 20 s) against a server the harness builds and starts; fails unless
+# nothing is lost for healthy clients, the server cut off the slow readers
+# and its memory and goroutines stayed flat. Reports go to bench/out/.
+soak:
+	@mkdir -p bench/out
+	$(GO) run ./bench -start -scenario soak -duration $(SOAKTIME) -json bench/out/soak.json -html bench/out/soak.html $(BENCHFLAGS)
+
 # Each fuzz target for FUZZTIME; prints inputs tried and fails on a crasher
 # (saved under server/testdata/fuzz, where `go test` replays it from then on).
 fuzz:
@@ -47,6 +56,19 @@ fuzz:
 		grep -E '^fuzz: elapsed' /tmp/noom-fuzz.log | tail -1; grep -E -A20 '^--- FAIL' /tmp/noom-fuzz.log; \
 		[ $$status -eq 0 ] || exit $$status; \
 	done
+
+# A three-node cluster by hand: a NATS server with JetStream (built from the
+# module cache, nats-server/v2) and three noom nodes. Open any of the three
+# pages; Ctrl-C stops everything.
+NATS_PORT ?= 4222
+cluster: build
+	$(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+	@echo "NATS nats://127.0.0.1:$(NATS_PORT); nodes http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083"
+	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM; \
+	$(BIN)/nats-server -a 127.0.0.1 -p $(NATS_PORT) -js -sd $${TMPDIR:-/tmp}/noom-cluster-nats & \
+	sleep 1; \
+	for port in 8081 8082 8083; do $(BIN)/noom -addr 127.0.0.1:$$port -nats nats://127.0.0.1:$(NATS_PORT) $(FLAGS) & done; \
+	wait
 
 clean:
 	rm -rf $(BIN)
