@@ -23,9 +23,8 @@ type callPeer struct {
 func (h *hub) callAction(c *client, name, action string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r := c.roomOf(name)
+	r := c.memberOf(name, "call")
 	if r == nil {
-		c.replyError(errNotInRoom, "not in room "+name, "call")
 		return
 	}
 	join := action == "join"
@@ -128,10 +127,9 @@ func (h *hub) leaveCall(r *room, c *client) {
 // in a cluster, on the node that holds it.
 func (h *hub) signal(c *client, name, to string, data []byte) {
 	c.mu.Lock()
-	r := c.roomOf(name)
+	r := c.memberOf(name, "signal")
 	c.mu.Unlock()
 	if r == nil {
-		c.replyError(errNotInRoom, "not in room "+name, "signal")
 		return
 	}
 	if t := h.lookup(to); t != nil && t.inRoom(r) {

@@ -249,6 +249,16 @@ func (c *client) roomOf(name string) *room {
 	return nil
 }
 
+// memberOf returns the room c is in by that name, or answers the request
+// ref with not_in_room and returns nil. c.mu must be held.
+func (c *client) memberOf(name, ref string) *room {
+	r := c.roomOf(name)
+	if r == nil {
+		c.replyError(errNotInRoom, "not in room "+name, ref)
+	}
+	return r
+}
+
 // inRoom reports whether c is a member of r.
 func (c *client) inRoom(r *room) bool {
 	c.mu.Lock()
@@ -424,9 +434,8 @@ func (h *hub) presence(sh *shard, r *room, event, id, nick string, skip *client)
 func (h *hub) leave(c *client, name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r := c.roomOf(name)
+	r := c.memberOf(name, "leave")
 	if r == nil {
-		c.replyError(errNotInRoom, "not in room "+name, "leave")
 		return
 	}
 	for i, x := range c.rooms {
@@ -470,9 +479,8 @@ func (h *hub) leaveLocked(c *client, r *room, reply []byte) {
 func (h *hub) say(c *client, name, text string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r := c.roomOf(name)
+	r := c.memberOf(name, "say")
 	if r == nil {
-		c.replyError(errNotInRoom, "not in room "+name, "say")
 		return
 	}
 	if h.cl.online() {
