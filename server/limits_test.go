@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"weak"
 	"time"
 )
 
@@ -376,4 +378,65 @@ func TestHTTPDeadlineRearmed(t *testing.T) {
 	ws.expectSilence(4 * time.Second)
 	ws.send(map[string]any{"type": "say", "room": "r", "text": "still open"})
 	ws.expect("msg")
+}
+
+// TestChurnLeavesNoResidue connects, joins, leaves and disconnects 600
+// times, then checks that nothing is left: no connection, no room, no
+// registered client, and every connection's state collected by the GC.
+func TestChurnLeavesNoResidue(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.Rate, c.Burst = 1000, 1000 })
+	h := srv.hub
+	var clients []weak.Pointer[client]
+	for i := 0; i < 600; i++ {
+		// Not dial: its cleanup would keep every socket reachable.
+		c, br, resp := handshakeRaw(t, srv.addr, dialOpts{})
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade: %d", resp.StatusCode)
+		}
+		ws := &wsConn{t: t, c: c, br: br}
+		hello := ws.expect("hello")
+		clients = append(clients, weak.Make(h.lookup(hello.str("id"))))
+		for _, room := range []string{"a", fmt.Sprint("r", i%7)} {
+			ws.send(map[string]any{"type": "join", "room": room})
+		}
+		ws.send(map[string]any{"type": "say", "room": "a", "text": "hi"})
+		ws.send(map[string]any{"type": "leave", "room": "a"})
+		ws.waitFor("left")
+		if i%3 == 0 { // some leave by a close frame, the rest by dropping TCP
+			_ = ws.writeFrame(opClose, true, []byte{0x03, 0xe8})
+			ws.expectClose(closeNormal)
+		}
+		_ = c.Close()
+	}
+	eventually(t, 10*time.Second, "every connection gone", func() bool { return srv.stats.connections.Load() == 0 })
+	eventually(t, 5*time.Second, "no room left", func() bool { return h.roomCount.Load() == 0 && len(h.roomList(0)) == 0 })
+	for i := range h.shards {
+		h.shards[i].mu.Lock()
+		n := len(h.shards[i].rooms)
+		h.shards[i].mu.Unlock()
+		if n != 0 {
+			t.Fatalf("shard %d still holds %d rooms", i, n)
+		}
+	}
+	h.clientsMu.RLock()
+	left := len(h.clients)
+	h.clientsMu.RUnlock()
+	if left != 0 {
+		t.Fatalf("%d clients still registered", left)
+	}
+	// Workers keep the connections of the last two seconds for settling
+	// nbio's HTTP deadline (worker.settle); after that only the last
+	// connection or two may still sit in a goroutine's local variable.
+	alive := 0
+	eventually(t, 10*time.Second, "the connections' state to be collected", func() bool {
+		runtime.GC()
+		alive = 0
+		for _, p := range clients {
+			if p.Value() != nil {
+				alive++
+			}
+		}
+		return alive <= 2
+	})
+	t.Logf("%d of %d connections' state still reachable", alive, len(clients))
 }
