@@ -238,8 +238,27 @@ func (c *loadClient) onMsg(p []byte) {
 		sh.rxWindow.Add(1) // throughput counts by receive time
 	}
 	seq, text, ok := msgFieldsFast(p, w.prefix[c.room])
+	if !ok {
+		sh.foreign.Add(1)
+		return
+	}
+	// seq is strictly increasing per room and a client is in one room, so
+	// anything not above the last seq is a repeat (or out of order). Both
+	// noom and the reference number a room's messages consecutively (a
+	// reconnect's `since` relies on it), so a jump between two deliveries
+	// is a message this member missed: a loss the expected/received
+	// accounting cannot see for members that come and go (churn), as it
+	// counts only the members that stay.
+	if seq <= c.lastSeq {
+		sh.duplicates.Add(1)
+		return
+	}
+	if c.lastSeq > 0 && seq > c.lastSeq+1 {
+		sh.gaps.Add(uint64(seq - c.lastSeq - 1))
+	}
+	c.lastSeq = seq
 	pub, n, due, ok2 := parseText(text)
-	if !ok || !ok2 || pub < 0 || pub >= w.plan.Publishers || n < 0 {
+	if !ok2 || pub < 0 || pub >= w.plan.Publishers || n < 0 {
 		sh.foreign.Add(1)
 		return
 	}
@@ -248,13 +267,6 @@ func (c *loadClient) onMsg(p []byte) {
 		sh.foreign.Add(1)
 		return
 	}
-	// seq is strictly increasing per room and a client is in one room, so
-	// anything not above the last seq is a repeat (or out of order).
-	if seq <= c.lastSeq {
-		sh.duplicates.Add(1)
-		return
-	}
-	c.lastSeq = seq
 	lat := time.Duration(c.now - due)
 	slot.Latency.Record(lat)
 	w.seen.Set(k)

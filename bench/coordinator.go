@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 )
@@ -28,6 +29,8 @@ func runBench(ctx context.Context, cfg *Config, bar *progressBar) (*Result, erro
 	res := newResult(cfg, plans)
 
 	res.Server.Before = scrape(ctx, murls)
+	samp := startSampler(ctx, murls, cfg.Sample, res.Server.Before)
+	defer samp.finish(nil)
 	handles := make([]workerHandle, 0, len(plans))
 	defer func() {
 		for _, h := range handles {
@@ -107,8 +110,34 @@ func runBench(ctx context.Context, cfg *Config, bar *progressBar) (*Result, erro
 		res.workers = append(res.workers, r)
 	}
 	stopBar()
+	// Every share has closed its connections: the server should be back to
+	// the connections it had before the run (what it holds on to now is
+	// residue of the run), and the samples end with that.
+	res.Server.After = scrapeAfter(ctx, murls, res.Server.Before)
+	res.samples = samp.finish(res.Server.After)
 	res.merge()
 	return res, nil
+}
+
+// afterWait bounds the wait for the server to settle after the harness's
+// closes: what is still there after it is residue.
+const afterWait = 5 * time.Second
+
+// scrapeAfter scrapes until the servers count no more connections than
+// before and no more than residueGoroutines goroutines above before (they
+// have processed the closes: nbhttp handles a burst of them on goroutines
+// of its executor pool, dozens for a moment), at most afterWait.
+func scrapeAfter(ctx context.Context, urls []string, before *Sample) *Sample {
+	deadline := time.Now().Add(afterWait)
+	for {
+		s := scrape(ctx, urls)
+		if !s.has(mConnections, mGoroutines) || !before.has(mConnections, mGoroutines) ||
+			s.Values[mConnections] <= before.Values[mConnections] && s.Values[mGoroutines] <= before.Values[mGoroutines]+residueGoroutines ||
+			time.Now().After(deadline) || ctx.Err() != nil {
+			return s
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // makePlans splits the run into shares, one per process.
@@ -138,6 +167,10 @@ func makePlans(cfg *Config, now time.Time) []*Plan {
 		Pollers:    cfg.Pollers,
 		PollIdle:   cfg.PollIdle,
 		ReadBuffer: cfg.ReadBuffer,
+		Stable:     stableCount(cfg.Scenario, cfg.Conns, cfg.Publishers, cfg.Rooms, cfg.Stable),
+		SlowEvery:  cfg.SlowEvery,
+		SlowHold:   cfg.SlowHold,
+		SlowMSS:    cfg.SlowMSS,
 		SourceIPs:  allLoopback(cfg.URLs),
 		Origin:     now.UnixNano(),
 		Seconds:    seriesSeconds(cfg),
@@ -207,7 +240,12 @@ func newResult(cfg *Config, plans []*Plan) *Result {
 			Rooms:        p.roomCount(),
 			Publishers:   p.Publishers,
 			PerPublisher: perPub,
-			Churn:        map[bool]float64{true: cfg.Churn}[cfg.Scenario == scenarioChurn],
+			Churn:        map[bool]float64{true: cfg.Churn}[p.churns()],
+			Stable:       p.Stable,
+			SlowEvery:    map[bool]float64{true: cfg.SlowEvery.Seconds()}[p.churns()],
+			SlowHold:     cfg.SlowHold.Seconds(),
+			SlowMSS:      cfg.SlowMSS,
+			SampleEvery:  cfg.Sample.Seconds(),
 			Ramp:         cfg.Ramp,
 			Workers:      len(plans),
 			InProcess:    cfg.Workers == 0 && len(plans) == 1,
@@ -219,6 +257,9 @@ func newResult(cfg *Config, plans []*Plan) *Result {
 			CPUs:         runtime.NumCPU(),
 			GoVersion:    runtime.Version(),
 		},
+	}
+	if p.churns() && p.SlowEvery > 0 {
+		r.Slow.Every, r.Slow.RoomsEach = p.SlowEvery.Seconds(), min(slowRooms, p.roomCount())
 	}
 	if p.SourceIPs {
 		last := plans[len(plans)-1]
@@ -238,6 +279,7 @@ func (r *Result) merge() {
 	events := map[string]int{}
 	var cpu, window, rampCPU, rampWall int64
 	var lagSum int64
+	var lifetimes []float64
 	for _, w := range r.workers {
 		lat.AddSparse(w.Latency)
 		rampLat.AddSparse(w.RampLatency)
@@ -278,12 +320,24 @@ func (r *Result) merge() {
 		d.RxWindow += w.RxWindow
 		d.Received += w.Received
 		d.Duplicates += w.Duplicates
+		d.Gaps += w.Gaps
 		d.Foreign += w.Foreign
 		d.OtherFrames += w.Other
 		ch := &r.Churn
 		ch.Closed += w.ChurnClosed
 		ch.Joined += w.ChurnJoined
 		ch.Failed += w.ChurnFailed
+		sl := &r.Slow
+		sl.Opened += w.Slow.Opened
+		sl.Failed += w.Slow.Failed
+		sl.ServerGone += w.Slow.ServerGone
+		sl.Held += w.Slow.Held
+		sl.AtEnd += w.Slow.AtEnd
+		lifetimes = append(lifetimes, w.Slow.Lifetimes...)
+	}
+	if len(lifetimes) > 0 {
+		sort.Float64s(lifetimes)
+		r.Slow.LifeMin, r.Slow.LifeMedian, r.Slow.LifeMax = lifetimes[0], lifetimes[len(lifetimes)/2], lifetimes[len(lifetimes)-1]
 	}
 	c := &r.Connections
 	c.Target = p.Conns
@@ -338,13 +392,14 @@ func (r *Result) merge() {
 		r.Harness.CPUPerDelivery = float64(cpu) / float64(r.Deliveries.RxWindow)
 	}
 	r.Events = sortedEvents(events)
-	if p.Scenario == scenarioChurn {
+	if p.churns() {
 		run := (p.Warmup + p.Duration).Seconds()
 		r.Churn.PerSecond = float64(r.Churn.Joined) / run
 		r.Churn.ConnectLatency = churnLat.Summary()
 	}
 	r.mergeServer(c.Joined)
 	r.mergeSeries()
+	r.mergeServerSeries()
 }
 
 // mergeServer derives the server figures from the /metrics samples.
@@ -373,6 +428,21 @@ func (r *Result) mergeServer(joined int64) {
 	}
 	if idle.has(mConnections) {
 		s.Connections = idle.Values[mConnections]
+	}
+	if after := s.After; after.has(mConnections, mGoroutines, mHeap, mRSS) {
+		s.ConnectionsBefore, s.ConnectionsAfter = b.Values[mConnections], after.Values[mConnections]
+		s.GoroutinesAfter, s.HeapBefore, s.HeapAfter, s.RSSAfter =
+			after.Values[mGoroutines], b.Values[mHeap], after.Values[mHeap], after.Values[mRSS]
+	}
+	if b.has(mSlow) {
+		last := s.After
+		if !last.has(mSlow) {
+			last = end
+		}
+		if last.has(mSlow) {
+			r.Slow.ServerCloses = last.Values[mSlow] - b.Values[mSlow]
+			r.Slow.ServerCounted = true
+		}
 	}
 	if ws.has(mCPU) && end.has(mCPU) {
 		dcpu := end.Values[mCPU] - ws.Values[mCPU]
@@ -423,4 +493,25 @@ func (r *Result) mergeSeries() {
 		}
 		r.Series = append(r.Series, pt)
 	}
+}
+
+// mergeServerSeries turns the sampler's scrapes into the server series
+// (seconds since the series origin, like the phases) and its summary.
+func (r *Result) mergeServerSeries() {
+	for _, smp := range r.samples {
+		if len(smp.Values) == 0 {
+			continue // the scrape failed: a gap in the curve, not a zero
+		}
+		v := smp.Values
+		r.ServerSeries = append(r.ServerSeries, ServerPoint{
+			T:           float64(smp.At.UnixNano()-r.plan.Origin) / 1e9,
+			RSS:         v[mRSS],
+			Heap:        v[mHeap],
+			Goroutines:  v[mGoroutines],
+			Connections: v[mConnections],
+			SlowCloses:  v[mSlow],
+			CPU:         v[mCPU],
+		})
+	}
+	r.Curve = curveOf(r.ServerSeries, r.Phases.WindowStart, r.Phases.WindowEnd)
 }

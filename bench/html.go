@@ -65,12 +65,34 @@ th:first-child,td:first-child{text-align:left}
 		b.WriteString(svgChart("Connections open, messages sent per second", xs, []line{
 			{"connections", "#9467bd", conn}, {"sent/s", "#8c564b", sent},
 		}, false, r.Phases))
+		writeServerCharts(&b, r)
 	}
 	b.WriteString("</body></html>\n")
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("write -html: %w", err)
 	}
 	return nil
+}
+
+// writeServerCharts draws the server's sampled /metrics: memory and
+// goroutines over the whole run, the curves a soak is judged on.
+func writeServerCharts(b *bytes.Buffer, r *Result) {
+	if len(r.ServerSeries) < 2 {
+		return
+	}
+	n := len(r.ServerSeries)
+	xs, rss, heap, gor, conns := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	for i, pt := range r.ServerSeries {
+		xs[i] = pt.T
+		rss[i], heap[i] = pt.RSS/(1<<20), pt.Heap/(1<<20)
+		gor[i], conns[i] = pt.Goroutines, pt.Connections
+	}
+	every := fmt.Sprintf("every %gs", r.Params.SampleEvery)
+	b.WriteString(svgChart("Server memory (MiB, "+every+")", xs, []line{
+		{"RSS", "#d62728", rss}, {"heap in use", "#1f77b4", heap},
+	}, false, r.Phases))
+	b.WriteString(svgChart("Server goroutines ("+every+")", xs, []line{{"goroutines", "#2ca02c", gor}}, false, r.Phases))
+	b.WriteString(svgChart("Server connections ("+every+")", xs, []line{{"connections", "#9467bd", conns}}, false, r.Phases))
 }
 
 // svgChart draws lines over seconds, with the phase boundaries as dashed

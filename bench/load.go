@@ -34,6 +34,7 @@ type loadGen struct {
 
 	rampLatency  Histogram // dial to `joined`, ramp connections
 	churnLatency Histogram // dial to `joined`, churn replacements
+	slow         slowSet   // slow readers (slow.go)
 
 	joined, failed, open, dropped          atomic.Int64
 	churnClosed, churnJoined, churnFailed  atomic.Int64
@@ -62,6 +63,7 @@ type shard struct {
 	rxWindow   atomic.Uint64 // deliveries received during the window
 	received   atomic.Uint64 // inWindow, to stable members, not duplicates
 	duplicates atomic.Uint64
+	gaps       atomic.Uint64 // seq numbers skipped within a member's stream
 	foreign    atomic.Uint64
 	other      atomic.Uint64
 	_          [64]byte // keep the next shard's counters off this cache line
@@ -231,9 +233,13 @@ func (w *loadGen) run(ctx context.Context, t0 int64) {
 		wg.Add(1)
 		go func() { defer wg.Done(); w.sendLoop(ctx, t0) }()
 	}
-	if p.Scenario == scenarioChurn && p.Churn > 0 {
+	if p.churns() && p.Churn > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); w.churnLoop(ctx, t0, tEnd) }()
+	}
+	if p.churns() && p.SlowEvery > 0 && p.Worker == 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.slowLoop(ctx, t0, tEnd) }()
 	}
 	sleepUntil(ctx, time.Unix(0, winStart))
 	w.cpuStart.Store(cpuMicros())
@@ -368,6 +374,7 @@ func (w *loadGen) drain(ctx context.Context, tEnd int64) {
 // stop closes every connection and the pollers.
 func (w *loadGen) stop() {
 	w.stopping.Store(true)
+	w.slow.closeAll()
 	for _, p := range w.pollers {
 		p.shutdown()
 	}
@@ -376,7 +383,13 @@ func (w *loadGen) stop() {
 // result snapshots the share's figures.
 func (w *loadGen) result() *WorkerResult {
 	p := w.plan
+	w.slow.closeAll() // the run is over: what the server has not closed, the harness does
+	w.slow.mu.Lock()
+	slow := SlowWire{Opened: w.slow.opened, Failed: w.slow.failed, ServerGone: w.slow.serverGone,
+		Held: w.slow.held, AtEnd: w.slow.atEnd, Lifetimes: append([]float64(nil), w.slow.lifetimes...)}
+	w.slow.mu.Unlock()
 	r := &WorkerResult{
+		Slow:         slow,
 		Worker:       p.Worker,
 		Conns:        p.Hi - p.Lo,
 		Joined:       w.joined.Load(),
@@ -392,6 +405,7 @@ func (w *loadGen) result() *WorkerResult {
 		RxWindow:     w.sum(func(s *shard) *atomic.Uint64 { return &s.rxWindow }),
 		Received:     w.sum(func(s *shard) *atomic.Uint64 { return &s.received }),
 		Duplicates:   w.sum(func(s *shard) *atomic.Uint64 { return &s.duplicates }),
+		Gaps:         w.sum(func(s *shard) *atomic.Uint64 { return &s.gaps }),
 		Foreign:      w.sum(func(s *shard) *atomic.Uint64 { return &s.foreign }),
 		Other:        w.sum(func(s *shard) *atomic.Uint64 { return &s.other }),
 		Sent:         w.sent.Load(),

@@ -31,16 +31,21 @@ import (
 // default; the flags are bound in newFlagSet, in one place.
 type Config struct {
 	URLs       []string      // -url, repeatable; default ws://127.0.0.1:8080/ws
-	Scenario   string        // -scenario: fanout (default), connect, rooms, churn
+	Scenario   string        // -scenario: fanout (default), connect, rooms, churn, soak
 	Conns      int           // -conns: connections in all, default 5000
 	Rate       float64       // -rate: messages a second offered, all publishers together, default 200
 	Size       int           // -size: bytes of message text, default 64
 	Duration   time.Duration // -duration: measured window (connect: idle hold), default 10s
 	Warmup     time.Duration // -warmup: publishing before the window opens, default 2s
 	Drain      time.Duration // -drain: longest wait for late deliveries after the window, default 5s
-	Rooms      int           // -rooms: rooms of the rooms scenario, default 100
-	Publishers int           // -publishers: 0 = auto (fanout, churn: ceil(rate/10); rooms: every connection)
+	Rooms      int           // -rooms: rooms of the rooms and soak scenarios, default 100
+	Publishers int           // -publishers: 0 = auto (fanout, churn: ceil(rate/10); soak: that but one a room at least; rooms: every connection)
 	Churn      float64       // -churn: connections replaced a second in the churn scenario, default 100
+	Stable     int           // -stable: soak: members of each room that stay for the whole run, default 5
+	SlowEvery  time.Duration // -slow-every: churn, soak: open a slow reader this often, default 0 (off)
+	SlowHold   time.Duration // -slow-hold: close a slow reader the server has not closed after this long, default 2m
+	SlowMSS    int           // -slow-mss: slow readers' TCP MSS, default 1460; 0 = the route's (64 KiB on loopback)
+	Sample     time.Duration // -sample-every: scrape the server's /metrics this often during the run, default 5s
 	Ramp       float64       // -ramp: connections opened a second, 0 = as fast as the dialers go (default)
 	Dialers    int           // -dialers: dialing goroutines per process, default 64
 	Workers    int           // -workers: worker processes, 0 = auto (in-process up to 19,000 connections)
@@ -99,9 +104,14 @@ func newFlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured window (connect: how long to hold the connections idle)")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "publishing before the measured window opens")
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "longest wait for late deliveries after the window")
-	fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms of the rooms scenario")
-	fs.IntVar(&cfg.Publishers, "publishers", 0, "publishing connections; 0 = auto: fanout and churn ceil(rate/10) (the server allows 20 msg/s per connection), rooms every connection")
-	fs.Float64Var(&cfg.Churn, "churn", 100, "churn scenario: connections closed and replaced a second")
+	fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms of the rooms and soak scenarios")
+	fs.IntVar(&cfg.Publishers, "publishers", 0, "publishing connections; 0 = auto: fanout and churn ceil(rate/10) (the server allows 20 msg/s per connection), soak as many but one a room at least, rooms every connection")
+	fs.Float64Var(&cfg.Churn, "churn", 100, "churn, soak: connections closed and replaced a second (clients restarting)")
+	fs.IntVar(&cfg.Stable, "stable", 5, "soak: members of each room that stay for the whole run (publishers included); the rest churn")
+	fs.DurationVar(&cfg.SlowEvery, "slow-every", 0, "churn, soak: open a slow reader this often (a 4 KiB receive buffer; it joins, then pings but never reads: the server should close it with 1013); 0 = none")
+	fs.DurationVar(&cfg.SlowHold, "slow-hold", 2*time.Minute, "close a slow reader after this long if the server has not")
+	fs.IntVar(&cfg.SlowMSS, "slow-mss", 1460, "slow readers' TCP MSS, set before connect: a real network's; 0 keeps the route's (64 KiB on loopback, with which Linux lets the server's socket buffer megabytes before -send-buffer counts any)")
+	fs.DurationVar(&cfg.Sample, "sample-every", 5*time.Second, "scrape the server's /metrics this often during the run, for the memory and goroutine curve; 0 = only at the phase boundaries")
 	fs.Float64Var(&cfg.Ramp, "ramp", 0, "connections opened a second during the ramp; 0 = as fast as the dialers go")
 	fs.IntVar(&cfg.Dialers, "dialers", 64, "dialing goroutines per process")
 	fs.IntVar(&cfg.Workers, "workers", 0, fmt.Sprintf("worker processes; 0 = auto: in this process up to %d connections, else one per %d", maxPerProcess, maxPerProcess))
@@ -145,6 +155,12 @@ func (cfg *Config) check() error {
 		return errors.New("-conns must be at least 1")
 	case cfg.Rate < 0 || cfg.Churn < 0 || cfg.Ramp < 0:
 		return errors.New("-rate, -churn and -ramp cannot be negative")
+	case cfg.Stable < 1:
+		return errors.New("-stable must be at least 1")
+	case cfg.SlowEvery < 0 || cfg.SlowHold <= 0 || cfg.Sample < 0 || cfg.SlowMSS < 0:
+		return errors.New("-slow-every, -slow-mss and -sample-every cannot be negative, -slow-hold must be positive")
+	case cfg.SlowEvery > 0 && cfg.Scenario != scenarioChurn && cfg.Scenario != scenarioSoak:
+		return errors.New("-slow-every is for the churn and soak scenarios")
 	case cfg.Size < 1 || cfg.Size > 4096:
 		return errors.New("-size must be 1 to 4096 (the protocol's text limit)")
 	case cfg.Duration <= 0:
@@ -168,7 +184,7 @@ func (cfg *Config) check() error {
 		}
 	}
 	if cfg.Publishers <= 0 {
-		cfg.Publishers = autoPublishers(cfg.Scenario, cfg.Rate, cfg.Conns)
+		cfg.Publishers = autoPublishers(cfg.Scenario, cfg.Rate, cfg.Conns, cfg.Rooms)
 	}
 	cfg.Publishers = min(cfg.Publishers, cfg.Conns)
 	if cfg.Scenario == scenarioConnect {
@@ -186,16 +202,56 @@ func (cfg *Config) check() error {
 
 // autoPublishers spreads the rate so that no publisher sends more than 10
 // messages a second: half the server's default per-connection limit (20/s,
-// burst 40), so an open-loop publisher catching up never trips it.
-func autoPublishers(scenario string, rate float64, conns int) int {
+// burst 40), so an open-loop publisher catching up never trips it. In soak
+// every room gets at least one (publisher p is in room p mod rooms).
+func autoPublishers(scenario string, rate float64, conns, rooms int) int {
 	switch scenario {
 	case scenarioRooms:
 		return conns
 	case scenarioConnect:
 		return 0
 	}
-	n := int(rate/10 + 0.999999)
-	return max(1, n)
+	n := max(1, int(rate/10+0.999999))
+	if scenario == scenarioSoak {
+		n = max(n, rooms)
+	}
+	return n
+}
+
+// soakDefaults are the defaults the soak scenario uses for flags not given:
+// sized for ten minutes on a 2-core machine shared by server and harness,
+// busy but far from saturated (about 15,000 deliveries a second, a fifth of
+// a core each). At 100 msg/s of 200 B a slow reader in 16 of the 20 rooms
+// receives about 20 KB/s and passes the server's default 1 MiB send buffer
+// in about a minute, well within -slow-hold; the warmup lets the server's
+// buffers and pools grow before the memory curve's first minute.
+var soakDefaults = []struct{ name, value string }{
+	{"conns", "3000"}, {"rooms", "20"}, {"rate", "100"}, {"size", "200"},
+	{"churn", "20"}, {"slow-every", "20s"}, {"warmup", "30s"}, {"duration", "10m"},
+}
+
+// applySoakDefaults sets the soak defaults of the flags the command line
+// did not set.
+func applySoakDefaults(fs *flag.FlagSet) {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, d := range soakDefaults {
+		if !given[d.name] {
+			_ = fs.Set(d.name, d.value)
+		}
+	}
+}
+
+// soakDefaultsText lists the soak defaults as flags, for -help.
+func soakDefaultsText() string {
+	var b strings.Builder
+	for i, d := range soakDefaults {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "-%s %s", d.name, d.value)
+	}
+	return b.String()
 }
 
 func main() {
@@ -231,6 +287,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.Scenario == scenarioSoak {
+		applySoakDefaults(fs)
 	}
 	if err := cfg.check(); err != nil {
 		return err
@@ -275,7 +334,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	writeText(stdout, res)
-	return writeFiles(&cfg, res)
+	if err := writeFiles(&cfg, res); err != nil {
+		return err
+	}
+	// A soak is a check (make soak): its verdict line is in the block, and
+	// a failure is the command's exit status too.
+	if cfg.Scenario == scenarioSoak {
+		if problems := soakProblems(res); len(problems) > 0 {
+			return fmt.Errorf("soak failed: %s", strings.Join(problems, "; "))
+		}
+	}
+	return nil
 }
 
 func urlGiven(fs *flag.FlagSet) bool {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -22,9 +23,10 @@ const (
 	mRSS         = "process_resident_memory_bytes"
 	mHeap        = "go_memstats_heap_inuse_bytes"
 	mGoroutines  = "go_goroutines"
+	mSlow        = "noom_slow_consumer_closes_total"
 )
 
-var wantedMetrics = []string{mConnections, mDeliveries, mCPU, mRSS, mHeap, mGoroutines}
+var wantedMetrics = []string{mConnections, mDeliveries, mCPU, mRSS, mHeap, mGoroutines, mSlow}
 
 // Sample is one scrape of every server, summed over servers. A metric
 // missing from every server is absent from Values.
@@ -152,4 +154,66 @@ func parseMetrics(sc *bufio.Scanner, names []string) (map[string]float64, error)
 		out[name] += v
 	}
 	return out, sc.Err()
+}
+
+// sampler scrapes the servers every interval for the whole run, for the
+// curves of memory and goroutines over time: a leak shows as a slope that
+// the four phase samples of a short run cannot show. A scrape of noom costs
+// it well under a millisecond; at the default 5 s that is nothing.
+type sampler struct {
+	mu      sync.Mutex
+	samples []*Sample
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// startSampler starts a series with first (the sample before the ramp) and
+// scrapes urls every interval from then on; with interval 0 it does
+// nothing. Its first scrape of its own comes an interval later, not at
+// once: at once it would land in the first moments of the ramp, which
+// belong to no steady state (the server runs an upgrade handler goroutine
+// per connection in flight, dozens for a moment).
+func startSampler(ctx context.Context, urls []string, interval time.Duration, first *Sample) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	if interval <= 0 {
+		close(s.done)
+		return s
+	}
+	s.samples = append(s.samples, first)
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+			case <-s.stop:
+				return
+			case <-ctx.Done():
+				return
+			}
+			smp := scrape(ctx, urls)
+			s.mu.Lock()
+			s.samples = append(s.samples, smp)
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// finish stops the sampler and returns its samples, last appended (the
+// sample at the end of the run, taken by the caller) if not nil.
+func (s *sampler) finish(last *Sample) []*Sample {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if last != nil && len(s.samples) > 0 { // not when sampling is off
+		s.samples = append(s.samples, last)
+	}
+	return s.samples
 }

@@ -20,12 +20,18 @@ type Result struct {
 	Server      Server      `json:"server"`
 	Harness     Harness     `json:"harness"`
 	Churn       Churn       `json:"churn"`
+	Slow        Slow        `json:"slow_readers"`
 	Events      []string    `json:"events"`
 	Phases      Phases      `json:"phases"`
 	Series      []Point     `json:"series"`
+	// ServerSeries is the server's /metrics every -sample-every, from before
+	// the ramp to after the harness closed its connections; Curve sums it up.
+	ServerSeries []ServerPoint `json:"server_series"`
+	Curve        *Curve        `json:"server_curve"`
 
 	plan     *Plan
 	workers  []*WorkerResult
+	samples  []*Sample
 	rampDone time.Time
 	t0       int64
 }
@@ -43,6 +49,11 @@ type Params struct {
 	Publishers   int       `json:"publishers"`
 	PerPublisher float64   `json:"per_publisher_rate"`
 	Churn        float64   `json:"churn"`
+	Stable       int       `json:"stable"` // connections that stay for the whole run (loss is counted for them)
+	SlowEvery    float64   `json:"slow_every_s"`
+	SlowHold     float64   `json:"slow_hold_s"`
+	SlowMSS      int       `json:"slow_mss"`
+	SampleEvery  float64   `json:"sample_every_s"`
 	Ramp         float64   `json:"ramp"`
 	Workers      int       `json:"workers"`
 	InProcess    bool      `json:"in_process"`
@@ -92,6 +103,7 @@ type Deliveries struct {
 	Received    uint64  `json:"received"`
 	Lost        uint64  `json:"lost"`
 	Duplicates  uint64  `json:"duplicates"`
+	Gaps        uint64  `json:"gaps"` // seqs missing between two deliveries to one member, any member (churned ones too)
 	PerSecond   float64 `json:"per_second"`
 	InWindow    uint64  `json:"in_window"` // deliveries of window messages, any receiver
 	RxWindow    uint64  `json:"rx_window"` // deliveries received during the window
@@ -116,10 +128,18 @@ type Server struct {
 	Deliveries       float64 `json:"deliveries"`  // Δnoom_deliveries_total over the window
 	CPUPerDelivery   float64 `json:"cpu_us_per_delivery"`
 	CPUPerConnect    float64 `json:"cpu_us_per_connect"` // Δcpu before ramp → idle, per joined connection
-	Before           *Sample `json:"sample_before"`
-	Idle             *Sample `json:"sample_idle"`
-	WindowStart      *Sample `json:"sample_window_start"`
-	End              *Sample `json:"sample_end"`
+	// After the harness closed everything: what the run left behind.
+	ConnectionsBefore float64 `json:"connections_before"`
+	ConnectionsAfter  float64 `json:"connections_after"`
+	GoroutinesAfter   float64 `json:"goroutines_after"`
+	HeapBefore        float64 `json:"heap_before_bytes"`
+	HeapAfter         float64 `json:"heap_after_bytes"`
+	RSSAfter          float64 `json:"rss_after_bytes"`
+	Before            *Sample `json:"sample_before"`
+	Idle              *Sample `json:"sample_idle"`
+	WindowStart       *Sample `json:"sample_window_start"`
+	End               *Sample `json:"sample_end"`
+	After             *Sample `json:"sample_after"`
 }
 
 // Harness is the load generator's own cost, to judge whether it, not the
@@ -137,6 +157,37 @@ type Churn struct {
 	Failed         int64       `json:"failed"`
 	PerSecond      float64     `json:"per_second"`
 	ConnectLatency Percentiles `json:"connect_latency"`
+}
+
+// Slow is the slow readers' figures (slow.go). The harness cannot see the
+// server's 1013 (it does not read them), only that their TCP state says the
+// server's side is gone, for whatever reason: ServerCloses is the server's
+// own count, Δnoom_slow_consumer_closes_total from before the ramp to after
+// the run (which would also count any healthy member it closed as slow).
+type Slow struct {
+	Every         float64 `json:"every_s"`
+	RoomsEach     int     `json:"rooms_each"`
+	Opened        int64   `json:"opened"`
+	Failed        int64   `json:"failed"`
+	ServerGone    int64   `json:"server_gone"`             // the socket showed the server's side closed (then the harness closed it)
+	Held          int64   `json:"closed_after_hold"`       // closed by the harness after -slow-hold, server side still open
+	AtEnd         int64   `json:"closed_at_end"`           // still open at the end, closed by the harness
+	LifeMin       float64 `json:"server_gone_after_min_s"` // open to the server's close noticed (within two seconds), for ServerGone
+	LifeMedian    float64 `json:"server_gone_after_median_s"`
+	LifeMax       float64 `json:"server_gone_after_max_s"`
+	ServerCloses  float64 `json:"server_slow_consumer_closes"`
+	ServerCounted bool    `json:"server_counted"` // the server exports noom_slow_consumer_closes_total
+}
+
+// ServerPoint is one /metrics sample of the server series.
+type ServerPoint struct {
+	T           float64 `json:"t"` // seconds since the series origin
+	RSS         float64 `json:"rss_bytes"`
+	Heap        float64 `json:"heap_inuse_bytes"`
+	Goroutines  float64 `json:"goroutines"`
+	Connections float64 `json:"connections"`
+	SlowCloses  float64 `json:"slow_consumer_closes"`
+	CPU         float64 `json:"cpu_seconds"`
 }
 
 // Phases are the phase boundaries, in seconds since the series origin.
@@ -200,11 +251,25 @@ func writeText(w io.Writer, r *Result) {
 	if c.Dropped > 0 {
 		pf("               %s closed by the server during the run", num(float64(c.Dropped)))
 	}
-	if p.Scenario == scenarioChurn {
+	if p.Scenario == scenarioChurn || p.Scenario == scenarioSoak {
 		ch := &r.Churn
 		pf("churn          %s replaced (%s/s), %s failed; connect p50 %s p99 %s max %s",
 			num(float64(ch.Joined)), num(ch.PerSecond), num(float64(ch.Failed)),
 			ms(ch.ConnectLatency.P50), ms(ch.ConnectLatency.P99), ms(ch.ConnectLatency.Max))
+	}
+	if sl := &r.Slow; p.SlowEvery > 0 {
+		server := "the server does not export " + mSlow
+		if sl.ServerCounted {
+			server = fmt.Sprintf("the server counted %s slow-consumer closes (1013)", num(sl.ServerCloses))
+		}
+		pf("slow readers   %s opened (one every %gs, %d B receive buffer, MSS %s, %d room(s) each), %s failed; %s",
+			num(float64(sl.Opened)), p.SlowEvery, slowRcvBuf, mssText(p.SlowMSS), sl.RoomsEach, num(float64(sl.Failed)), server)
+		gone := ""
+		if sl.ServerGone > 0 {
+			gone = fmt.Sprintf(", after %.0f s median (%.0f–%.0f s)", sl.LifeMedian, sl.LifeMin, sl.LifeMax)
+		}
+		pf("               %s seen closed by the server (TCP state)%s; %s still open after %gs and %s at the end, closed by the harness",
+			num(float64(sl.ServerGone)), gone, num(float64(sl.Held)), p.SlowHold, num(float64(sl.AtEnd)))
 	}
 	m, d, l := &r.Messages, &r.Deliveries, &r.Latency
 	if p.Rate > 0 && p.Scenario != scenarioConnect {
@@ -219,8 +284,8 @@ func writeText(w io.Writer, r *Result) {
 		if m.Unsent+m.SendErrors > 0 {
 			pf("               %s not sent (publisher down), %s write errors", num(float64(m.Unsent)), num(float64(m.SendErrors)))
 		}
-		pf("deliveries     %s/s; %s expected, %s received, %s lost (missing after the drain), %s duplicate",
-			num(d.PerSecond), num(float64(d.Expected)), num(float64(d.Received)), num(float64(d.Lost)), num(float64(d.Duplicates)))
+		pf("deliveries     %s/s; %s expected, %s received, %s lost (missing after the drain), %s duplicate; %s gaps in any member's seqs",
+			num(d.PerSecond), num(float64(d.Expected)), num(float64(d.Received)), num(float64(d.Lost)), num(float64(d.Duplicates)), num(float64(d.Gaps)))
 		pf("latency        p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (%s samples, from intended send time)",
 			ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max), num(float64(l.Count)))
 	}
@@ -250,6 +315,30 @@ func writeText(w io.Writer, r *Result) {
 			pf("               cpu %.0f%% of a core in the window", s.CPUPercent)
 		}
 	}
+	if s.After.has(mConnections, mGoroutines, mHeap) {
+		pf("after close    connections %s (%s before the ramp), goroutines %.0f (%.0f before), heap %s (%s before), RSS %s",
+			num(s.ConnectionsAfter), num(s.ConnectionsBefore), s.GoroutinesAfter, s.GoroutinesBefore,
+			bytesIEC(s.HeapAfter), bytesIEC(s.HeapBefore), bytesIEC(s.RSSAfter))
+	}
+	if c := r.Curve; c != nil && c.Judged {
+		flat := "flat"
+		if !c.Flat {
+			flat = "NOT FLAT: " + strings.Join(c.growing(), ", ")
+		}
+		pf("server curve   RSS %s–%s after warmup, first→last minute %s → %s (%+.1f%%); heap %s–%s, %s → %s (%+.1f%%)",
+			bytesIEC(c.RSS.Min), bytesIEC(c.RSS.Max), bytesIEC(c.RSS.First), bytesIEC(c.RSS.Last), 100*c.RSS.Growth,
+			bytesIEC(c.Heap.Min), bytesIEC(c.Heap.Max), bytesIEC(c.Heap.First), bytesIEC(c.Heap.Last), 100*c.Heap.Growth)
+		pf("               goroutines %.0f–%.0f, %.1f → %.1f; connections %s–%s; %d samples every %gs: %s",
+			c.Goroutines.Min, c.Goroutines.Max, c.Goroutines.First, c.Goroutines.Last,
+			num(c.Connections.Min), num(c.Connections.Max), c.Samples, p.SampleEvery, flat)
+	}
+	if p.Scenario == scenarioSoak {
+		if problems := soakProblems(r); len(problems) > 0 {
+			pf("verdict        FAIL: %s", strings.Join(problems, "; "))
+		} else {
+			pf("verdict        pass: %s", soakPassText(r))
+		}
+	}
 	h := &r.Harness
 	perDelivery := ""
 	if d.RxWindow > 0 {
@@ -274,6 +363,14 @@ func writeText(w io.Writer, r *Result) {
 	}
 }
 
+// mssText names a -slow-mss value.
+func mssText(mss int) string {
+	if mss == 0 {
+		return "the route's"
+	}
+	return fmt.Sprintf("%d B", mss)
+}
+
 // describeLoad summarises the offered load in one phrase.
 func describeLoad(r *Result) string {
 	p := &r.Params
@@ -286,6 +383,9 @@ func describeLoad(r *Result) string {
 	case scenarioChurn:
 		return fmt.Sprintf("one room, %g conns/s churn, %g msg/s from %d publishers, %d B text, %gs (+%gs warmup)",
 			p.Churn, p.Rate, p.Publishers, p.Size, p.Duration, p.Warmup)
+	case scenarioSoak:
+		return fmt.Sprintf("%d rooms, %s staying (publishers included), %g conns/s churn, %g msg/s from %d publishers, %d B text, %s (+%gs warmup)",
+			p.Rooms, num(float64(p.Stable)), p.Churn, p.Rate, p.Publishers, p.Size, time.Duration(p.Duration*float64(time.Second)), p.Warmup)
 	}
 	return fmt.Sprintf("one room, %g msg/s from %d publishers (%.3g/s each), %d B text, %gs (+%gs warmup)",
 		p.Rate, p.Publishers, p.PerPublisher, p.Size, p.Duration, p.Warmup)

@@ -25,9 +25,18 @@ const (
 	// is closed and replaced by a new one at -churn a second, while the
 	// publishers send -rate messages a second.
 	scenarioChurn = "churn"
+	// scenarioSoak: chat-like traffic for a long time (make soak: ten
+	// minutes): connections spread over -rooms rooms, -stable members of
+	// each room stay (publishers among them), every other connection is
+	// replaced at -churn a second (a client restarting), and a slow reader
+	// joins every -slow-every. It checks what a long run can show and a
+	// short one cannot: nothing lost for the members that stay, no gaps for
+	// the ones that come and go, slow readers cut off by the server, and the
+	// server's memory and goroutines flat over time (its /metrics, sampled).
+	scenarioSoak = "soak"
 )
 
-var scenarios = []string{scenarioFanout, scenarioConnect, scenarioRooms, scenarioChurn}
+var scenarios = []string{scenarioFanout, scenarioConnect, scenarioRooms, scenarioChurn, scenarioSoak}
 
 // maxPerProcess is how many connections one harness process opens. The
 // open-file limit here is 20,000 and cannot be raised; the rest is left for
@@ -68,14 +77,23 @@ type Plan struct {
 	Pollers    int           `json:"pollers"`
 	PollIdle   time.Duration `json:"poll_idle"`
 	ReadBuffer int           `json:"read_buffer"`
+	Stable     int           `json:"stable"`     // connections [0, Stable) stay for the whole run (see isStable)
+	SlowEvery  time.Duration `json:"slow_every"` // open a slow reader this often (0: never); worker 0 only
+	SlowHold   time.Duration `json:"slow_hold"`  // close a slow reader after this long if the server has not
+	SlowMSS    int           `json:"slow_mss"`   // TCP_MAXSEG of slow readers, 0 = the route's
 	SourceIPs  bool          `json:"source_ips"` // bind 127.0.0.x source addresses
 	Origin     int64         `json:"origin"`     // unix ns of the first second of the time series
 	Seconds    int           `json:"seconds"`    // length of the time series
 }
 
+// spread reports whether the scenario spreads its connections over -rooms.
+func (p *Plan) spread() bool {
+	return (p.Scenario == scenarioRooms || p.Scenario == scenarioSoak) && p.Rooms > 0
+}
+
 // roomOf returns the room index of global connection i.
 func (p *Plan) roomOf(i int) int {
-	if p.Scenario == scenarioRooms && p.Rooms > 0 {
+	if p.spread() {
 		return i % p.Rooms
 	}
 	return 0
@@ -83,11 +101,14 @@ func (p *Plan) roomOf(i int) int {
 
 // roomCount returns how many rooms the run uses.
 func (p *Plan) roomCount() int {
-	if p.Scenario == scenarioRooms && p.Rooms > 0 {
+	if p.spread() {
 		return p.Rooms
 	}
 	return 1
 }
+
+// churns reports whether the scenario replaces its unstable connections.
+func (p *Plan) churns() bool { return p.Scenario == scenarioChurn || p.Scenario == scenarioSoak }
 
 // roomName returns the wire name of room r. The prefix carries a run id so
 // that runs never see each other's rooms on a long-lived server.
@@ -102,9 +123,21 @@ func (p *Plan) isPublisher(i int) bool { return i < p.Publishers && p.Rate > 0 }
 
 // isStable reports whether connection i stays for the whole run, and so is
 // expected to receive every accepted message of its room. In churn only the
-// publishers stay.
-func (p *Plan) isStable(i int) bool {
-	return p.Scenario != scenarioChurn || i < p.Publishers
+// publishers stay; in soak the first -stable of each room (stableCount).
+func (p *Plan) isStable(i int) bool { return i < p.Stable }
+
+// stableCount returns how many connections stay for the whole run: the
+// first ones, so that with connection i in room i mod rooms the first
+// rooms×perRoom are perRoom members of every room. Publishers always stay:
+// a message's sender must be there to send it on schedule.
+func stableCount(scenario string, conns, publishers, rooms, perRoom int) int {
+	switch scenario {
+	case scenarioChurn:
+		return publishers
+	case scenarioSoak:
+		return min(conns, max(publishers, rooms*perRoom))
+	}
+	return conns
 }
 
 // sends reports whether the scenario publishes at all.
@@ -296,6 +329,9 @@ func describe(s string) string {
 		return "-conns spread over -rooms rooms, every member publishing: -rate msg/s in total"
 	case scenarioChurn:
 		return "one room; all but the publishers are replaced at -churn conns/s while -rate msg/s flow"
+	case scenarioSoak:
+		return "long chat-like run: -rooms rooms, -stable members of each stay, the rest replaced at -churn/s,\n" +
+			"           a slow reader every -slow-every, /metrics sampled; defaults " + soakDefaultsText()
 	}
 	return fmt.Sprintf("unknown scenario %q", s)
 }

@@ -40,3 +40,20 @@ func cpuMicros() int64 {
 	}
 	return ru.Utime.Nano()/1e3 + ru.Stime.Nano()/1e3
 }
+
+// peerClosed reports whether a socket's TCP state shows the other side gone
+// (anything but ESTABLISHED: a FIN made it CLOSE_WAIT, a reset CLOSE).
+func peerClosed(rc syscall.RawConn) bool {
+	if rc == nil {
+		return false
+	}
+	var info syscall.TCPInfo
+	var errno syscall.Errno
+	err := rc.Control(func(fd uintptr) {
+		n := uint32(unsafe.Sizeof(info))
+		_, _, errno = syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO,
+			uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&n)), 0)
+	})
+	const tcpEstablished = 1
+	return err == nil && errno == 0 && info.State != tcpEstablished
+}

@@ -67,6 +67,7 @@ type WorkerResult struct {
 	RxWindow     uint64         `json:"rx_window"`
 	Received     uint64         `json:"received"`
 	Duplicates   uint64         `json:"duplicates"`
+	Gaps         uint64         `json:"gaps"`
 	Foreign      uint64         `json:"foreign"`
 	Other        uint64         `json:"other"`
 	Sent         uint64         `json:"sent"`
@@ -79,6 +80,7 @@ type WorkerResult struct {
 	ChurnClosed  int64          `json:"churn_closed"`
 	ChurnJoined  int64          `json:"churn_joined"`
 	ChurnFailed  int64          `json:"churn_failed"`
+	Slow         SlowWire       `json:"slow"`
 	Latency      SparseHist     `json:"latency"`
 	RampLatency  SparseHist     `json:"ramp_latency"`
 	ChurnLatency SparseHist     `json:"churn_latency"`
@@ -88,6 +90,16 @@ type WorkerResult struct {
 	WindowMicros int64          `json:"window_us"`
 	Series       []SecondWire   `json:"series"`
 	Events       map[string]int `json:"events"`
+}
+
+// SlowWire is one share's slow-reader counts (slow.go).
+type SlowWire struct {
+	Opened     int64     `json:"opened"`
+	Failed     int64     `json:"failed"`
+	ServerGone int64     `json:"server_gone"`
+	Held       int64     `json:"held"`
+	AtEnd      int64     `json:"at_end"`
+	Lifetimes  []float64 `json:"lifetimes"`
 }
 
 // workerHandle is the coordinator's view of one share, in this process or
