@@ -272,4 +272,3 @@ func (cl *cluster) onSignal(m *nats.Msg) {
 		t.send(encodeSignal(s.Room, s.From, s.Nick, s.Data))
 	}
 }
-

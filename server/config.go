@@ -68,7 +68,10 @@ type Config struct {
 	// further upgrades get 429. Default 0 (off).
 	MaxConnsPerIP int
 	// SendBuffer caps a connection's unsent bytes; a connection over it is a
-	// slow consumer and is closed with 1013. Default 1 MiB.
+	// slow consumer and is closed with 1013. The socket's own kernel send
+	// buffer is set to a quarter of it (the kernel doubles that; at least
+	// two worker rounds), so what a stalled reader holds stays within about
+	// 1.5 times the cap. Default 1 MiB.
 	SendBuffer int
 
 	// Origins lists the browser origins allowed besides the page's own, as

@@ -45,7 +45,7 @@ const (
 	jobUnregister              // forget c: nothing more is written to it
 	jobClose                   // send the close frame and end the connection (see closeMode)
 	jobCloseAll                // send the close frame to every connection of the worker
-	jobSweep                   // ping every connection; drop those idle too long
+	jobSweep                   // ping a share of the connections; drop those idle too long
 	jobSettle                  // clear nbio's HTTP read deadline on connections upgraded a while ago
 )
 
@@ -117,6 +117,7 @@ type worker struct {
 
 	// Owned by the worker goroutine.
 	conns      []*client // every registered connection of this worker
+	sweepPos   int       // next connection to ping (see sweep)
 	fresh      []*client // registered since the last settle
 	settling   []*client // registered before the last settle: settled at the next
 	dirty      []*client // connections with frames pending this round
@@ -375,16 +376,29 @@ func (w *worker) close(c *client, frame []byte, mode closeMode) {
 	c.closing.Store(true)
 }
 
-// sweep pings every connection and drops those silent past the idle timeout.
-// One sweep per ping interval costs one small write per connection, instead
-// of a timer per connection.
+// sweep pings a share of the worker's connections and drops those of them
+// silent past the idle timeout. Each connection's turn comes once per ping
+// interval; the housekeeping asks every second for 1/sweepParts of them,
+// so that 19,000 pings never go out in one round and stall the messages
+// behind them. One sweep like this costs a small write per connection per
+// interval, instead of a timer per connection.
 func (w *worker) sweep() {
+	n := len(w.conns)
+	if n == 0 {
+		return
+	}
+	share := (n + w.hub.sweepParts - 1) / w.hub.sweepParts
 	idle := w.hub.cfg.IdleTimeout.Milliseconds()
 	now := w.hub.clock.now()
-	for _, c := range w.conns {
+	for i := 0; i < share; i++ {
+		if w.sweepPos >= len(w.conns) {
+			w.sweepPos = 0
+		}
+		c := w.conns[w.sweepPos]
+		w.sweepPos++
 		if now-c.lastRead.Load() > idle {
-			w.hub.log.Debug("idle timeout", "conn", c.id)
-			_ = c.nbc.Close()
+			w.hub.log.Debug("idle timeout", "conn", c.idStr)
+			_ = c.nbc.Close() // the unregister job comes later: w.conns stays as it is
 			continue
 		}
 		w.send(c, pingFrame)

@@ -241,6 +241,12 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// nothing the client sends after reading it can be answered before it.
 	nbc.SetSession(c)
 	_ = nbc.SetReadDeadline(time.Time{}) // the idle sweep takes over from nbio's HTTP keepalive
+	// A fixed kernel send buffer (the kernel doubles it): left to Linux's
+	// autotuning it grows to megabytes for a reader that stalls, all of it
+	// unsent data that the -send-buffer cap would not see. It must still
+	// take a worker's whole round with room to spare, or healthy readers
+	// would look slow.
+	_ = nbc.SetWriteBuffer(max(s.cfg.SendBuffer/4, 2*h.flushAt))
 	st.upgrades.Add(1)
 	h.register(c, handshake(key, c.idStr, nick))
 }

@@ -39,6 +39,9 @@ type hub struct {
 	// flushAt bounds the bytes of frames a worker takes in one round, and
 	// so what any one connection can get in one write.
 	flushAt int
+	// sweepParts is how many sweeps make one ping interval: each pings
+	// 1/sweepParts of the connections.
+	sweepParts int
 
 	roomsDirty atomic.Bool  // the rooms list changed since the last push
 	roomCount  atomic.Int64 // rooms with members
@@ -109,15 +112,16 @@ func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 	}
 	ns = 1 << bits.Len(uint(ns-1)) // a power of two, so a mask picks the shard
 	h := &hub{
-		cfg:       cfg,
-		log:       log,
-		stats:     st,
-		clock:     clk,
-		seed:      maphash.MakeSeed(),
-		shards:    make([]shard, ns),
-		clients:   make(map[uint64]*client),
-		slowFrame: closeFrame(closeTryAgainLater, "slow consumer"),
-		flushAt:   min(64<<10, cfg.SendBuffer/2),
+		cfg:        cfg,
+		log:        log,
+		stats:      st,
+		clock:      clk,
+		seed:       maphash.MakeSeed(),
+		shards:     make([]shard, ns),
+		clients:    make(map[uint64]*client),
+		slowFrame:  closeFrame(closeTryAgainLater, "slow consumer"),
+		flushAt:    min(64<<10, cfg.SendBuffer/2),
+		sweepParts: max(1, int(cfg.PingInterval/sweepEvery(cfg))),
 	}
 	for i := range h.shards {
 		h.shards[i].rooms = make(map[string]*room)
@@ -587,7 +591,12 @@ func (h *hub) settle() {
 	}
 }
 
-// sweep asks every worker to ping its connections and drop the idle ones.
+// sweepEvery is how often the housekeeping sweeps: every second, or every
+// ping interval if that is shorter.
+func sweepEvery(cfg *Config) time.Duration { return min(time.Second, cfg.PingInterval) }
+
+// sweep asks every worker to ping its share of connections and drop the
+// idle ones among them.
 func (h *hub) sweep() {
 	for _, w := range h.workers {
 		w.push(job{op: jobSweep})

@@ -139,7 +139,7 @@ func (s *server) housekeeping() {
 	defer close(s.housekeepingDone)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	ping := time.NewTicker(s.cfg.PingInterval)
+	ping := time.NewTicker(sweepEvery(&s.cfg))
 	defer ping.Stop()
 	for {
 		select {
