@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -120,24 +121,49 @@ func (m msg) list(k string) []any {
 // dialOpts customizes a test handshake.
 type dialOpts struct {
 	path    string
-	headers map[string]string
+	headers map[string]string // a header with an empty value is left out
+	dialer  *net.Dialer       // nil: a plain dialer
 }
 
-// handshakeRaw sends an upgrade request and returns the response status line
-// and headers, leaving the connection at the first frame.
+// smallReceiveBuffer dials with a 4 KiB receive buffer, so the client's
+// kernel takes little before the server has to queue: a reader that stops
+// reading is soon a slow consumer.
+func smallReceiveBuffer() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+}
+
+// handshakeRaw dials addr, sends an upgrade request and returns the
+// response, leaving the connection at the first frame.
 func handshakeRaw(t testing.TB, addr string, o dialOpts) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	d := o.dialer
+	if d == nil {
+		d = &net.Dialer{}
+	}
+	d.Timeout = 5 * time.Second
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	br, resp := upgradeOver(t, c, addr, o)
+	return c, br, resp
+}
+
+// upgradeOver sends the WebSocket upgrade over c (plain or TLS) and reads
+// the response, leaving c at the first frame.
+func upgradeOver(t testing.TB, c net.Conn, host string, o dialOpts) (*bufio.Reader, *http.Response) {
+	t.Helper()
 	if o.path == "" {
 		o.path = "/ws"
 	}
 	key := make([]byte, 16)
 	_, _ = rand.Read(key)
 	hdr := map[string]string{
-		"Host":                  addr,
+		"Host":                  host,
 		"Upgrade":               "websocket",
 		"Connection":            "Upgrade",
 		"Sec-WebSocket-Version": "13",
@@ -160,13 +186,13 @@ func handshakeRaw(t testing.TB, addr string, o dialOpts) (net.Conn, *bufio.Reade
 	if _, err := c.Write([]byte(b.String())); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReaderSize(c, 64<<10)
+	br := newReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
 	_ = c.SetDeadline(time.Time{})
-	return c, br, resp
+	return br, resp
 }
 
 // dial connects a test client and reads its hello.
@@ -176,12 +202,24 @@ func dial(t testing.TB, srv *server, path ...string) *wsConn {
 	if len(path) > 0 {
 		o.path = path[0]
 	}
+	return dialWith(t, srv, o)
+}
+
+// dialWith connects a test client with o and reads its hello.
+func dialWith(t testing.TB, srv *server, o dialOpts) *wsConn {
+	t.Helper()
 	c, br, resp := handshakeRaw(t, srv.addr, o)
+	t.Cleanup(func() { _ = c.Close() })
+	return upgraded(t, c, br, resp)
+}
+
+// upgraded checks a 101 and reads the hello that must follow it.
+func upgraded(t testing.TB, c net.Conn, br *bufio.Reader, resp *http.Response) *wsConn {
+	t.Helper()
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade: status %d", resp.StatusCode)
 	}
 	ws := &wsConn{t: t, c: c, br: br}
-	t.Cleanup(func() { _ = c.Close() })
 	hello := ws.next()
 	if hello.str("type") != "hello" || hello.num("version") != 1 {
 		t.Fatalf("first frame %v, want hello version 1", hello)

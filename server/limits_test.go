@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"weak"
@@ -123,19 +122,43 @@ func TestCloseCodes(t *testing.T) {
 // nothing.
 func TestSlowConsumerClosed1013(t *testing.T) {
 	srv := startServer(t, func(c *Config) { c.SendBuffer = 64 << 10; c.Rate, c.Burst = 1e6, 1e6 })
-	slow := dialSmallBuffer(t, srv)
-	slow.join("r")
-	healthy := dial(t, srv)
-	healthy.join("r")
-	pub := dial(t, srv)
-	pub.join("r")
+	slow := dialWith(t, srv, dialOpts{dialer: smallReceiveBuffer()})
+	checkSlowConsumer(t, slow, dial(t, srv), dial(t, srv), func() string {
+		_, body := httpGet(t, srv, "/metrics")
+		return body
+	})
+}
+
+// checkSlowConsumer runs the slow-consumer scenario over any transport:
+// slow never reads, healthy reads everything, pub publishes 3,000 messages
+// of 4 KB (~12 MB, more than the kernel buffers plus the cap) into room
+// "r". The server must close slow with 1013 (seen in metrics, the server's
+// /metrics text) while healthy gets every message, in order.
+func checkSlowConsumer(t *testing.T, slow, healthy, pub *wsConn, metrics func() string) {
+	t.Helper()
+	for _, ws := range []*wsConn{slow, healthy, pub} {
+		ws.join("r")
+	}
 	rec := record(healthy)
+	t.Cleanup(func() {
+		if t.Failed() {
+			rec.mu.Lock()
+			t.Logf("healthy member: %d messages, read error %v", len(rec.msgs), rec.err)
+			rec.mu.Unlock()
+			for _, l := range strings.Split(metrics(), "\n") {
+				if strings.HasPrefix(l, "noom_slow") || strings.HasPrefix(l, "noom_closes") {
+					t.Log(l)
+				}
+			}
+		}
+	})
 	text := strings.Repeat("x", 4000)
-	const n = 3000 // ~12 MB: more than the kernel buffers plus the cap
+	const n = 3000
 	go func() {
-		// Paced so that the healthy member never falls more than ~32 KB
-		// behind, half the cap, even on a loaded machine: only the member
-		// that stopped reading may look slow.
+		// Paced so that the healthy member never falls more than 8
+		// messages (~32 KB) behind, half the smallest cap, even on a
+		// loaded machine: only the member that stopped reading may look
+		// slow.
 		for i := 0; i < n; i++ {
 			for i-len(rec.snapshot("msg")) > 8 {
 				time.Sleep(time.Millisecond)
@@ -154,47 +177,20 @@ func TestSlowConsumerClosed1013(t *testing.T) {
 		}
 	}()
 	eventually(t, 30*time.Second, "a slow-consumer close", func() bool {
-		_, body := httpGet(t, srv, "/metrics")
-		return strings.Contains(body, "noom_slow_consumer_closes_total 1")
+		return strings.Contains(metrics(), "noom_slow_consumer_closes_total 1")
 	})
 	// Now read what the slow member was sent: messages, then close 1013.
 	slow.expectClose(closeTryAgainLater)
 
 	ms := rec.wait(t, "every message", func(ms []msg) bool { return len(ms) >= n }, "msg")
+	if len(ms) != n {
+		t.Fatalf("healthy member got %d messages, want %d", len(ms), n)
+	}
 	for i, m := range ms {
 		if m.num("seq") != i+1 {
 			t.Fatalf("healthy member: message %d has seq %d", i, m.num("seq"))
 		}
 	}
-	if len(ms) != n {
-		t.Fatalf("healthy member got %d messages, want %d", len(ms), n)
-	}
-}
-
-// dialSmallBuffer connects with a 4 KiB receive buffer, so the client's
-// kernel takes little before the server has to queue.
-func dialSmallBuffer(t *testing.T, srv *server) *wsConn {
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-	}}
-	c, err := d.Dial("tcp", srv.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := "dGhlIHNhbXBsZSBub25jZQ=="
-	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n", key)
-	ws := &wsConn{t: t, c: c}
-	ws.br = newReader(c)
-	resp, err := http.ReadResponse(ws.br, nil)
-	if err != nil || resp.StatusCode != 101 {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	hello := ws.expect("hello")
-	ws.id, ws.nick = hello.str("id"), hello.str("nick")
-	return ws
 }
 
 func TestConnectionCaps(t *testing.T) {
