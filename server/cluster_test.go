@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -89,38 +86,7 @@ func TestClusterPresenceOrderHistory(t *testing.T) {
 	// Order: three senders on three nodes at once; every member sees one
 	// order, seq 1..n without gaps.
 	const each = 40
-	recs := []*recorder{record(a), record(b), record(c)}
-	var wg sync.WaitGroup
-	for i, ws := range []*wsConn{a, b, c} {
-		wg.Add(1)
-		go func(ws *wsConn, i int) {
-			defer wg.Done()
-			for k := 0; k < each; k++ {
-				body, _ := json.Marshal(map[string]any{"type": "say", "room": "r", "text": fmt.Sprintf("%d/%d", i, k)})
-				if err := ws.writeFrame(opText, true, body); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}(ws, i)
-	}
-	wg.Wait()
-	var ref string
-	for i, r := range recs {
-		ms := r.wait(t, "every message", func(ms []msg) bool { return len(ms) >= 3*each }, "msg")
-		var order []string
-		for k, m := range ms {
-			if m.num("seq") != k+1 {
-				t.Fatalf("member %d: message %d has seq %d", i, k, m.num("seq"))
-			}
-			order = append(order, m.str("text"))
-		}
-		if s := strings.Join(order, " "); ref == "" {
-			ref = s
-		} else if s != ref {
-			t.Fatalf("member %d saw another order", i)
-		}
-	}
+	checkOneOrder(t, "r", []*wsConn{a, b, c}, []*wsConn{a, b, c}, each)
 
 	// History and since from any node, also one that had no member then.
 	d := dial(t, nodes[1])

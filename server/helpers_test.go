@@ -454,3 +454,59 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 }
 
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, 64<<10) }
+
+// checkOneOrder has every sender publish each messages to room at once and
+// checks what every member (all of them in room, senders among them if
+// they are members) receives: seq 1..n without gaps, each sender's own
+// messages in the order it sent them, and the same order for everyone.
+func checkOneOrder(t *testing.T, room string, senders, members []*wsConn, each int) {
+	t.Helper()
+	var recs []*recorder
+	for _, ws := range members {
+		recs = append(recs, record(ws))
+	}
+	var wg sync.WaitGroup
+	for s, ws := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				b, _ := json.Marshal(map[string]any{"type": "say", "room": room, "text": fmt.Sprintf("%d/%d", s, i)})
+				if err := ws.writeFrame(opText, true, b); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total := len(senders) * each
+	var ref string
+	for i, r := range recs {
+		ms := r.wait(t, "every message", func(ms []msg) bool { return len(ms) >= total }, "msg")
+		if len(ms) != total {
+			t.Fatalf("member %d got %d messages, want %d", i, len(ms), total)
+		}
+		order := make([]string, 0, total)
+		next := make([]int, len(senders))
+		for k, m := range ms {
+			if m.num("seq") != k+1 {
+				t.Fatalf("member %d: message %d has seq %d", i, k, m.num("seq"))
+			}
+			var s, n int
+			if _, err := fmt.Sscanf(m.str("text"), "%d/%d", &s, &n); err != nil || s < 0 || s >= len(senders) {
+				t.Fatalf("member %d: unexpected message %q", i, m.str("text"))
+			}
+			if n != next[s] {
+				t.Fatalf("member %d: sender %d's message %d came before its %d", i, s, n, next[s])
+			}
+			next[s]++
+			order = append(order, m.str("text"))
+		}
+		if got := strings.Join(order, " "); ref == "" {
+			ref = got
+		} else if got != ref {
+			t.Fatalf("member %d saw another order", i)
+		}
+	}
+}

@@ -238,47 +238,5 @@ func TestOrdering(t *testing.T) {
 		ws.join("order")
 		all = append(all, ws)
 	}
-	var recs []*recorder
-	for _, ws := range all {
-		recs = append(recs, record(ws))
-	}
-	var wg sync.WaitGroup
-	for s := 0; s < senders; s++ {
-		wg.Add(1)
-		go func(ws *wsConn, s int) {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				b, _ := json.Marshal(map[string]any{"type": "say", "room": "order", "text": fmt.Sprintf("%d/%d", s, i)})
-				if err := ws.writeFrame(opText, true, b); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}(all[s], s)
-	}
-	wg.Wait()
-	const total = senders * each
-	var ref []string
-	for i, r := range recs {
-		ms := r.wait(t, "all messages", func(ms []msg) bool { return len(ms) >= total }, "msg")
-		var seqOrder []string
-		next := make([]int, senders)
-		for k, m := range ms {
-			if m.num("seq") != k+1 {
-				t.Fatalf("member %d: message %d has seq %d", i, k, m.num("seq"))
-			}
-			var s, n int
-			fmt.Sscanf(m.str("text"), "%d/%d", &s, &n)
-			if n != next[s] { // each sender's own messages stay in its order
-				t.Fatalf("member %d: sender %d message %d came before %d", i, s, n, next[s])
-			}
-			next[s]++
-			seqOrder = append(seqOrder, m.str("text"))
-		}
-		if ref == nil {
-			ref = seqOrder
-		} else if fmt.Sprint(seqOrder) != fmt.Sprint(ref) {
-			t.Fatalf("member %d saw another order", i)
-		}
-	}
+	checkOneOrder(t, "order", all[:senders], all, each)
 }

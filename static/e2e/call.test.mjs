@@ -7,24 +7,13 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { delay, joinRoom, launch, openPage, say, Server, TIMEOUT, waitMessage, waitStatus } from './harness.mjs';
+import { delay, joinRoom, openPage, say, Server, suite, TIMEOUT, waitMessage, waitStatus } from './harness.mjs';
 
 const screenshots = path.join(path.dirname(fileURLToPath(import.meta.url)), 'screenshots');
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start('call');
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = suite('call');
 
 /** tile is the call tile captioned name: "You" for the local preview, else a peer's nickname. */
 function tile(page, name) {
@@ -64,9 +53,23 @@ function button(page, name) {
   return page.getByRole('button', { name, exact: true });
 }
 
+/** pair opens two pages on server, both in room and both in its call, and waits for each other's video. */
+async function pair(server, nicks, room) {
+  const pages = [];
+  for (const nick of nicks) {
+    const page = await openPage(env.browser, server, nick);
+    await joinRoom(page, room);
+    pages.push(page);
+  }
+  for (const page of pages) await button(page, 'Join call').click();
+  await waitPlaying(pages[0], nicks[1]);
+  await waitPlaying(pages[1], nicks[0]);
+  return pages;
+}
+
 test('two pages hold a video call', { timeout: 120_000 }, async () => {
-  const alice = await openPage(browser, server, 'alice');
-  const bob = await openPage(browser, server, 'bob');
+  const alice = await openPage(env.browser, env.server, 'alice');
+  const bob = await openPage(env.browser, env.server, 'bob');
   await joinRoom(alice, 'standup');
   await joinRoom(bob, 'standup');
 
@@ -144,13 +147,7 @@ test('two pages hold a video call', { timeout: 120_000 }, async () => {
 });
 
 test('a peer that closes its page disappears from the call', { timeout: 120_000 }, async () => {
-  const carol = await openPage(browser, server, 'carol');
-  const dave = await openPage(browser, server, 'dave');
-  await joinRoom(carol, 'drop');
-  await joinRoom(dave, 'drop');
-  await button(carol, 'Join call').click();
-  await button(dave, 'Join call').click();
-  await waitPlaying(carol, 'dave');
+  const [carol, dave] = await pair(env.server, ['carol', 'dave'], 'drop');
   await dave.context().close();
   await tile(carol, 'dave').waitFor({ state: 'detached' });
   assert.deepEqual(carol.problems, []);
@@ -158,16 +155,9 @@ test('a peer that closes its page disappears from the call', { timeout: 120_000 
 });
 
 test('the call comes back after a server restart', { timeout: 120_000 }, async () => {
-  const erin = await openPage(browser, server, 'erin');
-  const finn = await openPage(browser, server, 'finn');
-  await joinRoom(erin, 'resume');
-  await joinRoom(finn, 'resume');
-  await button(erin, 'Join call').click();
-  await button(finn, 'Join call').click();
-  await waitPlaying(erin, 'finn');
-  await waitPlaying(finn, 'erin');
+  const [erin, finn] = await pair(env.server, ['erin', 'finn'], 'resume');
 
-  await server.stop();
+  await env.server.stop();
   for (const page of [erin, finn]) {
     await waitStatus(page, 'reconnecting');
     // The server ended the call with the connection: the peer's tile goes,
@@ -175,7 +165,7 @@ test('the call comes back after a server restart', { timeout: 120_000 }, async (
     await tile(page, page === erin ? 'finn' : 'erin').waitFor({ state: 'detached' });
     await tile(page, 'You').waitFor();
   }
-  await server.restart();
+  await env.server.restart();
   // Whoever rejoins the call second offers to the first.
   await waitPlaying(erin, 'finn');
   await waitPlaying(finn, 'erin');
@@ -189,8 +179,8 @@ test('the call comes back after a server restart', { timeout: 120_000 }, async (
 test('a full call is refused with a message', { timeout: 120_000 }, async () => {
   const small = await Server.start('call-full', ['-call-limit', '1']);
   try {
-    const gina = await openPage(browser, small, 'gina');
-    const hugo = await openPage(browser, small, 'hugo');
+    const gina = await openPage(env.browser, small, 'gina');
+    const hugo = await openPage(env.browser, small, 'hugo');
     await joinRoom(gina, 'tiny');
     await joinRoom(hugo, 'tiny');
     await button(gina, 'Join call').click();

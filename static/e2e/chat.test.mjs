@@ -3,21 +3,10 @@
 // hostile names and messages stay text.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { joinRoom, launch, log, messages, openPage, say, Server, setNick, waitMessage } from './harness.mjs';
+import { test } from 'node:test';
+import { joinRoom, log, messages, openPage, say, Server, setNick, suite, waitMessage } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start('chat');
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = suite('chat');
 
 /** roomButton is room's entry in the Open rooms list, named like "lobby, 2 members". */
 function roomButton(page, room, count) {
@@ -26,10 +15,10 @@ function roomButton(page, room, count) {
 }
 
 test('two pages chat, a late joiner sees the history, the room list counts members', { timeout: 120_000 }, async () => {
-  const alice = await openPage(browser, server, 'alice');
-  const bob = await openPage(browser, server, 'bob');
+  const alice = await openPage(env.browser, env.server, 'alice');
+  const bob = await openPage(env.browser, env.server, 'bob');
   // carol stays in no room: the server pushes her the room list.
-  const carol = await openPage(browser, server, 'carol');
+  const carol = await openPage(env.browser, env.server, 'carol');
 
   await joinRoom(alice, 'lobby');
   await roomButton(carol, 'lobby', 1).waitFor();
@@ -82,8 +71,8 @@ test('two pages chat, a late joiner sees the history, the room list counts membe
 });
 
 test('several rooms at once, as tabs with unread counts', { timeout: 120_000 }, async () => {
-  const dora = await openPage(browser, server, 'dora');
-  const emil = await openPage(browser, server, 'emil');
+  const dora = await openPage(env.browser, env.server, 'dora');
+  const emil = await openPage(env.browser, env.server, 'emil');
   await joinRoom(dora, 'tabs.one');
   await joinRoom(dora, 'tabs.two');
   await joinRoom(emil, 'tabs.one');
@@ -114,8 +103,8 @@ test('several rooms at once, as tabs with unread counts', { timeout: 120_000 }, 
 test('a hostile nickname and hostile messages show as text and run nothing', { timeout: 120_000 }, async () => {
   const nick = '<img src=x onerror=window.__x=1>';
   const texts = ['<script>window.__x=2</script>', '"><svg onload=window.__x=3>', "<img src=x onerror='window.__x=4'>"];
-  const mallory = await openPage(browser, server, nick);
-  const victim = await openPage(browser, server, 'victim');
+  const mallory = await openPage(env.browser, env.server, nick);
+  const victim = await openPage(env.browser, env.server, 'victim');
   await joinRoom(victim, 'hostile');
   await joinRoom(mallory, 'hostile');
   for (const text of texts) await say(mallory, text);
@@ -144,8 +133,8 @@ test('a busy room keeps the page bounded: old messages are dropped', { timeout: 
   // Loosen the rate limit so one sender can post 600 messages at once.
   const busy = await Server.start('chat-busy', ['-rate', '5000', '-burst', '5000']);
   try {
-    const reader = await openPage(browser, busy, 'reader');
-    const writer = await openPage(browser, busy, 'writer');
+    const reader = await openPage(env.browser, busy, 'reader');
+    const writer = await openPage(env.browser, busy, 'writer');
     await joinRoom(reader, 'busy');
     await joinRoom(writer, 'busy');
     // The writer posts through its own raw WebSocket: the page's limit, not

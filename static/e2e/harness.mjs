@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -143,6 +144,24 @@ export function launch() {
       '--disable-features=WebRtcHideLocalIpsWithMdns',
     ],
   });
+}
+
+/**
+ * suite gives a test file a noom server (named name, for its log) and a
+ * browser: both start before the file's first test and stop after its
+ * last; read them as env.server and env.browser inside the tests.
+ */
+export function suite(name) {
+  const env = { server: undefined, browser: undefined };
+  before(async () => {
+    env.server = await Server.start(name);
+    env.browser = await launch();
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.server?.stop();
+  });
+  return env;
 }
 
 /**

@@ -6,28 +6,17 @@
 // seqs the pages already saw: only the epoch tells them apart).
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { joinRoom, launch, log, messages, openPage, say, Server, waitMessage, waitStatus } from './harness.mjs';
+import { test } from 'node:test';
+import { joinRoom, log, messages, openPage, say, suite, waitMessage, waitStatus } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start('reconnect');
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = suite('reconnect');
 
 /** Connection attempts refused while the server is down or the page offline are expected. */
 const expected = /WebSocket connection to .* failed|ERR_INTERNET_DISCONNECTED|ERR_CONNECTION_REFUSED/;
 
 test('a server restart mid-conversation: messages sent meanwhile appear once', { timeout: 120_000 }, async () => {
-  const alice = await openPage(browser, server, 'alice');
-  const bob = await openPage(browser, server, 'bob');
+  const alice = await openPage(env.browser, env.server, 'alice');
+  const bob = await openPage(env.browser, env.server, 'bob');
   await joinRoom(alice, 'restart');
   await joinRoom(bob, 'restart');
   const before = ['one', 'two', 'three', 'four'];
@@ -35,14 +24,14 @@ test('a server restart mid-conversation: messages sent meanwhile appear once', {
   for (const page of [alice, bob]) await waitMessage(page, 'restart', 'four');
 
   // SIGTERM: the server closes every connection with 1001 and exits.
-  await server.stop();
+  await env.server.stop();
   await waitStatus(alice, 'reconnecting');
   await waitStatus(bob, 'reconnecting');
 
   // Keep bob off the network while alice comes back and talks, so that bob
   // must get those messages from the room's history when he rejoins.
   await bob.context().setOffline(true);
-  await server.restart();
+  await env.server.restart();
   await waitStatus(alice, 'online');
   await log(alice, 'restart').getByText(/^Reconnected/).waitFor();
   await say(alice, 'after the restart');
@@ -85,8 +74,8 @@ test('a dropped connection resumes in the same epoch: missed messages appear onc
       await gate;
       current = { page: ws, server: ws.connectToServer() };
     });
-  const alice = await openPage(browser, server, 'alice');
-  const bob = await openPage(browser, server, 'bob', route);
+  const alice = await openPage(env.browser, env.server, 'alice');
+  const bob = await openPage(env.browser, env.server, 'bob', route);
   await joinRoom(alice, 'drop');
   await joinRoom(bob, 'drop');
   for (const text of ['a', 'b', 'c']) await say(alice, text);
