@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
@@ -20,7 +19,8 @@ import (
 //
 // Ownership: the read state is touched only by Parse (one poller goroutine
 // at a time); the fields marked worker-owned only by the connection's worker;
-// rooms and closed under mu; the rest is immutable or atomic.
+// rooms under mu; the rest is immutable or atomic. Where the connection is
+// in its life is state, whose transitions and owners lifecycle.go lists.
 type client struct {
 	w     *worker
 	nbc   *nbio.Conn   // the socket
@@ -33,30 +33,24 @@ type client struct {
 	// handed counts bytes given to the socket, written those the kernel
 	// took; the difference is what nbio still holds for a slow reader.
 	handed, written atomic.Int64
-	lastRead        atomic.Int64 // clock.now() of the last bytes read
-	closing         atomic.Bool  // a close frame is queued: ignore further data
-	closeOnFlush    atomic.Bool  // end the connection once everything is written
+	lastRead        atomic.Int64  // clock.now() of the last bytes read
+	state           atomic.Uint32 // a connState (lifecycle.go)
 
-	mu     sync.Mutex
-	rooms  []*room // guarded by mu
-	closed bool    // guarded by mu: disconnect has run
+	mu    sync.Mutex
+	rooms []*room // guarded by mu; nothing is added once state is closed
 
 	// Read state, owned by Parse.
 	part      *partial // a frame or message split across reads, if any
-	readDone  bool     // the connection failed or closed: ignore input
+	discarded int64    // bytes dropped since the peer's input ended
 	errs      int32    // malformed requests so far
 	tokens    float64
 	tokenTime int64 // clock.now() of the last refill
 	rlNotice  int64 // clock.now() of the last rate_limited answer
 
 	// Worker-owned.
-	widx         int32 // index in worker.conns
+	widx         int32 // index in worker.conns, -1 once unregistered
 	qhead, qtail int32 // this round's pending frames (worker.nodes)
 	dirty        bool
-	gone         bool // unregistered: write nothing more
-	closeQueued  bool
-	closeSent    bool
-	closeMode    closeMode
 
 	// sinkCounts says sink adds what it hands to the socket to handed
 	// itself, so write must not: with TLS that is the ciphertext, not the
@@ -80,6 +74,13 @@ func (c *client) UnderlayerConn() net.Conn {
 		return nil
 	}
 	return c.conn
+}
+
+// reading reports whether Parse goes on with the frames of this read: not
+// once the peer's input has ended or the socket is closed.
+func (c *client) reading() bool {
+	st := c.getState()
+	return !st.discarding() && st != connClosed
 }
 
 // CloseAndClean implements nbhttp.ParserCloser: nbio calls it once the
@@ -117,44 +118,9 @@ func (c *client) write(buf []byte) {
 	_, _ = c.sink.Write(buf) // a failed write closes the conn; CloseAndClean follows
 }
 
-// afterCloseFrame runs once the worker has handed the close frame over.
-func (c *client) afterCloseFrame() {
-	switch c.closeMode {
-	case closeAfterFlush:
-		if c.pending() <= 0 {
-			_ = c.nbc.Close()
-			return
-		}
-		c.closeOnFlush.Store(true)
-		if c.pending() <= 0 { // the kernel took it meanwhile
-			_ = c.nbc.Close()
-			return
-		}
-	}
-	// Wait for the peer's close frame, or for everything to be written
-	// (closeAfterFlush), but not forever.
-	_ = c.nbc.SetReadDeadline(time.Now().Add(closeGrace))
-}
-
-// onWritten is nbio's report that the kernel took n more bytes of c's.
-// nbio calls it with the connection's lock held, so closing must happen
-// elsewhere.
-func (c *client) onWritten(n int) {
-	w := c.written.Add(int64(n))
-	if c.closeOnFlush.Load() && w >= c.handed.Load() && c.closeOnFlush.CompareAndSwap(true, false) {
-		go c.nbc.Close()
-	}
-}
-
 // fail closes the connection with code because of what it sent.
 func (c *client) fail(code int, reason string) {
-	if c.readDone {
-		return
-	}
-	c.readDone = true
-	c.part = nil
-	c.closing.Store(true)
-	c.w.push(job{op: jobClose, c: c, frame: closeFrame(code, reason), mode: closeAfterFlush})
+	c.endReading(closeFrame(code, reason))
 }
 
 // Parse implements nbhttp.ParserCloser: it is called on the poller goroutine
@@ -162,7 +128,13 @@ func (c *client) fail(code int, reason string) {
 // returns an error: a bad frame fails the connection with a close frame
 // instead of an abrupt close, as RFC 6455 asks.
 func (c *client) Parse(data []byte) error {
-	if c.readDone || len(data) == 0 {
+	if len(data) == 0 {
+		return nil
+	}
+	if st := c.getState(); st.discarding() {
+		c.discard(len(data))
+		return nil
+	} else if st == connClosed {
 		return nil
 	}
 	h := c.w.hub
@@ -175,7 +147,7 @@ func (c *client) Parse(data []byte) error {
 		p.rbuf = append(p.rbuf, data...)
 		buf = p.rbuf
 	}
-	for len(buf) > 0 && !c.readDone {
+	for len(buf) > 0 && c.reading() {
 		fh, ok, code := parseHeader(buf, h.cfg.MaxMessage)
 		if code != 0 {
 			c.fail(code, closeReason(code))
@@ -190,7 +162,7 @@ func (c *client) Parse(data []byte) error {
 		h.stats.framesIn.Add(1)
 		c.frame(fh, payload)
 	}
-	if c.readDone {
+	if !c.reading() {
 		return nil
 	}
 	// Keep an incomplete frame for the next read. parseHeader bounded its
@@ -321,19 +293,16 @@ func (c *client) peerClose(payload []byte) {
 			return
 		}
 	}
-	if c.closing.Load() { // the answer to our close: done
-		c.readDone = true
+	if c.getState() == connClosingSent { // the answer to our close: done
 		_ = c.nbc.Close()
 		return
 	}
-	c.readDone = true
-	c.closing.Store(true)
-	c.w.push(job{op: jobClose, c: c, frame: closeFrame(code, ""), mode: closeAfterFlush})
+	c.endReading(closeFrame(code, ""))
 }
 
 // message handles one complete text message: rate limit, decode, dispatch.
 func (c *client) message(b []byte) {
-	if c.closing.Load() {
+	if c.getState() != connOpen {
 		return // RFC 6455 §5.5.1: no data after a close frame
 	}
 	h := c.w.hub

@@ -43,26 +43,11 @@ const (
 	jobLeave                   // remove c from room's part, then send frame (if any) to c
 	jobRegister                // add c to the worker's connections and send frame (101 + hello)
 	jobUnregister              // forget c: nothing more is written to it
-	jobClose                   // send the close frame and end the connection (see closeMode)
+	jobClose                   // send the close frame and end the connection (lifecycle.go)
 	jobCloseAll                // send the close frame to every connection of the worker
 	jobSweep                   // ping a share of the connections; drop those idle too long
 	jobSettle                  // clear nbio's HTTP read deadline on connections upgraded a while ago
 )
-
-// closeMode says when the TCP connection ends after a close frame.
-type closeMode uint8
-
-const (
-	// closeAfterFlush ends it as soon as the close frame has left: used
-	// when failing a connection and when answering the peer's close.
-	closeAfterFlush closeMode = iota + 1
-	// closeAwaitReply waits for the peer's close frame, at most closeGrace:
-	// used for the server's own closes (shutdown, slow consumer).
-	closeAwaitReply
-)
-
-// closeGrace bounds how long a connection lingers after its close frame.
-const closeGrace = 3 * time.Second
 
 // maxQueuedJobs bounds a worker's queue. A producer that finds it full waits:
 // that back-pressure slows the poller, which slows the readers that produce
@@ -72,7 +57,6 @@ const maxQueuedJobs = 1 << 16
 // job is one unit of work for a worker.
 type job struct {
 	op    jobOp
-	mode  closeMode
 	room  *room
 	c     *client
 	frame []byte
@@ -231,10 +215,10 @@ func (w *worker) do(j *job) {
 	case jobUnregister:
 		w.unregister(j.c)
 	case jobClose:
-		w.close(j.c, j.frame, j.mode)
+		w.close(j.c, j.frame)
 	case jobCloseAll:
 		for _, c := range w.conns {
-			w.close(c, j.frame, j.mode)
+			w.close(c, j.frame)
 		}
 	case jobSweep:
 		w.sweep()
@@ -309,24 +293,24 @@ func removeClient(s []*client, c *client) []*client {
 	return s
 }
 
+// unregister takes c out of the worker's connections; its state is closed
+// already, so nothing more is written to it.
 func (w *worker) unregister(c *client) {
-	if c.gone {
-		return
-	}
-	c.gone = true
 	i := int(c.widx)
 	last := len(w.conns) - 1
-	if i <= last && w.conns[i] == c {
-		w.conns[i] = w.conns[last]
-		w.conns[i].widx = int32(i)
-		w.conns[last] = nil
-		w.conns = w.conns[:last]
+	if i < 0 || i > last || w.conns[i] != c {
+		return
 	}
+	w.conns[i] = w.conns[last]
+	w.conns[i].widx = int32(i)
+	w.conns[last] = nil
+	w.conns = w.conns[:last]
+	c.widx = -1
 }
 
 // send queues frame for c in this round.
 func (w *worker) send(c *client, frame []byte) {
-	if c.gone || c.closeQueued {
+	if !c.linkable() {
 		return
 	}
 	w.link(c, w.addBlob(frame))
@@ -335,7 +319,7 @@ func (w *worker) send(c *client, frame []byte) {
 // sendMore queues the continuation parts of j's frame, if any. They are
 // blobs of no frame of their own, so the frame counts once.
 func (w *worker) sendMore(j *job) {
-	if j.more == nil || j.c.gone || j.c.closeQueued {
+	if j.more == nil || !j.c.linkable() {
 		return
 	}
 	for _, part := range j.more {
@@ -347,7 +331,7 @@ func (w *worker) sendMore(j *job) {
 
 // link appends blob b to c's list of this round.
 func (w *worker) link(c *client, b int32) {
-	if c.gone || c.closeQueued {
+	if !c.linkable() {
 		return
 	}
 	n := int32(len(w.nodes))
@@ -362,18 +346,21 @@ func (w *worker) link(c *client, b int32) {
 	c.qtail = n
 }
 
-// close queues a close frame for c as its last frame.
-func (w *worker) close(c *client, frame []byte, mode closeMode) {
-	if c.gone || c.closeQueued {
+// close queues a close frame for c as its last frame, unless one is
+// queued already or c is closed.
+func (w *worker) close(c *client, frame []byte) {
+	if !c.linkable() {
 		return
 	}
 	w.link(c, w.addBlob(frame))
+	if !c.closeLinked() {
+		// The socket closed meanwhile (nothing links a close frame but
+		// this worker): the link goes nowhere, flush skips closed ones.
+		return
+	}
 	if len(frame) >= 4 { // count by the code in the frame's first payload bytes
 		w.hub.stats.countClose(int(binary.BigEndian.Uint16(frame[2:4])))
 	}
-	c.closeQueued = true
-	c.closeMode = mode
-	c.closing.Store(true)
 }
 
 // sweep pings a share of the worker's connections and drops those of them
@@ -413,7 +400,8 @@ func (w *worker) flush() {
 	limit := w.hub.cfg.SendBuffer
 	for _, c := range w.dirty {
 		c.dirty = false
-		if c.gone {
+		st := c.getState()
+		if st == connClosed {
 			continue
 		}
 		total, frames := 0, 0
@@ -422,7 +410,8 @@ func (w *worker) flush() {
 			total += len(w.blobs[b])
 			frames += int(w.blobFrames[b])
 		}
-		if !c.closeSent && c.pending()+total > limit {
+		closeSent := st == connClosingSent || st == connEndingSent || st == connLingering
+		if !closeSent && c.pending()+total > limit {
 			w.slowConsumer(c, frames)
 			continue
 		}
@@ -440,9 +429,8 @@ func (w *worker) flush() {
 		}
 		w.frames += uint64(frames)
 		w.bytes += uint64(total)
-		if c.closeQueued && !c.closeSent {
-			c.closeSent = true
-			c.afterCloseFrame()
+		if st == connClosing || st == connEnding {
+			c.closeWritten()
 		}
 	}
 	for i, own := range w.blobOwned {
@@ -470,17 +458,16 @@ func (w *worker) flush() {
 func (w *worker) slowConsumer(c *client, frames int) {
 	w.stats.droppedFrames.Add(uint64(frames))
 	frame := w.hub.slowFrame
-	if c.closeQueued {
-		frame = w.blobs[w.nodes[c.qtail].blob]
-	} else {
+	if !c.linkable() {
+		frame = w.blobs[w.nodes[c.qtail].blob] // the close frame queued already
+	} else if c.closeLinked() {
 		w.stats.slowConsumers.Add(1)
 		w.hub.stats.countClose(closeTryAgainLater)
-		c.closeQueued, c.closeMode = true, closeAwaitReply
-		c.closing.Store(true)
+	} else {
+		return // closed meanwhile
 	}
 	c.write(frame)
-	c.closeSent = true
-	c.afterCloseFrame()
+	c.closeWritten()
 }
 
 // settle clears the HTTP read deadline nbio put on connections upgraded one
@@ -489,7 +476,7 @@ func (w *worker) slowConsumer(c *client, frames int) {
 // armed again after it was cleared; by now that path has long finished.
 func (w *worker) settle() {
 	for _, c := range w.settling {
-		if !c.gone && !c.closeQueued { // a closing connection's deadline is its grace period
+		if c.getState() == connOpen { // a closing connection's deadline is its grace period
 			_ = c.nbc.SetReadDeadline(time.Time{})
 		}
 	}

@@ -221,11 +221,10 @@ func (h *hub) disconnected(c *client, err error) {
 // that was done already.
 func (h *hub) disconnect(c *client) bool {
 	c.mu.Lock()
-	if c.closed {
+	if !c.markClosed() {
 		c.mu.Unlock()
 		return false
 	}
-	c.closed = true
 	rooms := c.rooms
 	c.rooms = nil
 	c.mu.Unlock()
@@ -275,7 +274,7 @@ func (c *client) inRoom(r *room) bool {
 func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.getState() == connClosed { // disconnect has run: add no room
 		return
 	}
 	if r := c.roomOf(name); r != nil { // already in: just send the state again
@@ -607,6 +606,6 @@ func (h *hub) sweep() {
 func (h *hub) closeAll(code int, reason string) {
 	frame := closeFrame(code, reason)
 	for _, w := range h.workers {
-		w.push(job{op: jobCloseAll, frame: frame, mode: closeAwaitReply})
+		w.push(job{op: jobCloseAll, frame: frame})
 	}
 }
