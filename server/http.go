@@ -142,6 +142,13 @@ const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 // serveWS upgrades /ws. Every refusal happens here, as an HTTP answer,
 // before the connection becomes a WebSocket.
+//
+// It runs on the poller goroutine, inside nbio's HTTP parser (the engine's
+// executor is inline, server.go), so nothing else reads the socket while
+// the client is built: once it is the parser's ParserCloser, the bytes that
+// followed the request in the same read, and every read after, go to
+// c.Parse, in order. A second request behind the first is then a frame
+// like any other, and a malformed one.
 func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	st := s.stats
 	refuse := func(reason, status int, msg string) {
@@ -192,13 +199,14 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	hj, ok := w.(http.Hijacker)
-	if !ok {
+	res, ok := w.(*nbhttp.Response)
+	if !ok || res.Parser == nil || res.Parser.ParserCloser != nil {
 		s.releaseConn(ip)
 		http.Error(w, "upgrade not supported here", http.StatusInternalServerError)
 		return
 	}
-	conn, _, err := hj.Hijack()
+	parser := res.Parser
+	conn, _, err := res.Hijack()
 	if err != nil {
 		s.releaseConn(ip)
 		return
@@ -215,7 +223,6 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close()
 		return
 	}
-	nc.Parser = nil // the HTTP parser is done with this connection
 
 	h := s.hub
 	id := s.nextID.Add(1)
@@ -236,10 +243,6 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.tokens = float64(s.cfg.Burst)
 	c.rlNotice = now - 1000
 
-	// From here on nbio hands this connection's bytes to c.Parse. The
-	// handshake response goes through c's worker, ahead of any frame, so
-	// nothing the client sends after reading it can be answered before it.
-	nbc.SetSession(c)
 	_ = nbc.SetReadDeadline(time.Time{}) // the idle sweep takes over from nbio's HTTP keepalive
 	// A fixed kernel send buffer (the kernel doubles it): left to Linux's
 	// autotuning it grows to megabytes for a reader that stalls, all of it
@@ -248,7 +251,15 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// would look slow.
 	_ = nbc.SetWriteBuffer(max(s.cfg.SendBuffer/4, 2*h.flushAt))
 	st.upgrades.Add(1)
+	// The handshake response goes through c's worker ahead of any frame, so
+	// nothing the client sends can be answered before it.
 	h.register(c, handshake(key, c.idStr, nick))
+	// Only now, with c registered, does nbio hand this connection's bytes
+	// to c.Parse: what is left of this read when the handler returns, and
+	// every read after it (through the session).
+	nc.Parser = nil
+	parser.ParserCloser = c
+	nbc.SetSession(c)
 }
 
 // handshake is the 101 response followed by the hello frame.

@@ -93,6 +93,12 @@ func (s *server) start() error {
 		ReadLimit:       s.cfg.MaxHeaderBytes,
 		MaxHTTPBodySize: 64 << 10,
 		KeepaliveTime:   s.cfg.HeaderTimeout,
+		// Handlers run inline, on the poller that parsed the request, not on
+		// a pool goroutine: the upgrade then builds and registers its client
+		// before another byte of the connection is parsed (serveWS). Every
+		// handler on this listener answers from memory without blocking;
+		// what may block (metrics, profiles) lives on the admin listener.
+		ServerExecutor: func(f func()) { f() },
 		WriteTimeout:    s.cfg.HeaderTimeout,
 		// Go's listener turns TCP keepalive on for every accepted socket,
 		// four setsockopt calls each; the server's own pings find dead
