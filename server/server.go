@@ -99,7 +99,7 @@ func (s *server) start() error {
 		// handler on this listener answers from memory without blocking;
 		// what may block (metrics, profiles) lives on the admin listener.
 		ServerExecutor: func(f func()) { f() },
-		WriteTimeout:    s.cfg.HeaderTimeout,
+		WriteTimeout:   s.cfg.HeaderTimeout,
 		// Go's listener turns TCP keepalive on for every accepted socket,
 		// four setsockopt calls each; the server's own pings find dead
 		// peers already.
