@@ -122,7 +122,6 @@ func TestTwoUpgradesInOneWrite(t *testing.T) {
 		})
 	}
 	dial(t, srv).join("after") // the server still takes connections
-	_ = srv
 }
 
 // TestFrameWithUpgrade: a frame in the same write as the upgrade request
