@@ -44,10 +44,6 @@ type server struct {
 
 var setPoolOnce sync.Once
 
-// raceHandOff, set in race builds only (race_on.go), shows the race
-// detector the listener-to-poller hand-off that epoll does.
-var raceHandOff func(*nbhttp.Engine)
-
 // newServer builds a server from cfg; start runs it.
 func newServer(cfg Config, log *slog.Logger) *server {
 	setPoolOnce.Do(func() {
@@ -117,9 +113,6 @@ func (s *server) start() error {
 		return err
 	}
 	s.engine = nbhttp.NewEngine(conf)
-	if raceHandOff != nil {
-		raceHandOff(s.engine)
-	}
 	s.hookTLSSockets()
 	s.engine.OnWrittenSize(func(c *nbio.Conn, _ []byte, n int) {
 		if cl, ok := c.Session().(*client); ok {
