@@ -18,6 +18,12 @@ import (
 type Config struct {
 	// Addr is the listener address, HTTP and WebSocket on one port. Default ":8080".
 	Addr string
+	// AdminAddr is the operators' listener: /metrics, and /debug/pprof/
+	// with Pprof (admin.go). Port 0 picks a free port, logged as "admin
+	// listening"; empty turns it off. Default "127.0.0.1:9090": loopback,
+	// because what it shows is for the machine's operators, not the
+	// network.
+	AdminAddr string
 
 	// TLSCert and TLSKey are PEM files: the certificate chain, leaf first,
 	// and its private key. With them Addr serves HTTPS and WSS only, and
@@ -123,8 +129,9 @@ type Config struct {
 
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string
-	// Pprof serves Go's profiler at /debug/pprof/ on the listener. Default
-	// off: profiles expose internals and cost CPU.
+	// Pprof serves Go's profiler at /debug/pprof/ on the admin listener
+	// (never the public one), so it needs AdminAddr. Default off: profiles
+	// expose internals and cost CPU.
 	Pprof bool
 }
 
@@ -160,6 +167,7 @@ func defaultMaxConns() int {
 // field values as defaults.
 func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen `address` for HTTP and WebSocket")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "listen `address` for operators: /metrics, and /debug/pprof/ with -pprof (port 0: a free port, logged; empty: off)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain `file`: serve HTTPS and WSS on -addr (with -tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key `file` for -tls-cert")
 	fs.BoolVar(&c.TLSSelfSigned, "tls-self-signed", c.TLSSelfSigned, "serve HTTPS with a certificate made at start for localhost and this machine's addresses")
@@ -203,13 +211,20 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.NATSStore, "nats-store", c.NATSStore, "JetStream `directory` of -nats-embedded (default: noom-nats-PORT in the temporary directory)")
 	fs.DurationVar(&c.NATSRetention, "nats-retention", c.NATSRetention, "how long the cluster keeps rooms' messages")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
-	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go's profiler at /debug/pprof/ (for measuring, not for production)")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go's profiler at /debug/pprof/ on -admin-addr (for measuring, not for production)")
 }
+
+// defaultAdminAddr is -admin-addr's default. Left at it, the admin listener
+// is optional: a second node on the machine, or anything else holding the
+// port (Prometheus's own default is 9090), leaves it off with a warning
+// instead of failing the start (admin.go).
+const defaultAdminAddr = "127.0.0.1:9090"
 
 // defaultConfig returns the documented defaults.
 func defaultConfig() Config {
 	return Config{
 		Addr:            ":8080",
+		AdminAddr:       defaultAdminAddr,
 		TLSReload:       5 * time.Second,
 		HSTSMaxAge:      365 * 24 * time.Hour,
 		MaxMessage:      64 << 10,
@@ -292,6 +307,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Pprof && c.AdminAddr == "" {
+		errs = append(errs, errors.New("-pprof is served on the admin listener: it needs -admin-addr"))
 	}
 	errs = append(errs, c.validateTLS()...)
 	return errors.Join(errs...)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"strconv"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	ltls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"noom/static"
 )
@@ -27,16 +25,10 @@ func (s *server) routes() http.Handler {
 	page := http.FileServerFS(static.FS())
 	mux.Handle("/", s.pageHeaders(page))
 	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/rooms", s.apiRooms)
 	mux.HandleFunc("GET /api/config", s.apiConfig)
 	mux.HandleFunc("/ws", s.serveWS)
-	if s.cfg.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
+	// /metrics and /debug/pprof/ are on the admin listener only (admin.go).
 	return s.limitHeaders(mux)
 }
 
