@@ -118,10 +118,14 @@ type Config struct {
 	NATS string
 	// NATSEmbedded runs a NATS server with JetStream inside this process,
 	// listening on this address, for other nodes to join; the node joins
-	// it too unless NATS names another. Default none.
+	// it too unless NATS names another. It has no authentication, so a
+	// bare port (":4222" or "4222") listens on 127.0.0.1 only; a host
+	// given explicitly is used as is, with a warning in the log when it is
+	// not loopback. Port 0 picks a free port. Default none.
 	NATSEmbedded string
 	// NATSStore is the embedded NATS server's JetStream directory.
-	// Default: noom-nats-<port> in the temporary directory.
+	// Default: noom-nats-<port> in the temporary directory (a new one at
+	// every start for port 0).
 	NATSStore string
 	// NATSRetention is how long the cluster keeps a room's messages (its
 	// history and seq). Default 24h.
@@ -207,7 +211,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Shards, "shards", c.Shards, "room table shards (0: 8 × GOMAXPROCS)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "fan-out writer goroutines (0: half of GOMAXPROCS, at least 1)")
 	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS `URL` (JetStream enabled) to join the cluster of every node using it; empty: standalone")
-	fs.StringVar(&c.NATSEmbedded, "nats-embedded", c.NATSEmbedded, "run a NATS server with JetStream in this process on this `address`, and join it")
+	fs.StringVar(&c.NATSEmbedded, "nats-embedded", c.NATSEmbedded, "run a NATS server with JetStream (no authentication) in this process on this `address`, and join it; a bare port listens on 127.0.0.1 only")
 	fs.StringVar(&c.NATSStore, "nats-store", c.NATSStore, "JetStream `directory` of -nats-embedded (default: noom-nats-PORT in the temporary directory)")
 	fs.DurationVar(&c.NATSRetention, "nats-retention", c.NATSRetention, "how long the cluster keeps rooms' messages")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
