@@ -11,6 +11,7 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // startCluster joins the cluster when -nats or -nats-embedded is set,
@@ -35,11 +36,15 @@ func (s *server) startCluster() error {
 	if url == "" {
 		return nil
 	}
+	var opts []nats.Option
+	if url == s.cfg.NATS {
+		opts = s.cfg.natsOptions() // -nats-creds and the rest are for -nats, not the embedded server
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := startCluster(ctx, s.hub, url, s.log); err != nil {
+	if _, err := startCluster(ctx, s.hub, url, opts, s.log); err != nil {
 		s.stopCluster()
-		return err
+		return redactErr(err, url)
 	}
 	return nil
 }

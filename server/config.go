@@ -114,8 +114,21 @@ type Config struct {
 	Workers int
 
 	// NATS is the URL of the NATS server (with JetStream) through which
-	// nodes form one service; empty means standalone. Default none.
+	// nodes form one service; empty means standalone. Several URLs may be
+	// given comma-separated. Credentials go in it as nats://user:pass@host
+	// or nats://token@host; logs and errors show it redacted. Default none.
 	NATS string
+	// NATSCreds is a NATS credentials file (a user JWT and its NKey seed)
+	// to authenticate to -nats with. Default none.
+	NATSCreds string
+	// NATSCA is a PEM file of the CA certificates that sign the -nats
+	// server's; setting it makes TLS required. Default none: TLS only if
+	// the server asks or the URL is tls://, verified with the system's
+	// roots.
+	NATSCA string
+	// NATSCert and NATSKey are a PEM client certificate and its key, for
+	// a -nats server that requires mutual TLS. Default none.
+	NATSCert, NATSKey string
 	// NATSEmbedded runs a NATS server with JetStream inside this process,
 	// listening on this address, for other nodes to join; the node joins
 	// it too unless NATS names another. It has no authentication, so a
@@ -210,7 +223,11 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown may take")
 	fs.IntVar(&c.Shards, "shards", c.Shards, "room table shards (0: 8 × GOMAXPROCS)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "fan-out writer goroutines (0: half of GOMAXPROCS, at least 1)")
-	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS `URL` (JetStream enabled) to join the cluster of every node using it; empty: standalone")
+	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS `URL` (JetStream enabled) to join the cluster of every node using it, credentials as nats://user:pass@host or nats://token@host; empty: standalone")
+	fs.StringVar(&c.NATSCreds, "nats-creds", c.NATSCreds, "NATS credentials `file` (user JWT and NKey seed) for -nats")
+	fs.StringVar(&c.NATSCA, "nats-ca", c.NATSCA, "PEM `file` of the CAs that sign the -nats server's certificate (makes TLS required)")
+	fs.StringVar(&c.NATSCert, "nats-cert", c.NATSCert, "PEM client certificate `file` for -nats servers that require mutual TLS (with -nats-key)")
+	fs.StringVar(&c.NATSKey, "nats-key", c.NATSKey, "PEM private key `file` for -nats-cert")
 	fs.StringVar(&c.NATSEmbedded, "nats-embedded", c.NATSEmbedded, "run a NATS server with JetStream (no authentication) in this process on this `address`, and join it; a bare port listens on 127.0.0.1 only")
 	fs.StringVar(&c.NATSStore, "nats-store", c.NATSStore, "JetStream `directory` of -nats-embedded (default: noom-nats-PORT in the temporary directory)")
 	fs.DurationVar(&c.NATSRetention, "nats-retention", c.NATSRetention, "how long the cluster keeps rooms' messages")
@@ -316,6 +333,7 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("-pprof is served on the admin listener: it needs -admin-addr"))
 	}
 	errs = append(errs, c.validateTLS()...)
+	errs = append(errs, c.validateNATS()...)
 	return errors.Join(errs...)
 }
 
