@@ -24,6 +24,13 @@ type Config struct {
 	// because what it shows is for the machine's operators, not the
 	// network.
 	AdminAddr string
+	// Hosts lists the host names (or IP literals, no ports) the server
+	// answers to: a request whose Host names another gets 421, and a
+	// WebSocket's own origin must name one of them too (hosts.go).
+	// Normalized: lower case, IPv6 without brackets. Default none: any
+	// host, which lets a DNS rebinding page in, so a start on an address
+	// other machines reach says so in the log.
+	Hosts []string
 
 	// TLSCert and TLSKey are PEM files: the certificate chain, leaf first,
 	// and its private key. With them Addr serves HTTPS and WSS only, and
@@ -185,6 +192,11 @@ func defaultMaxConns() int {
 func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen `address` for HTTP and WebSocket")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "listen `address` for operators: /metrics, and /debug/pprof/ with -pprof (port 0: a free port, logged; empty: off)")
+	fs.Func("hosts", "comma-separated host names (no ports) the server answers to; other Hosts get 421 (default: any, with a warning at start when -addr is not loopback)", func(s string) error {
+		hosts, err := parseHosts(s)
+		c.Hosts = hosts
+		return err
+	})
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain `file`: serve HTTPS and WSS on -addr (with -tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key `file` for -tls-cert")
 	fs.BoolVar(&c.TLSSelfSigned, "tls-self-signed", c.TLSSelfSigned, "serve HTTPS with a certificate made at start for localhost and this machine's addresses")

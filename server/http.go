@@ -29,7 +29,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /api/config", s.apiConfig)
 	mux.HandleFunc("/ws", s.serveWS)
 	// /metrics and /debug/pprof/ are on the admin listener only (admin.go).
-	return s.limitHeaders(mux)
+	return s.limitHeaders(s.checkHost(mux))
 }
 
 // limitHeaders answers 431 to a request whose head is over -max-header-bytes.
@@ -304,6 +304,12 @@ func (s *server) originAllowed(r *http.Request) bool {
 	// and port, so an http:// origin naming them is a forgery or an
 	// attacker's page on a spoofed plain-HTTP connection.
 	if s.tls != nil && u.Scheme != "https" {
+		return false
+	}
+	// With -hosts, the page's own origin must also be one of its names:
+	// checkHost refuses other Hosts already, and this keeps the rule
+	// where the origin is decided (hosts.go says why: DNS rebinding).
+	if !s.hostAllowed(u.Host) {
 		return false
 	}
 	return strings.EqualFold(u.Host, r.Host)

@@ -139,6 +139,7 @@ func (s *server) start() error {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.addr = addrs[0]
+	s.warnAnyHost() // hosts.go
 	s.tlsStarted()
 	go s.housekeeping()
 	return nil
