@@ -192,7 +192,7 @@ func defaultMaxConns() int {
 func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen `address` for HTTP and WebSocket")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "listen `address` for operators: /metrics, and /debug/pprof/ with -pprof (port 0: a free port, logged; empty: off)")
-	fs.Func("hosts", "comma-separated host names (no ports) the server answers to; other Hosts get 421 (default: any, with a warning at start when -addr is not loopback)", func(s string) error {
+	fs.Func("hosts", "comma-separated host `names` (no ports) the server answers to; other Hosts get 421 (default: any, with a warning at start when -addr is not loopback)", func(s string) error {
 		hosts, err := parseHosts(s)
 		c.Hosts = hosts
 		return err

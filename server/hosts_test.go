@@ -14,6 +14,13 @@ func TestParseHosts(t *testing.T) {
 	if err != nil || strings.Join(got, " ") != "chat.example 10.0.0.5 ::1 fe80::1 chat.example" {
 		t.Fatalf("parsed %q, %v", got, err)
 	}
+	cfg, err := parseConfig([]string{"-hosts", "A.example,[::1]", "-admin-addr", ""}, io.Discard)
+	if err != nil || strings.Join(cfg.Hosts, " ") != "a.example ::1" || cfg.AdminAddr != "" {
+		t.Fatalf("-hosts parsed to %q, -admin-addr %q, %v", cfg.Hosts, cfg.AdminAddr, err)
+	}
+	if _, err := parseConfig([]string{"-hosts", "a.example:8080"}, io.Discard); err == nil {
+		t.Error("-hosts with a port accepted by the flag")
+	}
 	for _, bad := range []string{"chat.example:8080", "[::1]:8080", "10.0.0.5:80", "[10.0.0.5]", "[::1", "a b", "*.example", "a/b", ".example", "a..b", "http://chat.example"} {
 		if _, err := parseHosts(bad); err == nil {
 			t.Errorf("-hosts %q accepted", bad)
