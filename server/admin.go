@@ -67,7 +67,7 @@ func (s *server) startAdmin() error {
 		ReadHeaderTimeout: adminReadHeaderTimeout,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn), // handler panics, TLS-less garbage
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn), // accept errors and handler panics, into the one log
 	}
 	s.adminAddr = ln.Addr().String()
 	s.adminDone = make(chan struct{})

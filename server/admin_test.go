@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -70,6 +73,29 @@ func TestAdminAddresses(t *testing.T) {
 		srv := newServer(cfg, newLogger(io.Discard, slog.LevelError))
 		if err := srv.start(); err == nil || !strings.Contains(err.Error(), "admin listener on "+cfg.AdminAddr) {
 			t.Fatalf("start with a taken -admin-addr: %v", err)
+		}
+	})
+	t.Run("default taken", func(t *testing.T) {
+		// Hold the default port, unless something else on the machine
+		// does already: taken either way.
+		if ln, err := net.Listen("tcp", defaultAdminAddr); err == nil {
+			defer ln.Close()
+		} else if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Skip(err)
+		}
+		var logs lockedBuffer
+		cfg := defaultConfig()
+		cfg.Addr = "127.0.0.1:0"
+		srv := newServer(cfg, newLogger(&logs, slog.LevelInfo))
+		if err := srv.start(); err != nil {
+			t.Fatalf("start with the default admin address taken: %v", err)
+		}
+		defer func() { _ = srv.shutdown(context.Background()) }()
+		if srv.admin != nil || !strings.Contains(logs.String(), "admin listener off") {
+			t.Fatalf("admin %v, log:\n%s", srv.adminAddr, logs.String())
+		}
+		if resp, body := httpGet(t, srv, "/healthz"); resp.StatusCode != 200 {
+			t.Fatalf("/healthz: %d %q", resp.StatusCode, body)
 		}
 	})
 	t.Run("pprof needs it", func(t *testing.T) {

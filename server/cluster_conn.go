@@ -32,12 +32,14 @@ func (c *Config) validateNATS() []error {
 	if (c.NATSCert == "") != (c.NATSKey == "") {
 		errs = append(errs, errors.New("-nats-cert and -nats-key go together"))
 	}
-	for flag, file := range map[string]string{"nats-creds": c.NATSCreds, "nats-ca": c.NATSCA, "nats-cert": c.NATSCert, "nats-key": c.NATSKey} {
-		if file == "" {
+	for _, f := range []struct{ flag, file string }{
+		{"nats-creds", c.NATSCreds}, {"nats-ca", c.NATSCA}, {"nats-cert", c.NATSCert}, {"nats-key", c.NATSKey},
+	} {
+		if f.file == "" {
 			continue
 		}
-		if _, err := os.Stat(file); err != nil {
-			errs = append(errs, errors.New("-"+flag+": "+err.Error()))
+		if _, err := os.Stat(f.file); err != nil { // now, rather than at the first connect
+			errs = append(errs, errors.New("-"+f.flag+": "+err.Error()))
 		}
 	}
 	return errs
