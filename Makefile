@@ -59,15 +59,16 @@ fuzz:
 
 # A three-node cluster by hand: a NATS server with JetStream (built from the
 # module cache, nats-server/v2) and three noom nodes. Open any of the three
-# pages; Ctrl-C stops everything.
+# pages; Ctrl-C stops everything. Node N serves http://127.0.0.1:808N and
+# its admin listener (/metrics) on 127.0.0.1:909N.
 NATS_PORT ?= 4222
 cluster: build
 	$(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
-	@echo "NATS nats://127.0.0.1:$(NATS_PORT); nodes http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083"
+	@echo "NATS nats://127.0.0.1:$(NATS_PORT); nodes http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083; metrics http://127.0.0.1:9091/metrics 9092 9093"
 	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM; \
 	$(BIN)/nats-server -a 127.0.0.1 -p $(NATS_PORT) -js -sd $${TMPDIR:-/tmp}/noom-cluster-nats & \
 	sleep 1; \
-	for port in 8081 8082 8083; do $(BIN)/noom -addr 127.0.0.1:$$port -nats nats://127.0.0.1:$(NATS_PORT) $(FLAGS) & done; \
+	for n in 1 2 3; do $(BIN)/noom -addr 127.0.0.1:808$$n -admin-addr 127.0.0.1:909$$n -nats nats://127.0.0.1:$(NATS_PORT) $(FLAGS) & done; \
 	wait
 
 clean:

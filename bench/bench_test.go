@@ -44,14 +44,19 @@ func buildServer(t *testing.T, pkg string) string {
 }
 
 // startTestServer starts bin on a free 127.0.0.1 port, with extra flags if
-// any, and returns its WebSocket URL.
-func startTestServer(t *testing.T, bin string, extra ...string) string {
+// any, and returns the harness flags that aim at it: -url, and for a server
+// with an admin listener (noom, started on a free admin port) -metrics.
+func startTestServer(t *testing.T, bin string, admin bool, extra ...string) []string {
 	t.Helper()
 	addr, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := startServer(context.Background(), bin, append([]string{"-addr", addr}, extra...), false)
+	args := []string{"-addr", addr}
+	if admin {
+		args = append(args, "-admin-addr", "127.0.0.1:0")
+	}
+	srv, err := startServer(context.Background(), bin, append(args, extra...), false, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +66,16 @@ func startTestServer(t *testing.T, bin string, extra ...string) string {
 			t.Logf("server output:\n%s", srv.stderr.Bytes())
 		}
 	})
-	return "ws://" + addr + "/ws"
+	target := []string{"-url", "ws://" + addr + "/ws"}
+	if admin {
+		target = append(target, "-metrics", "http://"+srv.adminAddr+"/metrics")
+	}
+	return target
+}
+
+// with is target's flags followed by more, in a new slice.
+func with(target []string, more ...string) []string {
+	return append(append([]string(nil), target...), more...)
 }
 
 // runHarness runs the CLI path in-process and returns the decoded -json file.
@@ -190,8 +204,8 @@ var shortRun = []string{"-scenario", "fanout", "-conns", "300", "-rate", "50", "
 // TestFanoutNoom is the issue's end-to-end check: a short fan-out run
 // against the server built from this tree.
 func TestFanoutNoom(t *testing.T) {
-	url := startTestServer(t, buildServer(t, "./server"))
-	m, _ := runHarness(t, append([]string{"-url", url}, shortRun...)...)
+	target := startTestServer(t, buildServer(t, "./server"), true)
+	m, _ := runHarness(t, with(target, shortRun...)...)
 	checkDelivery(t, m, 300, 300)
 	checkComplete(t, m)
 	if num64(t, m, "server", "cpu_us_per_delivery") <= 0 {
@@ -202,26 +216,26 @@ func TestFanoutNoom(t *testing.T) {
 // TestFanoutReference runs the same against the reference server, and
 // spreads the connections over two worker processes.
 func TestFanoutReference(t *testing.T) {
-	url := startTestServer(t, buildServer(t, "./bench/reference"))
+	target := startTestServer(t, buildServer(t, "./bench/reference"), false)
 	t.Run("in-process", func(t *testing.T) {
-		m, _ := runHarness(t, append([]string{"-url", url}, shortRun...)...)
+		m, _ := runHarness(t, with(target, shortRun...)...)
 		checkDelivery(t, m, 300, 300)
 		checkComplete(t, m)
 	})
 	t.Run("two-workers", func(t *testing.T) {
-		m, _ := runHarness(t, append([]string{"-url", url, "-workers", "2"}, shortRun...)...)
+		m, _ := runHarness(t, with(target, append([]string{"-workers", "2"}, shortRun...)...)...)
 		checkDelivery(t, m, 300, 300)
 		if num64(t, m, "params", "workers") != 2 {
 			t.Errorf("workers = %v", num64(t, m, "params", "workers"))
 		}
 	})
 	t.Run("rooms", func(t *testing.T) {
-		m, _ := runHarness(t, "-url", url, "-scenario", "rooms", "-conns", "200", "-rooms", "20", "-rate", "100",
-			"-duration", "2s", "-warmup", "500ms")
+		m, _ := runHarness(t, with(target, "-scenario", "rooms", "-conns", "200", "-rooms", "20", "-rate", "100",
+			"-duration", "2s", "-warmup", "500ms")...)
 		checkDelivery(t, m, 200, 10) // ten members a room
 	})
 	t.Run("connect", func(t *testing.T) {
-		m, _ := runHarness(t, "-url", url, "-scenario", "connect", "-conns", "300", "-duration", "500ms")
+		m, _ := runHarness(t, with(target, "-scenario", "connect", "-conns", "300", "-duration", "500ms")...)
 		if j := num64(t, m, "connections", "joined"); j != 300 {
 			t.Errorf("joined %v", j)
 		}
@@ -230,8 +244,8 @@ func TestFanoutReference(t *testing.T) {
 		}
 	})
 	t.Run("churn", func(t *testing.T) {
-		m, _ := runHarness(t, "-url", url, "-scenario", "churn", "-conns", "200", "-churn", "100", "-rate", "20",
-			"-duration", "1500ms", "-warmup", "0s")
+		m, _ := runHarness(t, with(target, "-scenario", "churn", "-conns", "200", "-churn", "100", "-rate", "20",
+			"-duration", "1500ms", "-warmup", "0s")...)
 		if j := num64(t, m, "churn", "joined"); j < 100 {
 			t.Errorf("churn joined %v, want about 150", j)
 		}
@@ -252,10 +266,10 @@ func TestFanoutReference(t *testing.T) {
 // before noom's queue counts any (bench/README.md, Slow readers), so each
 // is cut off after two or three seconds.
 func TestSoak(t *testing.T) {
-	url := startTestServer(t, buildServer(t, "./server"), "-send-buffer", "65536")
-	m, out := runHarness(t, "-url", url, "-scenario", "soak", "-conns", "120", "-rooms", "4", "-stable", "8",
+	target := startTestServer(t, buildServer(t, "./server"), true, "-send-buffer", "65536")
+	m, out := runHarness(t, with(target, "-scenario", "soak", "-conns", "120", "-rooms", "4", "-stable", "8",
 		"-rate", "300", "-size", "600", "-churn", "30", "-slow-every", "500ms", "-duration", "4500ms", "-warmup", "500ms",
-		"-drain", "3s", "-sample-every", "500ms")
+		"-drain", "3s", "-sample-every", "500ms")...)
 	if got := num64(t, m, "params", "stable"); got != 32 {
 		t.Errorf("stable members %v, want 4 rooms × 8", got)
 	}
@@ -368,5 +382,19 @@ func TestEvents(t *testing.T) {
 	want := []string{"5 × c", "2 × a", "2 × b"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// TestAdminLine: the harness finds the admin address in noom's start log,
+// quoted by slog or not.
+func TestAdminLine(t *testing.T) {
+	for line, want := range map[string]string{
+		`time=2026-01-02T03:04:05Z level=INFO msg="admin listening" addr=127.0.0.1:40123 pprof=false`: "127.0.0.1:40123",
+		`level=INFO msg="admin listening" addr="[::1]:9090" pprof=true`:                               "[::1]:9090",
+	} {
+		m := adminLine.FindStringSubmatch(line)
+		if m == nil || strings.Trim(m[1], `"`) != want {
+			t.Errorf("%s: got %v, want %s", line, m, want)
+		}
 	}
 }

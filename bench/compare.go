@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ type serverUnderTest struct {
 	args  []string // beyond -addr
 	note  string
 	tls   bool // serves HTTPS and WSS
+	admin bool // serves /metrics on -admin-addr (noom), not beside /ws (the reference)
 }
 
 // describe returns the server's name, flags and why.
@@ -58,7 +60,7 @@ func runCompare(ctx context.Context, cfg *Config, stdout, stderr io.Writer) erro
 	}
 	defer os.RemoveAll(dir)
 	suts := []serverUnderTest{
-		{label: "noom", bin: filepath.Join(dir, "noom")},
+		{label: "noom", bin: filepath.Join(dir, "noom"), admin: true},
 		{label: "reference", bin: filepath.Join(dir, "reference"), note: "gorilla/websocket, goroutines per connection, no rate limit"},
 	}
 	for pkg, bin := range map[string]string{"./server": suts[0].bin, "./bench/reference": suts[1].bin} {
@@ -144,7 +146,7 @@ func runStarted(ctx context.Context, cfg *Config, stderr io.Writer) (*Result, er
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	s := serverUnderTest{label: "noom", bin: filepath.Join(dir, "noom")}
+	s := serverUnderTest{label: "noom", bin: filepath.Join(dir, "noom"), admin: true}
 	if err := goBuild(ctx, root, "./server", s.bin, stderr); err != nil {
 		return nil, err
 	}
@@ -171,7 +173,11 @@ func runAgainst(ctx context.Context, cfg *Config, s serverUnderTest, stderr io.W
 	if err != nil {
 		return nil, err
 	}
-	srv, err := startServer(ctx, s.bin, append([]string{"-addr", addr}, s.args...), s.tls)
+	args := []string{"-addr", addr}
+	if s.admin {
+		args = append(args, "-admin-addr", "127.0.0.1:0") // before s.args: -server-args can override it
+	}
+	srv, err := startServer(ctx, s.bin, append(args, s.args...), s.tls, s.admin)
 	if err != nil {
 		return nil, err
 	}
@@ -181,18 +187,29 @@ func runAgainst(ctx context.Context, cfg *Config, s serverUnderTest, stderr io.W
 	if s.tls {
 		c.URLs = []string{"wss://" + addr + "/ws"}
 	}
+	c.Metrics = nil
+	if s.admin {
+		c.Metrics = []string{"http://" + srv.adminAddr + "/metrics"}
+	}
 	return runBench(ctx, &c, newProgressBar(stderr, cfg.Progress))
 }
 
 // startedServer is a server process started by the harness.
 type startedServer struct {
-	cmd    *exec.Cmd
-	stderr *tailBuffer
-	done   chan error
+	cmd       *exec.Cmd
+	stderr    *tailBuffer
+	done      chan error
+	adminAddr string // with admin: the admin listener's address, from its log line
 }
 
-// startServer starts bin and waits until GET /healthz answers 200.
-func startServer(ctx context.Context, bin string, args []string, overTLS bool) (*startedServer, error) {
+// adminLine is how noom logs its admin listener's address at start (slog's
+// text format): the harness starts it with -admin-addr 127.0.0.1:0 and
+// learns the port from it.
+var adminLine = regexp.MustCompile(`msg="admin listening" addr=("[^"]*"|\S+)`)
+
+// startServer starts bin and waits until GET /healthz answers 200 and,
+// with admin, until it has logged its admin listener's address.
+func startServer(ctx context.Context, bin string, args []string, overTLS, admin bool) (*startedServer, error) {
 	cmd := exec.Command(bin, args...)
 	s := &startedServer{cmd: cmd, stderr: &tailBuffer{max: 8192}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = s.stderr, s.stderr
@@ -207,10 +224,15 @@ func startServer(ctx context.Context, bin string, args []string, overTLS bool) (
 		if overTLS {
 			scheme = "https"
 		}
+		if admin && s.adminAddr == "" {
+			if m := adminLine.FindSubmatch(s.stderr.Bytes()); m != nil {
+				s.adminAddr = strings.Trim(string(m[1]), `"`)
+			}
+		}
 		resp, err := metricsClient.Get(scheme + "://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && (!admin || s.adminAddr != "") {
 				return s, nil
 			}
 		}
@@ -224,7 +246,7 @@ func startServer(ctx context.Context, bin string, args []string, overTLS bool) (
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, fmt.Errorf("%s: no healthy /healthz after 15s\n%s", filepath.Base(bin), s.stderr.Bytes())
+			return nil, fmt.Errorf("%s: no healthy /healthz (or, for noom, no \"admin listening\" line) after 15s\n%s", filepath.Base(bin), s.stderr.Bytes())
 		}
 	}
 }

@@ -25,7 +25,7 @@ func runBench(ctx context.Context, cfg *Config, bar *progressBar) (*Result, erro
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	plans := makePlans(cfg, time.Now())
-	murls := metricsURLs(cfg.URLs)
+	murls := cfg.metricsTargets()
 	res := newResult(cfg, plans)
 
 	res.Server.Before = scrape(ctx, murls)

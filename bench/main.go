@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -31,6 +32,7 @@ import (
 // default; the flags are bound in newFlagSet, in one place.
 type Config struct {
 	URLs       []string      // -url, repeatable; default ws://127.0.0.1:8080/ws
+	Metrics    []string      // -metrics, repeatable: the servers' /metrics URLs; default /metrics beside each -url
 	Scenario   string        // -scenario: fanout (default), connect, rooms, churn, soak
 	Conns      int           // -conns: connections in all, default 5000
 	Rate       float64       // -rate: messages a second offered, all publishers together, default 200
@@ -97,6 +99,7 @@ func newFlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.SetOutput(out)
 	cfg.URLs = []string{defaultURL}
 	fs.Var(&urlFlag{urls: &cfg.URLs}, "url", "server WebSocket URL; repeat for several servers, connections go round-robin")
+	fs.Var(&urlFlag{urls: &cfg.Metrics}, "metrics", "server /metrics `URL`, repeatable, for the server's CPU and memory figures (default: /metrics beside each -url, as the reference serves it; noom serves it on its -admin-addr, http://127.0.0.1:9090/metrics by default)")
 	fs.StringVar(&cfg.Scenario, "scenario", scenarioFanout, "scenario: "+strings.Join(scenarios, ", "))
 	fs.IntVar(&cfg.Conns, "conns", 5000, "connections in all")
 	fs.Float64Var(&cfg.Rate, "rate", 200, "messages a second offered, all publishers together")
@@ -181,6 +184,11 @@ func (cfg *Config) check() error {
 	for _, u := range cfg.URLs {
 		if _, err := parseTarget(u); err != nil {
 			return err
+		}
+	}
+	for _, m := range cfg.Metrics {
+		if u, err := url.Parse(m); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("-metrics %q: want an http:// or https:// URL", m)
 		}
 	}
 	if cfg.Publishers <= 0 {

@@ -49,8 +49,18 @@ func (s *Sample) has(names ...string) bool {
 	return true
 }
 
+// metricsTargets returns the /metrics URLs to scrape: -metrics if given,
+// else the ones beside the WebSocket URLs.
+func (cfg *Config) metricsTargets() []string {
+	if len(cfg.Metrics) > 0 {
+		return cfg.Metrics
+	}
+	return metricsURLs(cfg.URLs)
+}
+
 // metricsURLs turns the WebSocket URLs into the distinct /metrics URLs of
-// their servers.
+// their servers: where the reference serves them. noom serves its own on a
+// separate admin listener, which -metrics names.
 func metricsURLs(wsURLs []string) []string {
 	seen := map[string]bool{}
 	var out []string
@@ -110,6 +120,9 @@ func scrapeOne(ctx context.Context, u string) (map[string]float64, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, fmt.Errorf("%s: %s (noom serves /metrics on its -admin-addr: pass -metrics)", u, resp.Status)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s: %s", u, resp.Status)
 	}

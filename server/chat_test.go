@@ -289,7 +289,7 @@ func TestErrors(t *testing.T) {
 	// Still open and working.
 	ws.send(map[string]any{"type": "say", "room": "r", "text": "ok"})
 	ws.expect("msg")
-	_, body := httpGet(t, srv, "/metrics")
+	_, body := adminGet(t, srv, "/metrics")
 	if !strings.Contains(body, `noom_errors_total{code="bad_json"} 5`) {
 		t.Errorf("metrics do not count errors by code:\n%s", grepLines(body, "noom_errors_total"))
 	}

@@ -114,6 +114,7 @@ type cluster struct {
 	h      *hub
 	log    *slog.Logger
 	node   string // this run of this node: a short random name
+	url    string // -nats as given, credentials included: never log it as is (cluster_conn.go)
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -174,22 +175,24 @@ func nodeOf(id string) string {
 	return ""
 }
 
-// startCluster connects to NATS at url, sets up the stream, replays it and
-// starts exchanging membership. The hub must be started; nothing is served
-// before this returns.
-func startCluster(ctx context.Context, h *hub, url string, log *slog.Logger) (*cluster, error) {
-	cl := &cluster{h: h, log: log.With("component", "cluster"), node: newNodeName(),
+// startCluster connects to NATS at url with the options extra adds
+// (credentials, TLS), sets up the stream, replays it and starts exchanging
+// membership. The hub must be started; nothing is served before this
+// returns. url may hold a password or token: errors show it redacted.
+func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, log *slog.Logger) (*cluster, error) {
+	cl := &cluster{h: h, log: log.With("component", "cluster"), node: newNodeName(), url: url,
 		nodes: make(map[string]*peerNode), stop: make(chan struct{})}
-	nc, err := nats.Connect(url,
-		nats.Name("noom "+cl.node),
+	opts := append([]nats.Option{
+		nats.Name("noom " + cl.node),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
+		nats.ReconnectWait(500 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { cl.lost(err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { go cl.regained() }),
-	)
+	}, extra...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("nats %s: %w", url, err)
+		return nil, fmt.Errorf("nats %s: %w", redactURL(url), redactErr(err, url))
 	}
 	cl.nc = nc
 	if err := cl.setup(ctx); err != nil {
@@ -224,7 +227,7 @@ func startCluster(ctx context.Context, h *hub, url string, log *slog.Logger) (*c
 	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // the others answer with theirs: see onEvent
 	cl.wg.Add(1)
 	go cl.heartbeats()
-	cl.log.Info("joined the cluster", "node", cl.node, "nats", nc.ConnectedUrlRedacted(), "epoch", cl.epoch)
+	cl.log.Info("joined the cluster", "node", cl.node, "nats", redactURL(nc.ConnectedUrl()), "epoch", cl.epoch)
 	return cl, nil
 }
 
@@ -362,7 +365,7 @@ func (cl *cluster) lost(err error) {
 		return
 	}
 	cl.h.stats.degraded.Store(true)
-	cl.log.Warn("NATS unreachable: serving local members alone", "err", err)
+	cl.log.Warn("NATS unreachable: serving local members alone", "err", redactErr(err, cl.url))
 }
 
 // regained runs when the connection to NATS is back: catch up with the
@@ -381,7 +384,7 @@ func (cl *cluster) regained() {
 		if err == nil {
 			break
 		}
-		cl.log.Warn("rejoining the cluster", "err", err, "attempt", attempt)
+		cl.log.Warn("rejoining the cluster", "err", redactErr(err, cl.url), "attempt", attempt)
 		time.Sleep(time.Second)
 	}
 	cl.degraded.Store(false)

@@ -263,7 +263,7 @@ func TestClusterNATSRestart(t *testing.T) {
 		_, body := httpGet(t, nodes[0], "/healthz")
 		return strings.HasPrefix(body, "degraded")
 	})
-	_, metrics := httpGet(t, nodes[0], "/metrics")
+	_, metrics := adminGet(t, nodes[0], "/metrics")
 	if !strings.Contains(metrics, "noom_cluster_degraded 1") {
 		t.Fatal("metrics do not say degraded")
 	}

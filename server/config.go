@@ -18,6 +18,19 @@ import (
 type Config struct {
 	// Addr is the listener address, HTTP and WebSocket on one port. Default ":8080".
 	Addr string
+	// AdminAddr is the operators' listener: /metrics, and /debug/pprof/
+	// with Pprof (admin.go). Port 0 picks a free port, logged as "admin
+	// listening"; empty turns it off. Default "127.0.0.1:9090": loopback,
+	// because what it shows is for the machine's operators, not the
+	// network.
+	AdminAddr string
+	// Hosts lists the host names (or IP literals, no ports) the server
+	// answers to: a request whose Host names another gets 421, and a
+	// WebSocket's own origin must name one of them too (hosts.go).
+	// Normalized: lower case, IPv6 without brackets. Default none: any
+	// host, which lets a DNS rebinding page in, so a start on an address
+	// other machines reach says so in the log.
+	Hosts []string
 
 	// TLSCert and TLSKey are PEM files: the certificate chain, leaf first,
 	// and its private key. With them Addr serves HTTPS and WSS only, and
@@ -108,14 +121,31 @@ type Config struct {
 	Workers int
 
 	// NATS is the URL of the NATS server (with JetStream) through which
-	// nodes form one service; empty means standalone. Default none.
+	// nodes form one service; empty means standalone. Several URLs may be
+	// given comma-separated. Credentials go in it as nats://user:pass@host
+	// or nats://token@host; logs and errors show it redacted. Default none.
 	NATS string
+	// NATSCreds is a NATS credentials file (a user JWT and its NKey seed)
+	// to authenticate to -nats with. Default none.
+	NATSCreds string
+	// NATSCA is a PEM file of the CA certificates that sign the -nats
+	// server's; setting it makes TLS required. Default none: TLS only if
+	// the server asks or the URL is tls://, verified with the system's
+	// roots.
+	NATSCA string
+	// NATSCert and NATSKey are a PEM client certificate and its key, for
+	// a -nats server that requires mutual TLS. Default none.
+	NATSCert, NATSKey string
 	// NATSEmbedded runs a NATS server with JetStream inside this process,
 	// listening on this address, for other nodes to join; the node joins
-	// it too unless NATS names another. Default none.
+	// it too unless NATS names another. It has no authentication, so a
+	// bare port (":4222" or "4222") listens on 127.0.0.1 only; a host
+	// given explicitly is used as is, with a warning in the log when it is
+	// not loopback. Port 0 picks a free port. Default none.
 	NATSEmbedded string
 	// NATSStore is the embedded NATS server's JetStream directory.
-	// Default: noom-nats-<port> in the temporary directory.
+	// Default: noom-nats-<port> in the temporary directory (a new one at
+	// every start for port 0).
 	NATSStore string
 	// NATSRetention is how long the cluster keeps a room's messages (its
 	// history and seq). Default 24h.
@@ -123,8 +153,9 @@ type Config struct {
 
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string
-	// Pprof serves Go's profiler at /debug/pprof/ on the listener. Default
-	// off: profiles expose internals and cost CPU.
+	// Pprof serves Go's profiler at /debug/pprof/ on the admin listener
+	// (never the public one), so it needs AdminAddr. Default off: profiles
+	// expose internals and cost CPU.
 	Pprof bool
 }
 
@@ -160,6 +191,12 @@ func defaultMaxConns() int {
 // field values as defaults.
 func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen `address` for HTTP and WebSocket")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "listen `address` for operators: /metrics, and /debug/pprof/ with -pprof (port 0: a free port, logged; empty: off)")
+	fs.Func("hosts", "comma-separated host `names` (no ports) the server answers to; other Hosts get 421 (default: any, with a warning at start when -addr is not loopback)", func(s string) error {
+		hosts, err := parseHosts(s)
+		c.Hosts = hosts
+		return err
+	})
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain `file`: serve HTTPS and WSS on -addr (with -tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key `file` for -tls-cert")
 	fs.BoolVar(&c.TLSSelfSigned, "tls-self-signed", c.TLSSelfSigned, "serve HTTPS with a certificate made at start for localhost and this machine's addresses")
@@ -198,18 +235,29 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown may take")
 	fs.IntVar(&c.Shards, "shards", c.Shards, "room table shards (0: 8 × GOMAXPROCS)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "fan-out writer goroutines (0: half of GOMAXPROCS, at least 1)")
-	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS `URL` (JetStream enabled) to join the cluster of every node using it; empty: standalone")
-	fs.StringVar(&c.NATSEmbedded, "nats-embedded", c.NATSEmbedded, "run a NATS server with JetStream in this process on this `address`, and join it")
+	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS `URL` (JetStream enabled) to join the cluster of every node using it, credentials as nats://user:pass@host or nats://token@host; empty: standalone")
+	fs.StringVar(&c.NATSCreds, "nats-creds", c.NATSCreds, "NATS credentials `file` (user JWT and NKey seed) for -nats")
+	fs.StringVar(&c.NATSCA, "nats-ca", c.NATSCA, "PEM `file` of the CAs that sign the -nats server's certificate (makes TLS required)")
+	fs.StringVar(&c.NATSCert, "nats-cert", c.NATSCert, "PEM client certificate `file` for -nats servers that require mutual TLS (with -nats-key)")
+	fs.StringVar(&c.NATSKey, "nats-key", c.NATSKey, "PEM private key `file` for -nats-cert")
+	fs.StringVar(&c.NATSEmbedded, "nats-embedded", c.NATSEmbedded, "run a NATS server with JetStream (no authentication) in this process on this `address`, and join it; a bare port listens on 127.0.0.1 only")
 	fs.StringVar(&c.NATSStore, "nats-store", c.NATSStore, "JetStream `directory` of -nats-embedded (default: noom-nats-PORT in the temporary directory)")
 	fs.DurationVar(&c.NATSRetention, "nats-retention", c.NATSRetention, "how long the cluster keeps rooms' messages")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
-	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go's profiler at /debug/pprof/ (for measuring, not for production)")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go's profiler at /debug/pprof/ on -admin-addr (for measuring, not for production)")
 }
+
+// defaultAdminAddr is -admin-addr's default. Left at it, the admin listener
+// is optional: a second node on the machine, or anything else holding the
+// port (Prometheus's own default is 9090), leaves it off with a warning
+// instead of failing the start (admin.go).
+const defaultAdminAddr = "127.0.0.1:9090"
 
 // defaultConfig returns the documented defaults.
 func defaultConfig() Config {
 	return Config{
 		Addr:            ":8080",
+		AdminAddr:       defaultAdminAddr,
 		TLSReload:       5 * time.Second,
 		HSTSMaxAge:      365 * 24 * time.Hour,
 		MaxMessage:      64 << 10,
@@ -293,7 +341,11 @@ func (c *Config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Pprof && c.AdminAddr == "" {
+		errs = append(errs, errors.New("-pprof is served on the admin listener: it needs -admin-addr"))
+	}
 	errs = append(errs, c.validateTLS()...)
+	errs = append(errs, c.validateNATS()...)
 	return errors.Join(errs...)
 }
 

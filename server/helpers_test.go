@@ -55,6 +55,7 @@ func startServer(t testing.TB, mutate func(*Config)) *server {
 	t.Helper()
 	cfg := defaultConfig()
 	cfg.Addr = "127.0.0.1:0"
+	cfg.AdminAddr = "127.0.0.1:0" // a port of its own: parallel tests never meet on the default
 	cfg.MaxConns = 5000
 	if mutate != nil {
 		mutate(&cfg)
@@ -429,10 +430,24 @@ func (ws *wsConn) join(room string) msg {
 	return ws.expect("joined")
 }
 
-// httpGet fetches path from the server.
+// httpGet fetches path from the server's public listener.
 func httpGet(t testing.TB, srv *server, path string) (*http.Response, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + srv.addr + path)
+	return getURL(t, "http://"+srv.addr+path)
+}
+
+// adminGet fetches path from the server's admin listener.
+func adminGet(t testing.TB, srv *server, path string) (*http.Response, string) {
+	t.Helper()
+	if srv.adminAddr == "" {
+		t.Fatal("the admin listener is off")
+	}
+	return getURL(t, "http://"+srv.adminAddr+path)
+}
+
+func getURL(t testing.TB, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

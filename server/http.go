@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"strconv"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	ltls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"noom/static"
 )
@@ -27,17 +25,11 @@ func (s *server) routes() http.Handler {
 	page := http.FileServerFS(static.FS())
 	mux.Handle("/", s.pageHeaders(page))
 	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/rooms", s.apiRooms)
 	mux.HandleFunc("GET /api/config", s.apiConfig)
 	mux.HandleFunc("/ws", s.serveWS)
-	if s.cfg.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	return s.limitHeaders(mux)
+	// /metrics and /debug/pprof/ are on the admin listener only (admin.go).
+	return s.limitHeaders(s.checkHost(mux))
 }
 
 // limitHeaders answers 431 to a request whose head is over -max-header-bytes.
@@ -323,6 +315,12 @@ func (s *server) originAllowed(r *http.Request) bool {
 	// and port, so an http:// origin naming them is a forgery or an
 	// attacker's page on a spoofed plain-HTTP connection.
 	if s.tls != nil && u.Scheme != "https" {
+		return false
+	}
+	// With -hosts, the page's own origin must also be one of its names:
+	// checkHost refuses other Hosts already, and this keeps the rule
+	// where the origin is decided (hosts.go says why: DNS rebinding).
+	if !s.hostAllowed(u.Host) {
 		return false
 	}
 	return strings.EqualFold(u.Host, r.Host)

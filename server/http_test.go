@@ -55,7 +55,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	ws.join("r")
 	ws.send(map[string]any{"type": "say", "room": "r", "text": "hi"})
 	ws.expect("msg")
-	_, body = httpGet(t, srv, "/metrics")
+	_, body = adminGet(t, srv, "/metrics")
 	for _, want := range []string{
 		"noom_connections 1", "noom_rooms 1", "noom_upgrades_total 1", "noom_deliveries_total 1",
 		"noom_frames_in_total 2", "noom_bytes_in_total", "noom_frames_out_total", "noom_bytes_out_total",

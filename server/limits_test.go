@@ -50,7 +50,7 @@ func TestRateLimitKeepsConnectionOpen(t *testing.T) {
 	if m := ws.expect("msg"); m.str("text") != "later" {
 		t.Fatalf("after the limit: %v", m)
 	}
-	_, body := httpGet(t, srv, "/metrics")
+	_, body := adminGet(t, srv, "/metrics")
 	if !strings.Contains(body, fmt.Sprintf("noom_dropped_requests_total %d", sent-msgs)) {
 		t.Errorf("dropped requests not counted:\n%s", grepLines(body, "dropped"))
 	}
@@ -124,7 +124,7 @@ func TestSlowConsumerClosed1013(t *testing.T) {
 	srv := startServer(t, func(c *Config) { c.SendBuffer = 64 << 10; c.Rate, c.Burst = 1e6, 1e6 })
 	slow := dialWith(t, srv, dialOpts{dialer: smallReceiveBuffer()})
 	checkSlowConsumer(t, slow, dial(t, srv), dial(t, srv), func() string {
-		_, body := httpGet(t, srv, "/metrics")
+		_, body := adminGet(t, srv, "/metrics")
 		return body
 	})
 }
@@ -223,7 +223,7 @@ func TestConnectionCaps(t *testing.T) {
 	if r := other(); r.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("over the global cap: %d, want 503", r.StatusCode)
 	}
-	_, body := httpGet(t, srv, "/metrics")
+	_, body := adminGet(t, srv, "/metrics")
 	for _, want := range []string{`reason="conn_cap"} 1`, `reason="per_ip_cap"} 1`, "noom_connections 3"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)

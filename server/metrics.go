@@ -21,6 +21,7 @@ type stats struct {
 	errors          [len(errorCodes)]atomic.Uint64
 	closes          [len(closeCodes)]atomic.Uint64
 	rejected        [len(rejectReasons)]atomic.Uint64
+	misdirected     atomic.Uint64 // HTTP requests refused for a Host not in -hosts
 	degraded        atomic.Bool
 }
 
@@ -63,7 +64,7 @@ type statsCollector struct {
 	hub *hub
 
 	connections, rooms, upgrades, framesIn, bytesIn, framesOut, bytesOut,
-	deliveries, slow, droppedReq, droppedFrames, errors, closes, rejected,
+	deliveries, slow, droppedReq, droppedFrames, errors, closes, rejected, misdirected,
 	clusterNodes, clusterDegraded, clusterPublished, clusterRetries *prometheus.Desc
 }
 
@@ -87,6 +88,7 @@ func newStatsCollector(st *stats, h *hub) *statsCollector {
 		errors:        d("errors_total", "Error frames sent, by code.", "code"),
 		closes:        d("closes_total", "Close frames the server initiated or answered with, by code.", "code"),
 		rejected:      d("upgrades_rejected_total", "WebSocket upgrades refused, by reason.", "reason"),
+		misdirected:   d("misdirected_requests_total", "HTTP requests, upgrades included, answered 421 for a Host not in -hosts."),
 
 		clusterNodes:     d("cluster_nodes", "Other nodes of the cluster heard from recently (0 standalone)."),
 		clusterDegraded:  d("cluster_degraded", "1 while NATS is unreachable and the node serves its local members alone."),
@@ -137,6 +139,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for i, r := range rejectReasons {
 		counter(sc.rejected, st.rejected[i].Load(), r)
 	}
+	counter(sc.misdirected, st.misdirected.Load())
 	cl := sc.hub.cl
 	gauge(sc.clusterNodes, float64(cl.liveNodes()))
 	degraded := 0.0

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,10 @@ type server struct {
 	registry *prometheus.Registry
 	engine   *nbhttp.Engine
 	addr     string // the listener's address once started
+
+	admin     *http.Server  // the -admin-addr listener, nil when off (admin.go)
+	adminAddr string        // its address once started, "" when off
+	adminDone chan struct{} // closed when its Serve returns
 
 	tls          *tlsState // nil without TLS (tls.go)
 	redirectAddr string    // the -http-redirect listener's address once started
@@ -124,17 +129,23 @@ func (s *server) start() error {
 		// spin a core. A short pause lets closing connections free some.
 		time.Sleep(20 * time.Millisecond)
 	})
+	if err := s.startAdmin(); err != nil {
+		return err
+	}
 	s.hub.start()
 	if err := s.startCluster(); err != nil {
 		s.hub.stop()
+		s.stopAdmin()
 		return err
 	}
 	if err := s.engine.Start(); err != nil {
 		s.stopCluster()
 		s.hub.stop()
+		s.stopAdmin()
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.addr = addrs[0]
+	s.warnAnyHost() // hosts.go
 	s.tlsStarted()
 	go s.housekeeping()
 	return nil
@@ -194,6 +205,7 @@ wait:
 	}
 	s.stopCluster()
 	s.hub.stop()
+	s.stopAdmin() // last: /metrics can be scraped while the server drains
 	return err
 }
 
