@@ -304,3 +304,37 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestMembersKeepJoinOrder checks the promise of joined.members: join
+// order, also after someone in the middle leaves or disconnects.
+func TestMembersKeepJoinOrder(t *testing.T) {
+	srv := startServer(t, nil)
+	var ws []*wsConn
+	for _, nick := range []string{"a", "b", "c", "d", "e", "f"} {
+		ws = append(ws, dial(t, srv, "/ws?nick="+nick))
+	}
+	nicks := func(j msg) string {
+		var out []string
+		for _, m := range j.list("members") {
+			out = append(out, m.(map[string]any)["nick"].(string))
+		}
+		return strings.Join(out, ",")
+	}
+	for _, w := range ws[:4] {
+		w.join("q")
+	}
+	ws[1].send(map[string]any{"type": "leave", "room": "q"})
+	ws[1].waitFor("left")
+	if got := nicks(ws[4].join("q")); got != "a,c,d,e" {
+		t.Fatalf("joined.members after b left = %s, want a,c,d,e", got)
+	}
+	_ = ws[0].c.Close() // a disconnect takes the same path
+	for {
+		if p := ws[4].waitFor("presence"); p.str("event") == "leave" && p.str("id") == ws[0].id {
+			break
+		}
+	}
+	if got := nicks(ws[5].join("q")); got != "c,d,e,f" {
+		t.Fatalf("joined.members after a disconnected = %s, want c,d,e,f", got)
+	}
+}

@@ -82,7 +82,7 @@ type room struct {
 	history   [][]byte
 	histStart int
 	// members lists the room's connections in join order, for
-	// joined.members and the count.
+	// joined.members and the count; leaving keeps that order.
 	members   []*client
 	listJSON  []byte     // cached JSON of the first members, see memberList
 	partCount []int32    // members served by each worker
@@ -462,13 +462,14 @@ func (h *hub) leaveLocked(c *client, r *room, reply []byte) {
 	defer sh.mu.Unlock()
 	h.countChange(r, -1)
 	if i := slices.Index(r.members, c); i >= 0 {
-		if i < maxListMembers { // the last member moves into the listed part
+		if i < maxListMembers { // the listed part loses c and gains the next member
 			r.listJSON = nil
 		}
-		last := len(r.members) - 1
-		r.members[i] = r.members[last]
-		r.members[last] = nil
-		r.members = r.members[:last]
+		// An ordered delete keeps the join order that joined.members
+		// promises. It copies the pointers after c: in a room of 10,000
+		// that is under 80 KB, a few microseconds, and the search above is
+		// O(n) already.
+		r.members = slices.Delete(r.members, i, i+1)
 	}
 	r.partCount[c.w.id]--
 	c.w.push(job{op: jobLeave, room: r, c: c, frame: reply})
