@@ -238,6 +238,70 @@ func TestCallAndSignal(t *testing.T) {
 	}
 }
 
+// TestSignalOnlyWithinCall checks PROTOCOL.md "Calls: who may signal whom":
+// signal goes only between two peers of the room's call. A member outside
+// the call, one just refused with call_full, and a peer that left get
+// not_allowed, and the target receives nothing; a target that is not a
+// member stays no_such_member.
+func TestSignalOnlyWithinCall(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.CallLimit = 2 })
+	a := dial(t, srv, "/ws?nick=a")
+	b := dial(t, srv, "/ws?nick=b")
+	c := dial(t, srv, "/ws?nick=c")
+	out := dial(t, srv, "/ws?nick=out") // not in the room at all
+	a.join("r")
+	b.join("r")
+	c.join("r")
+	a.waitFor("presence")
+	a.waitFor("presence")
+	b.waitFor("presence")
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expect("call")
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	b.expect("call")
+	a.expect("call_peer")
+	offer := map[string]any{"kind": "offer", "sdp": "v=0\r\n"}
+	signal := func(from, to *wsConn, data any) {
+		from.send(map[string]any{"type": "signal", "room": "r", "to": to.id, "data": data})
+	}
+	// delivered checks that to's next frame is a signal from from with
+	// data n: nothing refused before it reached to.
+	delivered := func(from, to *wsConn, n int) {
+		t.Helper()
+		signal(from, to, n)
+		if m := to.expect("signal"); m.str("from") != from.id || m.num("data") != n {
+			t.Fatalf("signal %d from %s: got %v", n, from.id, m)
+		}
+	}
+
+	signal(c, a, offer) // c is a member, not in the call
+	c.expectError(errNotAllowed, "signal")
+	signal(a, c, offer) // nor may a call peer signal c
+	a.expectError(errNotAllowed, "signal")
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	c.expectError(errCallFull, "call")
+	signal(c, b, offer) // refused with call_full: still outside
+	c.expectError(errNotAllowed, "signal")
+	delivered(b, a, 1) // call peers signal each other; nothing of c's came first
+	delivered(a, b, 2)
+	delivered(b, b, 3) // to oneself, as before: both ends are in the call
+	signal(a, out, 1)  // not a member: no_such_member, as before
+	a.expectError(errNoSuchMember, "signal")
+
+	b.send(map[string]any{"type": "call", "room": "r", "action": "leave"})
+	b.expect("call")
+	a.expect("call_peer")
+	signal(b, a, offer) // a peer that left can no longer signal
+	b.expectError(errNotAllowed, "signal")
+	signal(a, b, offer)
+	a.expectError(errNotAllowed, "signal")
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"}) // the place b freed
+	c.expect("call")
+	a.expect("call_peer")
+	delivered(c, a, 4)
+	b.expectSilence(200 * time.Millisecond)
+}
+
 // TestErrors covers every error code a request can get, each answered with
 // an error frame that names the request, the connection staying open.
 func TestErrors(t *testing.T) {

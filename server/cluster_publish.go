@@ -186,6 +186,10 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 		switch {
 		case err == nil:
 			last[subj] = published{streamSeq: ack.Sequence, call: next}
+			// Applied here at once, not when the consumer reads it back:
+			// the newcomer offers as soon as it has the call frame, and
+			// its signals are checked against this node's list.
+			cl.h.applyCall(r.name, ack.Sequence, next)
 			cl.replyCall(req, next)
 			return
 		case isWrongLastSeq(err):

@@ -92,11 +92,13 @@ type room struct {
 
 	// In a cluster (cluster.go): the room's members on other nodes by id,
 	// the stream sequences of its newest message and call list, for
-	// compare-and-set, and its cluster state while it runs alone.
-	remote    map[string]remoteMember
-	streamSeq uint64
-	callSeq   uint64
-	island    *islandState
+	// compare-and-set, its cluster state while it runs alone, and signals
+	// from other nodes that wait for a newer call list (cluster_events.go).
+	remote         map[string]remoteMember
+	streamSeq      uint64
+	callSeq        uint64
+	island         *islandState
+	pendingSignals []pendingSignal
 
 	parts [][]*client // parts[w]: members served by worker w; worker-owned
 }
