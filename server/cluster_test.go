@@ -9,6 +9,7 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Cluster tests: a real NATS server with JetStream embedded in the test
@@ -248,6 +249,61 @@ func TestClusterSignalOnlyWithinCall(t *testing.T) {
 	if m := a.expect("signal"); m.str("from") != c.id || m.num("data") != 4 {
 		t.Fatalf("signal from the newcomer: %v", m)
 	}
+}
+
+// TestClusterUnavailable checks that a say or call the cluster cannot take
+// is answered with unavailable, not rate_limited (which is only the
+// per-connection limit): here the stream refuses to store anything more.
+func TestClusterUnavailable(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	nodes := startNodes(t, ns.ClientURL(), 1, nil)
+	a := dial(t, nodes[0])
+	a.join("r")
+	a.send(map[string]any{"type": "say", "room": "r", "text": "one"})
+	a.expect("msg")
+
+	cl := nodes[0].hub.cl
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := cl.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := info.Config
+	full.MaxMsgs, full.Discard = int64(info.State.Msgs), jetstream.DiscardNew
+	if _, err := cl.js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	a.send(map[string]any{"type": "say", "room": "r", "text": "two"})
+	a.expectError(errUnavailable, "say")
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expectError(errUnavailable, "call")
+
+	if _, err := cl.js.UpdateStream(ctx, info.Config); err != nil {
+		t.Fatal(err)
+	}
+	a.send(map[string]any{"type": "say", "room": "r", "text": "three"})
+	if m := a.expect("msg"); m.str("text") != "three" || m.num("seq") != 2 {
+		t.Fatalf("after the stream takes messages again: %v", m)
+	}
+	_, metrics := httpGet(t, nodes[0], "/metrics")
+	if !strings.Contains(metrics, `noom_errors_total{code="unavailable"} 2`) ||
+		!strings.Contains(metrics, `noom_errors_total{code="rate_limited"} 0`) {
+		t.Errorf("errors by code:\n%s", grepLines(metrics, "noom_errors_total"))
+	}
+
+	// A publisher queue that is full (here one nobody reads) refuses at
+	// once, without blocking the poller: unavailable too.
+	c := nodes[0].hub.lookup(a.id)
+	sh := nodes[0].hub.shardOf("r")
+	sh.mu.Lock()
+	r := sh.rooms["r"]
+	sh.mu.Unlock()
+	busy := &cluster{pubs: []chan pubReq{make(chan pubReq)}}
+	busy.publishMsg(r, c, "four")
+	a.expectError(errUnavailable, "say")
+	busy.changeCall(r, c, true, true)
+	a.expectError(errUnavailable, "call")
 }
 
 // TestClusterNodeDeath kills a node without goodbye: within 15 s its
