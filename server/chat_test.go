@@ -131,12 +131,8 @@ func TestRoomsListAndPush(t *testing.T) {
 	a.expect("presence")
 	b.join("small")
 
-	a.send(map[string]any{"type": "rooms"})
-	m := a.expect("rooms")
 	want := `[{"count":2,"room":"big"},{"count":1,"room":"small"}]`
-	if got, _ := json.Marshal(m["rooms"]); string(got) != want {
-		t.Fatalf("rooms = %s, want %s", got, want)
-	}
+	roomsWithin(t, a, want)
 
 	// The push reaches the connection in no room within about a second, and
 	// shows the final state.
@@ -163,6 +159,68 @@ func TestRoomsListAndPush(t *testing.T) {
 	}
 	if got, _ := json.Marshal(api.Rooms); string(got) != want {
 		t.Fatalf("/api/rooms = %s, want %s", got, want)
+	}
+}
+
+// roomsWithin asks for the rooms list until it is want. The list is built
+// once a second (roomlist.go), so a new room or count shows within a
+// second; the deadline leaves room for a loaded machine.
+func roomsWithin(t *testing.T, ws *wsConn, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ws.send(map[string]any{"type": "rooms"})
+		got, _ := json.Marshal(ws.expect("rooms")["rooms"])
+		if string(got) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rooms = %s, want %s", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAPIRoomsLimit checks that GET /api/rooms lists the largest rooms up
+// to ?limit= (default 100, at most 1000), and refuses a limit that is no
+// count.
+func TestAPIRoomsLimit(t *testing.T) {
+	srv := startServer(t, nil)
+	const conns, each = 12, 15 // 180 rooms of one, and "big" with all 12
+	for i := 0; i < conns; i++ {
+		ws := dial(t, srv)
+		ws.join("big")
+		for j := 0; j < each; j++ {
+			ws.join(fmt.Sprintf("r%03d", i*each+j))
+		}
+	}
+	rooms := func(query string) []roomCount {
+		t.Helper()
+		resp, body := httpGet(t, srv, "/api/rooms"+query)
+		var api struct{ Rooms []roomCount }
+		if err := json.Unmarshal([]byte(body), &api); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("/api/rooms%s: %d %s", query, resp.StatusCode, body)
+		}
+		return api.Rooms
+	}
+	eventually(t, 5*time.Second, "every room in the list", func() bool { return len(rooms("?limit=1000")) == 1+conns*each })
+	for _, tc := range []struct {
+		query string
+		n     int
+	}{{"", 100}, {"?limit=3", 3}, {"?limit=1", 1}, {"?limit=150", 150}, {"?limit=1000", 181}, {"?limit=5000", 181}} {
+		got := rooms(tc.query)
+		if len(got) != tc.n {
+			t.Errorf("/api/rooms%s lists %d rooms, want %d", tc.query, len(got), tc.n)
+			continue
+		}
+		if got[0] != (roomCount{"big", conns}) || len(got) > 1 && (got[1] != (roomCount{"r000", 1}) || got[len(got)-1].Room != fmt.Sprintf("r%03d", len(got)-2)) {
+			t.Errorf("/api/rooms%s: not largest first, then by name: %v ... %v", tc.query, got[:min(3, len(got))], got[len(got)-1])
+		}
+	}
+	for _, q := range []string{"?limit=0", "?limit=-1", "?limit=ten", "?limit=1.5"} {
+		if resp, body := httpGet(t, srv, "/api/rooms"+q); resp.StatusCode != 400 {
+			t.Errorf("/api/rooms%s: %d %.60s, want 400", q, resp.StatusCode, body)
+		}
 	}
 }
 

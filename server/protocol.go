@@ -407,13 +407,18 @@ func encodeRooms(rooms []roomCount) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"room":`...)
-		b = appendString(b, r.Room)
-		b = append(b, `,"count":`...)
-		b = strconv.AppendInt(b, int64(r.Count), 10)
-		b = append(b, '}')
+		b = appendRoomCount(b, r)
 	}
 	return frameOf(append(b, ']', '}'))
+}
+
+// appendRoomCount appends r as {"room":...,"count":...}.
+func appendRoomCount(b []byte, r roomCount) []byte {
+	b = append(b, `{"room":`...)
+	b = appendString(b, r.Room)
+	b = append(b, `,"count":`...)
+	b = strconv.AppendInt(b, int64(r.Count), 10)
+	return append(b, '}')
 }
 
 func encodeCall(room string, peers []member) []byte {

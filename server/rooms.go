@@ -43,9 +43,15 @@ type hub struct {
 	// 1/sweepParts of the connections.
 	sweepParts int
 
-	roomsDirty atomic.Bool  // the rooms list changed since the last push
+	roomsDirty atomic.Bool  // the rooms list changed since the last build
 	roomCount  atomic.Int64 // rooms with members
 	epochSeq   atomic.Uint64
+
+	// list is the rooms list as the tick last built it (roomlist.go);
+	// listMu and listScratch belong to the build.
+	list        atomic.Pointer[roomsList]
+	listMu      sync.Mutex
+	listScratch []roomCount
 
 	// release gives back a closed connection's place under the caps.
 	release func(c *client)
@@ -132,6 +138,7 @@ func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 		h.workers = append(h.workers, newWorker(i, h))
 	}
 	h.lobby = h.newRoom("")
+	h.list.Store(newRoomsList(nil))
 	return h
 }
 
@@ -533,36 +540,8 @@ func (h *hub) rename(c *client, nick string) {
 	h.cl.nickEvent(c.idStr, nick, names)
 }
 
-// roomList returns rooms by member count, largest first, at most limit.
-func (h *hub) roomList(limit int) []roomCount {
-	var all []roomCount
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.Lock()
-		for name, r := range sh.rooms {
-			if n := r.count(); n > 0 {
-				all = append(all, roomCount{name, n})
-			}
-		}
-		sh.mu.Unlock()
-	}
-	slices.SortFunc(all, func(a, b roomCount) int {
-		if a.Count != b.Count {
-			return b.Count - a.Count
-		}
-		if a.Room < b.Room {
-			return -1
-		}
-		return 1
-	})
-	if limit > 0 && len(all) > limit {
-		all = all[:limit]
-	}
-	return all
-}
-
-// tick runs once a second: count frames for folded rooms, and the rooms list
-// for connections in no room while it changes.
+// tick runs once a second: count frames for folded rooms, and, while it
+// changes, the rooms list (roomlist.go), pushed to connections in no room.
 func (h *hub) tick() {
 	for i := range h.shards {
 		sh := &h.shards[i]
@@ -579,7 +558,8 @@ func (h *hub) tick() {
 		sh.mu.Unlock()
 	}
 	if h.roomsDirty.Swap(false) {
-		frame := encodeRooms(h.roomList(maxListRooms))
+		h.rebuildRooms()
+		frame := h.list.Load().frame
 		for _, w := range h.workers {
 			w.push(job{op: jobBroadcast, room: h.lobby, frame: frame})
 		}
