@@ -124,7 +124,15 @@ func (h *hub) leaveCall(r *room, c *client) {
 }
 
 // signal relays data from c to member to of room name, on this node or,
-// in a cluster, on the node that holds it.
+// in a cluster, on the node that holds it, if both are peers of the room's
+// call (PROTOCOL.md, "Calls: who may signal whom"): a page answers an offer
+// with its camera and microphone, so nobody outside the call may reach it.
+// A target that is no member gets no_such_member; a sender or target that
+// is a member but not in the call, not_allowed.
+//
+// In a cluster r.call is the cluster-wide list as this node applied it
+// (cluster.go); the target's node checks again against its own copy, once
+// it has applied at least the same list (cluster_events.go).
 func (h *hub) signal(c *client, name, to string, data []byte) {
 	c.mu.Lock()
 	r := c.memberOf(name, "signal")
@@ -132,12 +140,22 @@ func (h *hub) signal(c *client, name, to string, data []byte) {
 	if r == nil {
 		return
 	}
-	if t := h.lookup(to); t != nil && t.inRoom(r) {
+	t := h.lookup(to)
+	local := t != nil && t.inRoom(r) // takes t.mu: not under the shard lock
+	sh := h.shardOf(name)
+	sh.mu.Lock()
+	rm, remote := r.remote[to]
+	inCall := indexPeer(r.call, c.idStr) >= 0 && indexPeer(r.call, to) >= 0
+	callSeq := r.callSeq
+	sh.mu.Unlock()
+	switch {
+	case !local && !remote:
+		c.replyError(errNoSuchMember, "no member "+to+" in room "+name, "signal")
+	case !inCall:
+		c.replyError(errNotAllowed, "signal goes only between peers of the room's call", "signal")
+	case local:
 		t.send(encodeSignal(name, c.idStr, c.nickname(), data))
-		return
+	case !h.cl.relaySignal(rm.node, signalRelay{Room: name, To: to, From: c.idStr, Nick: c.nickname(), Data: data, CallSeq: callSeq}):
+		c.replyError(errUnavailable, "the signal could not be relayed to "+to+"'s node; try again", "signal")
 	}
-	if h.cl.online() && h.cl.relaySignal(r, to, c, data) {
-		return
-	}
-	c.replyError(errNoSuchMember, "no member "+to+" in room "+name, "signal")
 }

@@ -131,12 +131,8 @@ func TestRoomsListAndPush(t *testing.T) {
 	a.expect("presence")
 	b.join("small")
 
-	a.send(map[string]any{"type": "rooms"})
-	m := a.expect("rooms")
 	want := `[{"count":2,"room":"big"},{"count":1,"room":"small"}]`
-	if got, _ := json.Marshal(m["rooms"]); string(got) != want {
-		t.Fatalf("rooms = %s, want %s", got, want)
-	}
+	roomsWithin(t, a, want)
 
 	// The push reaches the connection in no room within about a second, and
 	// shows the final state.
@@ -163,6 +159,68 @@ func TestRoomsListAndPush(t *testing.T) {
 	}
 	if got, _ := json.Marshal(api.Rooms); string(got) != want {
 		t.Fatalf("/api/rooms = %s, want %s", got, want)
+	}
+}
+
+// roomsWithin asks for the rooms list until it is want. The list is built
+// once a second (roomlist.go), so a new room or count shows within a
+// second; the deadline leaves room for a loaded machine.
+func roomsWithin(t *testing.T, ws *wsConn, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ws.send(map[string]any{"type": "rooms"})
+		got, _ := json.Marshal(ws.expect("rooms")["rooms"])
+		if string(got) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rooms = %s, want %s", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAPIRoomsLimit checks that GET /api/rooms lists the largest rooms up
+// to ?limit= (default 100, at most 1000), and refuses a limit that is no
+// count.
+func TestAPIRoomsLimit(t *testing.T) {
+	srv := startServer(t, nil)
+	const conns, each = 12, 15 // 180 rooms of one, and "big" with all 12
+	for i := 0; i < conns; i++ {
+		ws := dial(t, srv)
+		ws.join("big")
+		for j := 0; j < each; j++ {
+			ws.join(fmt.Sprintf("r%03d", i*each+j))
+		}
+	}
+	rooms := func(query string) []roomCount {
+		t.Helper()
+		resp, body := httpGet(t, srv, "/api/rooms"+query)
+		var api struct{ Rooms []roomCount }
+		if err := json.Unmarshal([]byte(body), &api); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("/api/rooms%s: %d %s", query, resp.StatusCode, body)
+		}
+		return api.Rooms
+	}
+	eventually(t, 5*time.Second, "every room in the list", func() bool { return len(rooms("?limit=1000")) == 1+conns*each })
+	for _, tc := range []struct {
+		query string
+		n     int
+	}{{"", 100}, {"?limit=3", 3}, {"?limit=1", 1}, {"?limit=150", 150}, {"?limit=1000", 181}, {"?limit=5000", 181}} {
+		got := rooms(tc.query)
+		if len(got) != tc.n {
+			t.Errorf("/api/rooms%s lists %d rooms, want %d", tc.query, len(got), tc.n)
+			continue
+		}
+		if got[0] != (roomCount{"big", conns}) || len(got) > 1 && (got[1] != (roomCount{"r000", 1}) || got[len(got)-1].Room != fmt.Sprintf("r%03d", len(got)-2)) {
+			t.Errorf("/api/rooms%s: not largest first, then by name: %v ... %v", tc.query, got[:min(3, len(got))], got[len(got)-1])
+		}
+	}
+	for _, q := range []string{"?limit=0", "?limit=-1", "?limit=ten", "?limit=1.5"} {
+		if resp, body := httpGet(t, srv, "/api/rooms"+q); resp.StatusCode != 400 {
+			t.Errorf("/api/rooms%s: %d %.60s, want 400", q, resp.StatusCode, body)
+		}
 	}
 }
 
@@ -238,6 +296,70 @@ func TestCallAndSignal(t *testing.T) {
 	}
 }
 
+// TestSignalOnlyWithinCall checks PROTOCOL.md "Calls: who may signal whom":
+// signal goes only between two peers of the room's call. A member outside
+// the call, one just refused with call_full, and a peer that left get
+// not_allowed, and the target receives nothing; a target that is not a
+// member stays no_such_member.
+func TestSignalOnlyWithinCall(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.CallLimit = 2 })
+	a := dial(t, srv, "/ws?nick=a")
+	b := dial(t, srv, "/ws?nick=b")
+	c := dial(t, srv, "/ws?nick=c")
+	out := dial(t, srv, "/ws?nick=out") // not in the room at all
+	a.join("r")
+	b.join("r")
+	c.join("r")
+	a.waitFor("presence")
+	a.waitFor("presence")
+	b.waitFor("presence")
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expect("call")
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	b.expect("call")
+	a.expect("call_peer")
+	offer := map[string]any{"kind": "offer", "sdp": "v=0\r\n"}
+	signal := func(from, to *wsConn, data any) {
+		from.send(map[string]any{"type": "signal", "room": "r", "to": to.id, "data": data})
+	}
+	// delivered checks that to's next frame is a signal from from with
+	// data n: nothing refused before it reached to.
+	delivered := func(from, to *wsConn, n int) {
+		t.Helper()
+		signal(from, to, n)
+		if m := to.expect("signal"); m.str("from") != from.id || m.num("data") != n {
+			t.Fatalf("signal %d from %s: got %v", n, from.id, m)
+		}
+	}
+
+	signal(c, a, offer) // c is a member, not in the call
+	c.expectError(errNotAllowed, "signal")
+	signal(a, c, offer) // nor may a call peer signal c
+	a.expectError(errNotAllowed, "signal")
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	c.expectError(errCallFull, "call")
+	signal(c, b, offer) // refused with call_full: still outside
+	c.expectError(errNotAllowed, "signal")
+	delivered(b, a, 1) // call peers signal each other; nothing of c's came first
+	delivered(a, b, 2)
+	delivered(b, b, 3) // to oneself, as before: both ends are in the call
+	signal(a, out, 1)  // not a member: no_such_member, as before
+	a.expectError(errNoSuchMember, "signal")
+
+	b.send(map[string]any{"type": "call", "room": "r", "action": "leave"})
+	b.expect("call")
+	a.expect("call_peer")
+	signal(b, a, offer) // a peer that left can no longer signal
+	b.expectError(errNotAllowed, "signal")
+	signal(a, b, offer)
+	a.expectError(errNotAllowed, "signal")
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"}) // the place b freed
+	c.expect("call")
+	a.expect("call_peer")
+	delivered(c, a, 4)
+	b.expectSilence(200 * time.Millisecond)
+}
+
 // TestErrors covers every error code a request can get, each answered with
 // an error frame that names the request, the connection staying open.
 func TestErrors(t *testing.T) {
@@ -303,4 +425,38 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestMembersKeepJoinOrder checks the promise of joined.members: join
+// order, also after someone in the middle leaves or disconnects.
+func TestMembersKeepJoinOrder(t *testing.T) {
+	srv := startServer(t, nil)
+	var ws []*wsConn
+	for _, nick := range []string{"a", "b", "c", "d", "e", "f"} {
+		ws = append(ws, dial(t, srv, "/ws?nick="+nick))
+	}
+	nicks := func(j msg) string {
+		var out []string
+		for _, m := range j.list("members") {
+			out = append(out, m.(map[string]any)["nick"].(string))
+		}
+		return strings.Join(out, ",")
+	}
+	for _, w := range ws[:4] {
+		w.join("q")
+	}
+	ws[1].send(map[string]any{"type": "leave", "room": "q"})
+	ws[1].waitFor("left")
+	if got := nicks(ws[4].join("q")); got != "a,c,d,e" {
+		t.Fatalf("joined.members after b left = %s, want a,c,d,e", got)
+	}
+	_ = ws[0].c.Close() // a disconnect takes the same path
+	for {
+		if p := ws[4].waitFor("presence"); p.str("event") == "leave" && p.str("id") == ws[0].id {
+			break
+		}
+	}
+	if got := nicks(ws[5].join("q")); got != "c,d,e,f" {
+		t.Fatalf("joined.members after a disconnected = %s, want c,d,e,f", got)
+	}
 }

@@ -239,36 +239,94 @@ type signalRelay struct {
 	From string          `json:"f"`
 	Nick string          `json:"n"`
 	Data json.RawMessage `json:"d"`
+	// CallSeq is the stream sequence of the call list the sender's node
+	// checked the signal against; the target's node waits until it has
+	// applied that list before checking and delivering it.
+	CallSeq uint64 `json:"s,omitempty"`
 }
 
-// relaySignal sends a signal to member to of r on another node; false if
-// no such member is known.
-func (cl *cluster) relaySignal(r *room, to string, from *client, data []byte) bool {
-	sh := cl.h.shardOf(r.name)
-	sh.mu.Lock()
-	m, ok := r.remote[to]
-	sh.mu.Unlock()
-	if !ok {
+// Limits on signals that wait for this node to catch up with a call list.
+// They wait only as long as this node's consumer lags the sender's node,
+// milliseconds normally; the cap bounds memory if it lags long.
+const (
+	maxPendingSignals = 256 // per room
+	pendingSignalTTL  = 5 * time.Second
+)
+
+// pendingSignal is a relayed signal that came before the call list its
+// sender's node had checked it against.
+type pendingSignal struct {
+	s  signalRelay
+	at time.Time
+}
+
+// relaySignal sends s to node, the node of its target; false if NATS did
+// not take it.
+func (cl *cluster) relaySignal(node string, s signalRelay) bool {
+	if !cl.online() {
 		return false
 	}
-	b, _ := json.Marshal(signalRelay{Room: r.name, To: to, From: from.idStr, Nick: from.nickname(), Data: data})
-	return cl.nc.Publish(subjSig+m.node, b) == nil
+	b, _ := json.Marshal(s)
+	return cl.nc.Publish(subjSig+node, b) == nil
 }
 
-// onSignal delivers a signal relayed from another node.
+// onSignal delivers a signal relayed from another node, if sender and
+// target are peers of the room's call as this node sees it. The sender's
+// node checked that already; this check sees the target's own leaves, and
+// waiting for the same call list keeps the order a page relies on:
+// call_peer join before the newcomer's offer.
 func (cl *cluster) onSignal(m *nats.Msg) {
 	var s signalRelay
-	if json.Unmarshal(m.Data, &s) != nil {
+	if json.Unmarshal(m.Data, &s) != nil || !validRoom(s.Room) {
 		return
 	}
-	t := cl.h.lookup(s.To)
-	if t == nil {
+	h := cl.h
+	sh := h.shardOf(s.Room)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r := sh.rooms[s.Room]
+	switch {
+	case r == nil:
+	case r.callSeq < s.CallSeq: // this node has not applied that call list yet
+		if len(r.pendingSignals) < maxPendingSignals {
+			r.pendingSignals = append(r.pendingSignals, pendingSignal{s, time.Now()})
+		}
+	default:
+		h.deliverSignal(r, s)
+	}
+}
+
+// deliverSignal sends s to its target, a local peer of r's call, if its
+// sender is a peer of that call too. The shard lock must be held.
+func (h *hub) deliverSignal(r *room, s signalRelay) {
+	i := indexPeer(r.call, s.To)
+	if i < 0 || r.call[i].c == nil || indexPeer(r.call, s.From) < 0 {
 		return
 	}
-	t.mu.Lock()
-	in := t.roomOf(s.Room) != nil
-	t.mu.Unlock()
-	if in {
-		t.send(encodeSignal(s.Room, s.From, s.Nick, s.Data))
+	r.call[i].c.send(encodeSignal(r.name, s.From, s.Nick, s.Data))
+}
+
+// flushSignals delivers the waiting signals of r whose call list has been
+// applied, and drops those that waited too long. The shard lock must be
+// held.
+func (h *hub) flushSignals(r *room) {
+	if len(r.pendingSignals) == 0 {
+		return
+	}
+	now := time.Now()
+	keep := r.pendingSignals[:0]
+	for _, p := range r.pendingSignals {
+		switch {
+		case now.Sub(p.at) > pendingSignalTTL:
+		case p.s.CallSeq <= r.callSeq:
+			h.deliverSignal(r, p.s)
+		default:
+			keep = append(keep, p)
+		}
+	}
+	clear(r.pendingSignals[len(keep):])
+	r.pendingSignals = keep
+	if len(keep) == 0 {
+		r.pendingSignals = nil
 	}
 }

@@ -44,7 +44,8 @@ type published struct {
 var pubSeed = maphash.MakeSeed()
 
 // enqueue hands req to its room's publisher. A full queue refuses the
-// request (rate_limited for a say) rather than block the poller.
+// request (unavailable: the cluster is overloaded, the client may retry)
+// rather than block the poller.
 func (cl *cluster) enqueue(req pubReq) bool {
 	q := cl.pubs[maphash.String(pubSeed, req.room.name)%uint64(len(cl.pubs))]
 	select {
@@ -58,7 +59,7 @@ func (cl *cluster) enqueue(req pubReq) bool {
 // publishMsg queues a say of c in r.
 func (cl *cluster) publishMsg(r *room, c *client, text string) {
 	if !cl.enqueue(pubReq{kind: reqMsg, room: r, c: c, text: text}) {
-		c.replyError(errRateLimited, "the cluster is busy; try again", "say")
+		c.replyError(errUnavailable, "the cluster is busy; try again", "say")
 	}
 }
 
@@ -66,7 +67,7 @@ func (cl *cluster) publishMsg(r *room, c *client, text string) {
 // call frame (or call_full) once it is decided.
 func (cl *cluster) changeCall(r *room, c *client, join, reply bool) {
 	if !cl.enqueue(pubReq{kind: reqCall, room: r, c: c, join: join, reply: reply}) && reply {
-		c.replyError(errRateLimited, "the cluster is busy; try again", "call")
+		c.replyError(errUnavailable, "the cluster is busy; try again", "call")
 	}
 }
 
@@ -111,12 +112,12 @@ func (cl *cluster) doMsg(req pubReq, last map[string]published) {
 			last[subj] = cl.lastMsg(subj)
 		case cl.nc.IsConnected():
 			cl.log.Warn("publish", "room", r.name, "err", err)
-			req.c.replyError(errRateLimited, "the message could not be stored; try again", "say")
+			req.c.replyError(errUnavailable, "the message could not be stored; try again", "say")
 			return
 		}
 		if time.Now().After(deadline) {
 			cl.log.Warn("publish: gave up after conflicts", "room", r.name, "for", casPatience)
-			req.c.replyError(errRateLimited, "the room is too busy; try again", "say")
+			req.c.replyError(errUnavailable, "the room is too busy; try again", "say")
 			return
 		}
 	}
@@ -186,6 +187,10 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 		switch {
 		case err == nil:
 			last[subj] = published{streamSeq: ack.Sequence, call: next}
+			// Applied here at once, not when the consumer reads it back:
+			// the newcomer offers as soon as it has the call frame, and
+			// its signals are checked against this node's list.
+			cl.h.applyCall(r.name, ack.Sequence, next)
 			cl.replyCall(req, next)
 			return
 		case isWrongLastSeq(err):
@@ -194,13 +199,13 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 		case cl.nc.IsConnected():
 			cl.log.Warn("publish call", "room", r.name, "err", err)
 			if req.reply {
-				req.c.replyError(errRateLimited, "the call could not be changed; try again", "call")
+				req.c.replyError(errUnavailable, "the call could not be changed; try again", "call")
 			}
 			return
 		}
 		if time.Now().After(deadline) {
 			if req.reply {
-				req.c.replyError(errRateLimited, "the call is too busy; try again", "call")
+				req.c.replyError(errUnavailable, "the call is too busy; try again", "call")
 			}
 			return
 		}

@@ -39,16 +39,21 @@ func (h *hub) applyMsg(name string, seq, streamSeq uint64, payload []byte) {
 	}
 }
 
-// applyCall applies a call list read from the stream.
+// applyCall applies the call list stored at stream sequence streamSeq: read
+// from the stream, or just published by this node (doCall), whichever comes
+// first; a list not newer than the one applied is old news. Then signals
+// that waited for this list go out.
 func (h *hub) applyCall(name string, streamSeq uint64, list []callPeer) {
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	r := h.roomLocked(sh, name)
-	if streamSeq > r.callSeq {
-		r.callSeq = streamSeq
+	if streamSeq <= r.callSeq {
+		return
 	}
+	r.callSeq = streamSeq
 	h.setCall(r, list)
+	h.flushSignals(r)
 	h.dropIfEmpty(sh, r)
 }
 

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Cluster tests: a real NATS server with JetStream embedded in the test
@@ -149,6 +151,159 @@ func TestClusterSignalAndCall(t *testing.T) {
 	if m := c.waitFor("call"); len(m.list("peers")) != 1 {
 		t.Fatalf("join after the call freed a place: %v", m)
 	}
+}
+
+// TestClusterSignalOnlyWithinCall checks the call rule for signals across
+// nodes: the sender's node refuses a sender or target outside the call,
+// also one refused with call_full and a peer that left, and the target's
+// node delivers a signal only once it has applied the call list the
+// sender's node checked it against, after that list's call_peer.
+func TestClusterSignalOnlyWithinCall(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	nodes := startNodes(t, ns.ClientURL(), 3, func(c *Config) { c.CallLimit = 2 })
+	a := dial(t, nodes[0], "/ws?nick=ann")
+	b := dial(t, nodes[1], "/ws?nick=bob")
+	c := dial(t, nodes[2], "/ws?nick=cat")
+	a.join("r")
+	joinSettle(t, b, "r", 2)
+	joinSettle(t, c, "r", 3)
+	waitCount(t, a, 3)
+	waitCount(t, b, 3)
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expect("call")
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	b.expect("call")
+	a.expect("call_peer")
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	c.expectError(errCallFull, "call")
+
+	offer := map[string]any{"kind": "offer", "sdp": "v=0\r\n"}
+	signal := func(from, to *wsConn, data any) {
+		from.send(map[string]any{"type": "signal", "room": "r", "to": to.id, "data": data})
+	}
+	signal(c, a, offer) // refused with call_full, on another node than a
+	c.expectError(errNotAllowed, "signal")
+	signal(a, c, offer) // a target on another node, outside the call
+	a.expectError(errNotAllowed, "signal")
+	signal(b, a, 1)
+	if m := a.expect("signal"); m.str("from") != b.id || m.num("data") != 1 {
+		t.Fatalf("signal between call peers across nodes: %v", m)
+	}
+	a.expectSilence(300 * time.Millisecond) // and nothing of c's
+
+	// A signal checked on a node that is ahead waits on the target's node
+	// for that call list: here one that is about to be stored.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := nodes[0].hub.cl.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	early, _ := json.Marshal(signalRelay{Room: "r", To: a.id, From: b.id, Nick: "bob", Data: json.RawMessage(`2`),
+		CallSeq: info.State.LastSeq + 1})
+	if err := nodes[1].hub.cl.nc.Publish(subjSig+nodeOf(a.id), early); err != nil {
+		t.Fatal(err)
+	}
+	a.expectSilence(300 * time.Millisecond)
+	b.send(map[string]any{"type": "call", "room": "r", "action": "leave"}) // the next call list
+	b.expect("call")
+	if m := a.expect("call_peer"); m.str("event") != "leave" || m.str("id") != b.id {
+		t.Fatalf("call_peer leave: %v", m)
+	}
+	// Delivered after that list, which no longer has b: dropped.
+	a.expectSilence(300 * time.Millisecond)
+
+	signal(b, a, offer) // a peer that left; its node knows at once
+	b.expectError(errNotAllowed, "signal")
+	signal(a, b, offer) // and a's node once it told a
+	a.expectError(errNotAllowed, "signal")
+
+	// The place b freed: c joins, and a signal that waited for that list
+	// comes after its call_peer join. c's node reads no more of the
+	// stream from here on: it must apply the list it stored itself, before
+	// it answers c, or c's own signals would be checked against the old
+	// one.
+	cl2 := nodes[2].hub.cl
+	cl2.consMu.Lock()
+	cl2.cons.Stop()
+	cl2.cons = nil
+	cl2.consMu.Unlock()
+	info, err = nodes[0].hub.cl.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	early, _ = json.Marshal(signalRelay{Room: "r", To: a.id, From: c.id, Nick: "cat", Data: json.RawMessage(`3`),
+		CallSeq: info.State.LastSeq + 1})
+	if err := nodes[2].hub.cl.nc.Publish(subjSig+nodeOf(a.id), early); err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	c.expect("call")
+	if m := a.expect("call_peer"); m.str("event") != "join" || m.str("id") != c.id {
+		t.Fatalf("call_peer join: %v", m)
+	}
+	if m := a.expect("signal"); m.str("from") != c.id || m.num("data") != 3 {
+		t.Fatalf("the signal that waited for the call list: %v", m)
+	}
+	signal(c, a, 4) // and c's own signals, checked on its node right after its call frame
+	if m := a.expect("signal"); m.str("from") != c.id || m.num("data") != 4 {
+		t.Fatalf("signal from the newcomer: %v", m)
+	}
+}
+
+// TestClusterUnavailable checks that a say or call the cluster cannot take
+// is answered with unavailable, not rate_limited (which is only the
+// per-connection limit): here the stream refuses to store anything more.
+func TestClusterUnavailable(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	nodes := startNodes(t, ns.ClientURL(), 1, nil)
+	a := dial(t, nodes[0])
+	a.join("r")
+	a.send(map[string]any{"type": "say", "room": "r", "text": "one"})
+	a.expect("msg")
+
+	cl := nodes[0].hub.cl
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := cl.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := info.Config
+	full.MaxMsgs, full.Discard = int64(info.State.Msgs), jetstream.DiscardNew
+	if _, err := cl.js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	a.send(map[string]any{"type": "say", "room": "r", "text": "two"})
+	a.expectError(errUnavailable, "say")
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expectError(errUnavailable, "call")
+
+	if _, err := cl.js.UpdateStream(ctx, info.Config); err != nil {
+		t.Fatal(err)
+	}
+	a.send(map[string]any{"type": "say", "room": "r", "text": "three"})
+	if m := a.expect("msg"); m.str("text") != "three" || m.num("seq") != 2 {
+		t.Fatalf("after the stream takes messages again: %v", m)
+	}
+	_, metrics := httpGet(t, nodes[0], "/metrics")
+	if !strings.Contains(metrics, `noom_errors_total{code="unavailable"} 2`) ||
+		!strings.Contains(metrics, `noom_errors_total{code="rate_limited"} 0`) {
+		t.Errorf("errors by code:\n%s", grepLines(metrics, "noom_errors_total"))
+	}
+
+	// A publisher queue that is full (here one nobody reads) refuses at
+	// once, without blocking the poller: unavailable too.
+	c := nodes[0].hub.lookup(a.id)
+	sh := nodes[0].hub.shardOf("r")
+	sh.mu.Lock()
+	r := sh.rooms["r"]
+	sh.mu.Unlock()
+	busy := &cluster{pubs: []chan pubReq{make(chan pubReq)}}
+	busy.publishMsg(r, c, "four")
+	a.expectError(errUnavailable, "say")
+	busy.changeCall(r, c, true, true)
+	a.expectError(errUnavailable, "call")
 }
 
 // TestClusterNodeDeath kills a node without goodbye: within 15 s its

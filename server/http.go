@@ -91,15 +91,25 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// maxAPIRooms caps /api/rooms; the list is sorted, largest first.
-const maxAPIRooms = 1000
+// defaultAPIRooms is how many rooms /api/rooms lists without ?limit=.
+const defaultAPIRooms = 100
 
+// apiRooms answers {"rooms":[{room,count}]}, largest first: the first
+// ?limit= rooms (1 to maxAPIRooms, default defaultAPIRooms; more is taken
+// as the most) of the list the tick builds once a second (roomlist.go),
+// without walking the rooms.
 func (s *server) apiRooms(w http.ResponseWriter, r *http.Request) {
-	rooms := s.hub.roomList(maxAPIRooms)
-	if rooms == nil {
-		rooms = []roomCount{}
+	limit := defaultAPIRooms
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			http.Error(w, "limit must be a whole number from 1 to "+strconv.Itoa(maxAPIRooms), http.StatusBadRequest)
+			return
+		}
+		limit = min(n, maxAPIRooms)
 	}
-	writeJSON(w, map[string]any{"rooms": rooms})
+	w.Header().Set("Cache-Control", "no-store")
+	writeBody(w, http.StatusOK, "application/json", s.hub.roomsJSON(limit))
 }
 
 func (s *server) apiConfig(w http.ResponseWriter, r *http.Request) {

@@ -34,11 +34,20 @@ const (
 	errRateLimited  = "rate_limited"
 	errTooManyRooms = "too_many_rooms"
 	errCallFull     = "call_full"
+	// errUnavailable answers a request the server cannot carry out right
+	// now because its store or broker is unreachable or overloaded; the
+	// client may retry. Never the per-connection rate limit: that is
+	// errRateLimited.
+	errUnavailable = "unavailable"
+	// errNotAllowed refuses what the sender may not do: a signal between
+	// two members of a room who are not both in its call.
+	errNotAllowed = "not_allowed"
 )
 
 // errorCodes lists every error code, for metrics.
 var errorCodes = [...]string{errBadJSON, errUnknownType, errBadField, errNotInRoom,
-	errNoSuchMember, errTooLarge, errRateLimited, errTooManyRooms, errCallFull}
+	errNoSuchMember, errTooLarge, errRateLimited, errTooManyRooms, errCallFull,
+	errUnavailable, errNotAllowed}
 
 // malformed reports whether an error code spends the connection's error budget.
 func malformed(code string) bool {
@@ -398,13 +407,18 @@ func encodeRooms(rooms []roomCount) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"room":`...)
-		b = appendString(b, r.Room)
-		b = append(b, `,"count":`...)
-		b = strconv.AppendInt(b, int64(r.Count), 10)
-		b = append(b, '}')
+		b = appendRoomCount(b, r)
 	}
 	return frameOf(append(b, ']', '}'))
+}
+
+// appendRoomCount appends r as {"room":...,"count":...}.
+func appendRoomCount(b []byte, r roomCount) []byte {
+	b = append(b, `{"room":`...)
+	b = appendString(b, r.Room)
+	b = append(b, `,"count":`...)
+	b = strconv.AppendInt(b, int64(r.Count), 10)
+	return append(b, '}')
 }
 
 func encodeCall(room string, peers []member) []byte {

@@ -43,9 +43,15 @@ type hub struct {
 	// 1/sweepParts of the connections.
 	sweepParts int
 
-	roomsDirty atomic.Bool  // the rooms list changed since the last push
+	roomsDirty atomic.Bool  // the rooms list changed since the last build
 	roomCount  atomic.Int64 // rooms with members
 	epochSeq   atomic.Uint64
+
+	// list is the rooms list as the tick last built it (roomlist.go);
+	// listMu and listScratch belong to the build.
+	list        atomic.Pointer[roomsList]
+	listMu      sync.Mutex
+	listScratch []roomCount
 
 	// release gives back a closed connection's place under the caps.
 	release func(c *client)
@@ -82,7 +88,7 @@ type room struct {
 	history   [][]byte
 	histStart int
 	// members lists the room's connections in join order, for
-	// joined.members and the count.
+	// joined.members and the count; leaving keeps that order.
 	members   []*client
 	listJSON  []byte     // cached JSON of the first members, see memberList
 	partCount []int32    // members served by each worker
@@ -92,11 +98,13 @@ type room struct {
 
 	// In a cluster (cluster.go): the room's members on other nodes by id,
 	// the stream sequences of its newest message and call list, for
-	// compare-and-set, and its cluster state while it runs alone.
-	remote    map[string]remoteMember
-	streamSeq uint64
-	callSeq   uint64
-	island    *islandState
+	// compare-and-set, its cluster state while it runs alone, and signals
+	// from other nodes that wait for a newer call list (cluster_events.go).
+	remote         map[string]remoteMember
+	streamSeq      uint64
+	callSeq        uint64
+	island         *islandState
+	pendingSignals []pendingSignal
 
 	parts [][]*client // parts[w]: members served by worker w; worker-owned
 }
@@ -130,6 +138,7 @@ func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 		h.workers = append(h.workers, newWorker(i, h))
 	}
 	h.lobby = h.newRoom("")
+	h.list.Store(newRoomsList(nil))
 	return h
 }
 
@@ -461,13 +470,14 @@ func (h *hub) leaveLocked(c *client, r *room, reply []byte) {
 	defer sh.mu.Unlock()
 	h.countChange(r, -1)
 	if i := slices.Index(r.members, c); i >= 0 {
-		if i < maxListMembers { // the last member moves into the listed part
+		if i < maxListMembers { // the listed part loses c and gains the next member
 			r.listJSON = nil
 		}
-		last := len(r.members) - 1
-		r.members[i] = r.members[last]
-		r.members[last] = nil
-		r.members = r.members[:last]
+		// An ordered delete keeps the join order that joined.members
+		// promises. It copies the pointers after c: in a room of 10,000
+		// that is under 80 KB, a few microseconds, and the search above is
+		// O(n) already.
+		r.members = slices.Delete(r.members, i, i+1)
 	}
 	r.partCount[c.w.id]--
 	c.w.push(job{op: jobLeave, room: r, c: c, frame: reply})
@@ -529,36 +539,8 @@ func (h *hub) rename(c *client, nick string) {
 	h.cl.nickEvent(c.idStr, nick, names)
 }
 
-// roomList returns rooms by member count, largest first, at most limit.
-func (h *hub) roomList(limit int) []roomCount {
-	var all []roomCount
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.Lock()
-		for name, r := range sh.rooms {
-			if n := r.count(); n > 0 {
-				all = append(all, roomCount{name, n})
-			}
-		}
-		sh.mu.Unlock()
-	}
-	slices.SortFunc(all, func(a, b roomCount) int {
-		if a.Count != b.Count {
-			return b.Count - a.Count
-		}
-		if a.Room < b.Room {
-			return -1
-		}
-		return 1
-	})
-	if limit > 0 && len(all) > limit {
-		all = all[:limit]
-	}
-	return all
-}
-
-// tick runs once a second: count frames for folded rooms, and the rooms list
-// for connections in no room while it changes.
+// tick runs once a second: count frames for folded rooms, and, while it
+// changes, the rooms list (roomlist.go), pushed to connections in no room.
 func (h *hub) tick() {
 	for i := range h.shards {
 		sh := &h.shards[i]
@@ -575,7 +557,8 @@ func (h *hub) tick() {
 		sh.mu.Unlock()
 	}
 	if h.roomsDirty.Swap(false) {
-		frame := encodeRooms(h.roomList(maxListRooms))
+		h.rebuildRooms()
+		frame := h.list.Load().frame
 		for _, w := range h.workers {
 			w.push(job{op: jobBroadcast, room: h.lobby, frame: frame})
 		}

@@ -4,7 +4,8 @@
 //
 // Who offers is fixed, so two peers never offer to each other at once
 // ("glare"): the newcomer, who gets `call` with the peers already there,
-// offers to each of them; the others only answer. `signal.data` is one of
+// offers to each of them; the others only answer, and only to peers the
+// server announced (`call` peers, `call_peer` join). `signal.data` is one of
 //   {kind:'offer', sdp}  {kind:'answer', sdp}  {kind:'ice', candidate}
 //
 // Every connection carries exactly one audio and one video transceiver, set
@@ -231,10 +232,16 @@ export class Call {
   onSignal(frame) {
     const data = frame.data;
     if (frame.room !== this.#room || !this.#requested || typeof data !== 'object' || data === null) return;
-    // An offer may beat the `call_peer` join only if frames were reordered;
-    // take the peer from the offer then.
-    const peer = this.#peers.get(frame.from) ?? (data.kind === 'offer' ? this.#addPeer(frame.from, frame.nick) : null);
-    if (!peer) return;
+    // Only peers the server announced for this call, in `call` or
+    // `call_peer`, may reach the camera and microphone: an offer is answered
+    // with them. The server relays signals only between call peers and
+    // sends `call_peer` before a newcomer's offer (PROTOCOL.md, "Calls: who
+    // may signal whom"); anything else is ignored.
+    const peer = this.#peers.get(frame.from);
+    if (!peer) {
+      console.warn('noom: ignored a signal from', frame.from, 'who is not a peer of this call');
+      return;
+    }
     this.#enqueue(peer, async () => {
       switch (data.kind) {
         case 'offer':
@@ -263,8 +270,8 @@ export class Call {
       toast(`Could not join the call: ${frame.message || frame.code}`);
       this.#end();
     }
-    // A `signal` refused with no_such_member means that peer just left; its
-    // call_peer leave is on the way.
+    // A `signal` refused with no_such_member or not_allowed means that peer
+    // just left the room or the call; its call_peer leave is on the way.
   }
 
   // ---- internals ----

@@ -17,6 +17,12 @@ const MEMBER_LIMIT = 500;
  * page is in a room: the server pushes it only to connections in no room.
  */
 const ROOMS_REFRESH_MS = 5000;
+/**
+ * ROOMS_SETTLE_MS is how long after a join or a leave the list is asked
+ * for: the server rebuilds it once a second, so a list asked for at once
+ * may not show the change yet.
+ */
+const ROOMS_SETTLE_MS = 1200;
 /** A message within GROUP_MS of the previous one from the same sender shares its header. */
 const GROUP_MS = 5 * 60_000;
 /** A log scrolled to within STICK_PX of its end follows new messages. */
@@ -118,6 +124,7 @@ export class ChatView extends EventTarget {
   #openRooms = [];
   #tabSeq = 0;
   #refreshTimer = 0;
+  #settleTimer = 0;
 
   #els = {
     nickForm: byId('nick-form'),
@@ -202,7 +209,7 @@ export class ChatView extends EventTarget {
     this.#conn.send({ type: 'leave', room: name });
     this.#remove(name);
     this.dispatchEvent(new CustomEvent('leave', { detail: name }));
-    this.#requestRooms();
+    this.#requestRoomsSoon();
   }
 
   // ---- server frames ----
@@ -239,7 +246,7 @@ export class ChatView extends EventTarget {
     room.count = frame.count ?? room.members.size;
     if (!resumed) {
       room.log.replaceChildren(); // Drop "Joining…".
-      this.#requestRooms(); // The list now has this room, or its new count.
+      this.#requestRoomsSoon(); // The list will have this room, or its new count.
     }
     for (const msg of messages) this.#showMessage(room, msg);
     if (resumed) {
@@ -364,6 +371,12 @@ export class ChatView extends EventTarget {
 
   #requestRooms() {
     this.#conn.send({ type: 'rooms' });
+  }
+
+  /** requestRoomsSoon asks for the list once the server's next rebuild has seen a change. */
+  #requestRoomsSoon() {
+    clearTimeout(this.#settleTimer);
+    this.#settleTimer = setTimeout(() => this.#requestRooms(), ROOMS_SETTLE_MS);
   }
 
   /** remove closes a room's tab and forgets it, left or refused. */

@@ -196,3 +196,78 @@ test('a full call is refused with a message', { timeout: 120_000 }, async () => 
     await small.stop();
   }
 });
+
+test('the page answers offers only from peers the server announced', { timeout: 120_000 }, async () => {
+  // alice's WebSocket goes through the test: it keeps her signals (the
+  // server would refuse them to peers it does not know) and can hand her
+  // page frames the server would never send now, such as an offer from a
+  // member outside the call.
+  let route = null;
+  const signals = [];
+  const warnings = [];
+  const alice = await openPage(env.browser, env.server, 'alice', (page) =>
+    page.routeWebSocket(/\/ws/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage((raw) => {
+        const frame = JSON.parse(raw);
+        if (frame.type === 'signal') signals.push(frame);
+        else server.send(raw);
+      });
+      route = ws;
+    }),
+  );
+  alice.on('console', (msg) => {
+    if (msg.type() === 'warning') warnings.push(msg.text());
+  });
+  await joinRoom(alice, 'guard');
+  await button(alice, 'Join call').click();
+  await alice.getByRole('region', { name: 'Call in guard · 1 person' }).waitFor();
+
+  const sdp = await alice.evaluate(async () => {
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver('audio');
+    pc.addTransceiver('video');
+    await pc.setLocalDescription();
+    const offer = pc.localDescription.sdp;
+    pc.close();
+    return offer;
+  });
+  const inject = (frame) => route.send(JSON.stringify({ room: 'guard', ...frame }));
+  const offerFrom = (from, nick) => inject({ type: 'signal', from, nick, data: { kind: 'offer', sdp } });
+  const answerTo = (to) => signals.find((s) => s.to === to && s.data?.kind === 'answer');
+  async function waitAnswer(to) {
+    const deadline = Date.now() + TIMEOUT;
+    while (!answerTo(to)) {
+      if (Date.now() > deadline) assert.fail(`no answer to ${to}; signals sent: ${JSON.stringify(signals.map((s) => [s.to, s.data?.kind]))}`);
+      await delay(50);
+    }
+  }
+
+  // An offer from someone the server never announced: no tile, no answer.
+  offerFrom('intruder', 'mallory');
+  // Then a peer announced with call_peer: its offer is answered. Frames
+  // are handled in order, so once this answer is out the intruder's offer
+  // was handled too.
+  inject({ type: 'call_peer', event: 'join', id: 'friend', nick: 'frank' });
+  offerFrom('friend', 'frank');
+  await waitAnswer('friend');
+  // Tiles are made before the answer; these peers never connect, so their
+  // tiles stay captioned "Connecting…" beside the nickname.
+  const remoteTiles = () => alice.locator('figure.tile.remote .tile-name').allTextContents();
+  assert.deepEqual(await remoteTiles(), ['frank'], 'tiles: only the announced peer');
+  assert.deepEqual(signals.filter((s) => s.to === 'intruder'), [], 'signals to a peer the server never announced');
+  assert.ok(warnings.some((w) => w.includes('ignored a signal from intruder')), `warnings: ${JSON.stringify(warnings)}`);
+
+  // Once it has left the call, the same peer is a stranger again.
+  inject({ type: 'call_peer', event: 'leave', id: 'friend', nick: 'frank' });
+  const before = signals.length;
+  offerFrom('friend', 'frank');
+  inject({ type: 'call_peer', event: 'join', id: 'other', nick: 'olga' });
+  offerFrom('other', 'olga');
+  await waitAnswer('other');
+  assert.deepEqual(await remoteTiles(), ['olga'], 'tiles: not the peer that left');
+  assert.deepEqual(signals.slice(before).filter((s) => s.to === 'friend'), [], 'signals to a peer that left');
+
+  assert.deepEqual(alice.problems, []);
+  await alice.context().close();
+});
