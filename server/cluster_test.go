@@ -286,7 +286,7 @@ func TestClusterUnavailable(t *testing.T) {
 	if m := a.expect("msg"); m.str("text") != "three" || m.num("seq") != 2 {
 		t.Fatalf("after the stream takes messages again: %v", m)
 	}
-	_, metrics := httpGet(t, nodes[0], "/metrics")
+	_, metrics := adminGet(t, nodes[0], "/metrics")
 	if !strings.Contains(metrics, `noom_errors_total{code="unavailable"} 2`) ||
 		!strings.Contains(metrics, `noom_errors_total{code="rate_limited"} 0`) {
 		t.Errorf("errors by code:\n%s", grepLines(metrics, "noom_errors_total"))
