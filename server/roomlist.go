@@ -28,7 +28,7 @@ const maxAPIRooms = 1000
 // stored in hub.list.
 type roomsList struct {
 	rooms []roomCount // largest first, at most maxAPIRooms
-	frame []byte      // the rooms frame of the first maxListRooms
+	frame []byte      // the rooms frame of the first maxListRooms, sent as is to every asker
 	// json is the JSON array of rooms without its closing bracket, and
 	// ends[i] the length of its first i+1 entries: any prefix of the list is
 	// json[:ends[i]] plus "]", with no encoding per request.
