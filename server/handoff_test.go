@@ -158,15 +158,21 @@ func TestFrameWithUpgrade(t *testing.T) {
 }
 
 // TestUpgradeThenClose: a client that sends its upgrade request and
-// closes at once, or sends a frame and closes, leaves nothing behind.
+// closes at once, or sends a frame and closes, or resets the connection,
+// leaves nothing behind, wherever the close falls in the upgrade: a
+// socket that closed before the client became its session was told to
+// the HTTP parser, and the client stayed registered.
 func TestUpgradeThenClose(t *testing.T) {
 	srv := startServer(t, nil)
-	for i := 0; i < 40; i++ {
+	for i := 0; i < 200; i++ {
 		b := []byte(upgradeRequest(srv.addr))
 		if i%2 == 1 {
 			b = append(b, encodeClientFrame(opText, true, []byte(`{"type":"join","room":"q"}`))...)
 		}
 		c := rawDial(t, srv, b)
+		if i%4 >= 2 { // a reset: the server's write of the 101 may fail
+			_ = c.(*net.TCPConn).SetLinger(0)
+		}
 		_ = c.Close()
 	}
 	waitUnregistered(t, srv)

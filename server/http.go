@@ -262,6 +262,17 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	nc.Parser = nil
 	parser.ParserCloser = c
 	nbc.SetSession(c)
+	// The socket may have closed meanwhile (the worker's write of the 101
+	// failed, say), and nbio then told the HTTP parser, not c. Under nbio's
+	// lock the close is either before this check, which then sees it, or
+	// after it, and nbio tells c through the session: c is disconnected
+	// either way, once or twice (disconnect does its work once).
+	nbc.Lock()
+	closed, _ := nbc.IsClosed()
+	nbc.Unlock()
+	if closed {
+		h.disconnected(c, nil)
+	}
 }
 
 // handshake is the 101 response followed by the hello frame.
