@@ -70,6 +70,10 @@ func openDisk(dir string, verify bool) (*disk, error) {
 		if err := create(dir, path); err != nil {
 			return nil, err
 		}
+		// dir may be new too: make its own entry durable, if the
+		// parent may be opened at all (a parent we may only pass
+		// through is no reason to refuse the store).
+		_ = syncDir(filepath.Dir(dir))
 	case err != nil:
 		return nil, classifyOpen(path, err)
 	case !fi.Mode().IsRegular():

@@ -49,11 +49,14 @@ type Options struct {
 	// MaxQueue caps the records waiting for the committer; an Append to a
 	// full queue fails at once with ErrBusy. Default 16,384.
 	MaxQueue int
-	// Verify makes Open read every page and record of the file and check
-	// it, so damage anywhere is found at start. It costs a read of the
-	// whole file (about 0.3 s warm, 5 s cold per GB here). Default false:
-	// Open checks the file's header, its format and every room's metadata
-	// and newest record, and reads check each record they return.
+	// Verify makes Open read and check every page and record of the
+	// file, so damage anywhere is found at start. It costs a read of the
+	// whole file: for 1M messages (245 MiB) 0.16 s with the file in the
+	// page cache, 4.7 s from disk, here. Default false: Open checks the
+	// file's header, its format, every room's metadata and the oldest and
+	// newest record of each room (0.5 ms warm, 45 ms cold for 1M messages
+	// in 100 rooms; 13 ms and 0.56 s in 2,000 rooms), and every read
+	// checks the records it returns.
 	Verify bool
 }
 
@@ -199,6 +202,9 @@ func (s *Store) Close() error {
 // not block either way, since it delays every later append. r.Payload is
 // kept until done is called (for ever in memory): do not modify it.
 func (s *Store) Append(room string, r Record, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
 	if err := checkRoom(room); err != nil {
 		done(err)
 		return
