@@ -6,10 +6,11 @@
 // committer goroutine writes everything queued in one bbolt transaction
 // with one sync (group commit), and only then calls done, which hands the
 // message to the fan-out. Under load a sync covers more messages and costs
-// less per message: a single producer waiting for each append gets 2,845
-// appends/s; with 256 waiting producers 134 records share a sync and one
-// room takes 168,000 appends/s, 2,000 rooms 24,000 (BenchmarkAppend, one
-// ext4 disk whose fdatasync takes 0.3 ms).
+// less per message: a single producer waiting for each append gets
+// 1,100-2,800 appends/s (a commit, two fdatasyncs of ~0.3 ms each, per
+// record); with 256 waiting producers 133 records share a commit and one
+// room takes 168,000-180,000 appends/s, 2,000 rooms 21,000-24,000
+// (BenchmarkAppend on an ext4 virtual disk shared with other work).
 //
 // # Why bbolt
 //
