@@ -110,6 +110,21 @@ func (q *queue) failed() error {
 	return q.fatal
 }
 
+// wrote passes on the result of a write, and stops the Store if the write
+// failed for another reason than a full disk (or a close). After a failed
+// sync the file's state is unknown (the kernel may have dropped the dirty
+// pages, and bbolt may see a meta page that never reached the disk):
+// writing more could lose acknowledged records, so nothing is written until
+// the store is opened again.
+func (s *Store) wrote(err error) error {
+	if err == nil || errors.Is(err, ErrFull) || errors.Is(err, ErrClosed) {
+		return err
+	}
+	err = fmt.Errorf("store: stopped after a write error: %w", err)
+	s.q.setFatal(err)
+	return err
+}
+
 // commitLoop is the committer: it takes whatever is queued, writes it in one
 // transaction with one sync, then reports to each done in order. While it
 // writes, new appends queue up and become the next batch, so under load a
@@ -133,15 +148,7 @@ func (s *Store) commitLoop() {
 		err := s.q.failed()
 		if err == nil {
 			s.commits.Add(1)
-			err = s.b.commit(batch, rejected)
-			if err != nil && !errors.Is(err, ErrFull) {
-				// After a failed sync the file's state is
-				// unknown (the kernel may have dropped the
-				// dirty pages): appending more could lose
-				// records. Fail everything until a restart.
-				err = fmt.Errorf("store: stopped after a write error: %w", err)
-				s.q.setFatal(err)
-			}
+			err = s.wrote(s.b.commit(batch, rejected))
 		}
 		for i := range batch {
 			e := err

@@ -215,6 +215,25 @@ func TestOpenCorrupt(t *testing.T) {
 		}
 		wantSeqs(t, "Newest past the damage", "a", recs, 251, 300)
 	})
+	// A write that meets damage stops the store's writes, not its reads.
+	t.Run("write over damage", func(t *testing.T) {
+		t.Parallel()
+		path := build(t)
+		corrupt(t, path, payload("a", 150), garbage)
+		s := openT(t, filepath.Dir(path), Options{Keep: 100})
+		_, err := s.Expire(time.Now())
+		wantDamaged(t, err, path)
+		err = appendWait(s, "a", rec("a", 301, 0))
+		if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "stopped") {
+			t.Errorf("append after a failed write: %v, want the store stopped", err)
+		}
+		if err := s.SetMeta("b", Meta{}); err == nil {
+			t.Error("SetMeta after a failed write succeeded")
+		}
+		if recs, err := s.Newest("a", 50); err != nil || len(recs) != 50 {
+			t.Errorf("Newest after a failed write: %d records, %v", len(recs), err)
+		}
+	})
 	// A few bytes of one message changed: bbolt reads the page, the
 	// record's checksum does not match.
 	t.Run("record bytes", func(t *testing.T) {

@@ -37,8 +37,8 @@ type Meta struct {
 
 // Options tunes a Store. The zero value gives the defaults.
 type Options struct {
-	// Keep is how many of a room's newest records Expire keeps. Default
-	// 10,000.
+	// Keep is how many of a room's newest records Expire keeps (between
+	// two Expire calls a room may hold more). Default 10,000.
 	Keep int
 	// Retention is how long Expire keeps a record, by its TS. Default 30
 	// days.
@@ -133,7 +133,12 @@ type backend interface {
 // directory, or in memory. Appends are group-committed: one goroutine writes
 // everything queued in one transaction with one sync, so the cost of a sync
 // is shared by all the messages that arrived meanwhile. All methods are safe
-// for concurrent use.
+// for concurrent use. The caller schedules Expire.
+//
+// A write that fails for another reason than a full disk (an I/O error, a
+// failed sync, a damaged page) stops the Store: the file's state is then
+// unknown, so every later Append, SetMeta, Expire and ForgetRoom fails with
+// that error until the process reopens the store. Reads go on.
 type Store struct {
 	opt  Options
 	b    backend
@@ -236,7 +241,7 @@ func (s *Store) SetMeta(room string, m Meta) error {
 	if err := s.q.failed(); err != nil {
 		return err
 	}
-	return s.b.setMeta(room, m)
+	return s.wrote(s.b.setMeta(room, m))
 }
 
 // Newest returns room's newest n records, oldest first; fewer if fewer are
@@ -290,7 +295,8 @@ func (s *Store) Expire(now time.Time) (removed int, err error) {
 	if err := s.q.failed(); err != nil {
 		return 0, err
 	}
-	return s.b.expire(now.Add(-s.opt.Retention).UnixMilli(), s.opt.Keep)
+	removed, err = s.b.expire(now.Add(-s.opt.Retention).UnixMilli(), s.opt.Keep)
+	return removed, s.wrote(err)
 }
 
 // ForgetRoom drops room's records and Meta, durably. Appends for the room
@@ -303,7 +309,7 @@ func (s *Store) ForgetRoom(room string) error {
 	if err := s.q.failed(); err != nil {
 		return err
 	}
-	return s.b.forget(room)
+	return s.wrote(s.b.forget(room))
 }
 
 // Rooms calls fn for every room's Meta, in room name order, until fn returns
