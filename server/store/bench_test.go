@@ -57,7 +57,7 @@ func benchAppend(b *testing.B, s *Store, producers, rooms int) {
 				r := rs[rnd.IntN(rooms)]
 				r.mu.Lock()
 				r.seq++
-				s.Append(r.name, Record{Seq: r.seq, TS: 1, Payload: benchPayload}, done)
+				appendCB(s, r.name, Record{Seq: r.seq, TS: 1, Payload: benchPayload}, done)
 				r.mu.Unlock()
 				if err := <-ack; err != nil {
 					b.Error(err)
@@ -84,7 +84,7 @@ func benchRoom(b *testing.B, open func(testing.TB, Options) *Store) *Store {
 		var wg sync.WaitGroup
 		for seq := uint64(1); seq <= n; seq++ {
 			wg.Add(1)
-			s.Append(room, Record{Seq: seq, TS: int64(seq), Payload: benchPayload}, func(err error) {
+			appendCB(s, room, Record{Seq: seq, TS: int64(seq), Payload: benchPayload}, func(err error) {
 				if err != nil {
 					b.Error(err)
 				}

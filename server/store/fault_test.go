@@ -93,7 +93,7 @@ func childAppend(dir string) {
 			inflight := make(chan struct{}, 32)
 			for seq := m.LastSeq + 1; ; seq++ {
 				inflight <- struct{}{}
-				s.Append(room, rec(room, seq, time.Now().UnixMilli()), func(err error) {
+				appendCB(s, room, rec(room, seq, time.Now().UnixMilli()), func(err error) {
 					acks <- ack{room, seq, err}
 					<-inflight
 				})

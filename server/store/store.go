@@ -202,21 +202,19 @@ func (s *Store) Close() error {
 //
 // Append does not block for long. When it cannot queue r (ErrBusy when the
 // queue is full, ErrClosed, a bad room name, an earlier fatal write error) it
-// calls done with the error before it returns, on the caller's goroutine: a
-// done that takes a lock the caller holds around Append deadlocks. done must
-// not block either way, since it delays every later append. r.Payload is
-// kept until done is called (for ever in memory): do not modify it.
-func (s *Store) Append(room string, r Record, done func(error)) {
+// returns the error and never calls done, so a caller holding its room lock
+// around Append can undo its Seq at once. Otherwise done is called exactly
+// once, on the committer goroutine; it must not block, since it delays
+// every later append. r.Payload is kept until done is called (for ever in
+// memory): do not modify it.
+func (s *Store) Append(room string, r Record, done func(error)) error {
 	if done == nil {
 		done = func(error) {}
 	}
 	if err := checkRoom(room); err != nil {
-		done(err)
-		return
+		return err
 	}
-	if err := s.q.push(pending{room: room, rec: r, done: done}); err != nil {
-		done(err)
-	}
+	return s.q.push(pending{room: room, rec: r, done: done})
 }
 
 // Meta returns room's metadata, and false if the store has no such room.

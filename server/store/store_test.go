@@ -51,9 +51,16 @@ func rec(room string, seq uint64, ts int64) Record {
 }
 
 // appendWait appends and waits until the record is durable or refused.
+// appendCB is Append with its immediate error also reported through done.
+func appendCB(s *Store, room string, r Record, done func(error)) {
+	if err := s.Append(room, r, done); err != nil && done != nil {
+		done(err)
+	}
+}
+
 func appendWait(s *Store, room string, r Record) error {
 	ch := make(chan error, 1)
-	s.Append(room, r, func(err error) { ch <- err })
+	appendCB(s, room, r, func(err error) { ch <- err })
 	return <-ch
 }
 
@@ -64,7 +71,7 @@ func fill(t testing.TB, s *Store, room string, from, to uint64, ts0 int64) {
 	errs := make(chan error, to-from+1)
 	for seq := from; seq <= to; seq++ {
 		wg.Add(1)
-		s.Append(room, rec(room, seq, ts0+int64(seq)), func(err error) {
+		appendCB(s, room, rec(room, seq, ts0+int64(seq)), func(err error) {
 			if err != nil {
 				errs <- err
 			}
@@ -400,17 +407,17 @@ func TestBusy(t *testing.T) {
 	forEach(t, Options{MaxQueue: 8}, func(t *testing.T, s *Store) {
 		release := make(chan struct{})
 		stalled := make(chan struct{})
-		s.Append("a", rec("a", 1, 0), func(err error) {
+		appendCB(s, "a", rec("a", 1, 0), func(err error) {
 			close(stalled)
 			<-release
 		})
 		<-stalled
 		results := make(chan error, 8)
 		for seq := uint64(2); seq <= 9; seq++ {
-			s.Append("a", rec("a", seq, 0), func(err error) { results <- err })
+			appendCB(s, "a", rec("a", seq, 0), func(err error) { results <- err })
 		}
 		var busy error
-		s.Append("a", rec("a", 10, 0), func(err error) { busy = err })
+		appendCB(s, "a", rec("a", 10, 0), func(err error) { busy = err })
 		if !errors.Is(busy, ErrBusy) { // done ran before Append returned
 			t.Errorf("append to a full queue: %v, want ErrBusy", busy)
 		}
@@ -445,7 +452,7 @@ func TestCloseFlushes(t *testing.T) {
 			var mu sync.Mutex
 			var acked []uint64
 			for seq := uint64(1); seq <= 500; seq++ {
-				s.Append("a", rec("a", seq, 0), func(err error) {
+				appendCB(s, "a", rec("a", seq, 0), func(err error) {
 					if err != nil {
 						t.Errorf("append %d: %v", seq, err)
 					}
@@ -505,7 +512,7 @@ func TestConcurrentOrder(t *testing.T) {
 					r.mu.Lock()
 					r.seq++
 					seq := r.seq
-					s.Append(name, rec(name, seq, int64(seq)), func(err error) {
+					appendCB(s, name, rec(name, seq, int64(seq)), func(err error) {
 						r.done = append(r.done, seq)
 						ack <- err
 					})
