@@ -8,9 +8,10 @@ import (
 
 // pending is one queued append.
 type pending struct {
-	room string
-	rec  Record
-	done func(error)
+	room  string
+	epoch string // the room's epoch, should this append create it
+	rec   Record
+	done  func(error)
 }
 
 // queue holds the appends waiting for the committer. Producers hold mu only

@@ -361,6 +361,8 @@ func (d *disk) commit(batch []pending, rejected []error) error {
 						return d.damagedRoom([]byte(p.room), err)
 					}
 					rt.meta = m
+				} else {
+					rt.meta.Epoch = p.epoch // a new room: AppendIn's epoch
 				}
 				d.txs[p.room] = rt
 			}

@@ -39,7 +39,7 @@ func (s *mem) commit(batch []pending, rejected []error) error {
 			continue
 		}
 		if r == nil {
-			r = &memRoom{}
+			r = &memRoom{meta: Meta{Epoch: p.epoch}}
 			s.byName[p.room] = r
 		}
 		r.recs = append(r.recs, p.rec)

@@ -208,13 +208,20 @@ func (s *Store) Close() error {
 // every later append. r.Payload is kept until done is called (for ever in
 // memory): do not modify it.
 func (s *Store) Append(room string, r Record, done func(error)) error {
+	return s.AppendIn(room, "", r, done)
+}
+
+// AppendIn is Append that, should r be the first record of a room the store
+// has no metadata for, creates the room's metadata with epoch in the same
+// transaction: a new room costs no sync of its own.
+func (s *Store) AppendIn(room, epoch string, r Record, done func(error)) error {
 	if done == nil {
 		done = func(error) {}
 	}
 	if err := checkRoom(room); err != nil {
 		return err
 	}
-	return s.q.push(pending{room: room, rec: r, done: done})
+	return s.q.push(pending{room: room, epoch: epoch, rec: r, done: done})
 }
 
 // Meta returns room's metadata, and false if the store has no such room.

@@ -543,3 +543,23 @@ func TestConcurrentOrder(t *testing.T) {
 		}
 	})
 }
+
+// TestAppendInEpoch: the first append of a new room stores the epoch it is
+// given in the same transaction; later ones leave it alone.
+func TestAppendInEpoch(t *testing.T) {
+	forEach(t, Options{}, func(t *testing.T, s *Store) {
+		for seq, epoch := range []string{"e1", "e2"} {
+			ch := make(chan error, 1)
+			if err := s.AppendIn("a", epoch, rec("a", uint64(seq+1), 0), func(err error) { ch <- err }); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-ch; err != nil {
+				t.Fatal(err)
+			}
+		}
+		m, ok, err := s.Meta("a")
+		if err != nil || !ok || m.Epoch != "e1" || m.LastSeq != 2 {
+			t.Fatalf("meta %+v %v %v, want epoch e1 and LastSeq 2", m, ok, err)
+		}
+	})
+}
