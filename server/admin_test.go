@@ -69,6 +69,8 @@ func TestAdminAddresses(t *testing.T) {
 		}
 		defer ln.Close()
 		cfg := defaultConfig()
+	cfg.Data = "" // no store in the package directory
+		cfg.Data = "" // no store in the package directory
 		cfg.Addr, cfg.AdminAddr = "127.0.0.1:0", ln.Addr().String()
 		srv := newServer(cfg, newLogger(io.Discard, slog.LevelError))
 		if err := srv.start(); err == nil || !strings.Contains(err.Error(), "admin listener on "+cfg.AdminAddr) {
@@ -85,6 +87,8 @@ func TestAdminAddresses(t *testing.T) {
 		}
 		var logs lockedBuffer
 		cfg := defaultConfig()
+	cfg.Data = "" // no store in the package directory
+		cfg.Data = "" // no store in the package directory
 		cfg.Addr = "127.0.0.1:0"
 		srv := newServer(cfg, newLogger(&logs, slog.LevelInfo))
 		if err := srv.start(); err != nil {

@@ -112,6 +112,7 @@ func testNATSWith(t *testing.T, opts natsserver.Options) *natsserver.Server {
 func startNATSNode(t *testing.T, logs io.Writer, mutate func(*Config)) error {
 	t.Helper()
 	cfg := defaultConfig()
+	cfg.Data = "" // no store in the package directory
 	cfg.Addr, cfg.AdminAddr, cfg.MaxConns = "127.0.0.1:0", "", 100
 	mutate(&cfg)
 	if err := cfg.validate(); err != nil {
