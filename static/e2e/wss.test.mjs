@@ -26,7 +26,9 @@ function freePort() {
 // listens.
 async function startTLS() {
   const port = await freePort();
-  const proc = spawn(BIN, ['-addr', `127.0.0.1:${port}`, '-tls-self-signed'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The admin listener on a free port, as in harness.mjs: its default, 9090, may be taken.
+  const args = ['-addr', `127.0.0.1:${port}`, '-admin-addr', '127.0.0.1:0', '-tls-self-signed'];
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const fingerprint = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no fingerprint in:\n${log}`)), 10_000);
