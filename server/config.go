@@ -65,9 +65,19 @@ type Config struct {
 	ErrorBudget int
 	// MaxRooms is how many rooms one connection may be in at once. Default 16.
 	MaxRooms int
-	// HistorySize is how many recent messages a room keeps for joins and
-	// reconnects. Default 50.
+	// HistorySize is how many recent messages a room keeps in memory for
+	// joins and reconnects: joined.history. Default 50.
 	HistorySize int
+	// Data is the directory of the standalone node's store, created on
+	// first start; "" keeps rooms' messages in memory only (tests,
+	// benchmarks). Unused with NATS, whose stream keeps them. Default
+	// ./noom-data.
+	Data string
+	// HistoryKeep is how many messages the store keeps per room. Default
+	// 10,000.
+	HistoryKeep int
+	// Retention is how long the store keeps a message. Default 30 days.
+	Retention time.Duration
 	// PresenceLimit is the member count above which presence events are
 	// folded into one count frame a second. Default 500.
 	PresenceLimit int
@@ -208,7 +218,10 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Burst, "burst", c.Burst, "requests per connection at once, above -rate")
 	fs.IntVar(&c.ErrorBudget, "error-budget", c.ErrorBudget, "malformed requests a connection may send before it is closed with 1008")
 	fs.IntVar(&c.MaxRooms, "max-rooms", c.MaxRooms, "rooms one connection may be in at once")
-	fs.IntVar(&c.HistorySize, "history", c.HistorySize, "messages a room keeps for joins and reconnects")
+	fs.IntVar(&c.HistorySize, "history", c.HistorySize, "messages a room keeps in memory for joins and reconnects (joined.history)")
+	fs.StringVar(&c.Data, "data", c.Data, "`directory` of the store that keeps rooms' messages across restarts (\"\": in memory only)")
+	fs.IntVar(&c.HistoryKeep, "history-keep", c.HistoryKeep, "messages the store keeps per room")
+	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long the store keeps a message")
 	fs.IntVar(&c.PresenceLimit, "presence-limit", c.PresenceLimit, "members above which presence events fold into one count frame a second")
 	fs.IntVar(&c.CallLimit, "call-limit", c.CallLimit, "peers in one room's video call")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "WebSocket connections in all (over it: 503); the default leaves 2% of the open-file limit for other files")
@@ -266,6 +279,9 @@ func defaultConfig() Config {
 		ErrorBudget:     100,
 		MaxRooms:        16,
 		HistorySize:     50,
+		Data:            "./noom-data",
+		HistoryKeep:     10000,
+		Retention:       30 * 24 * time.Hour,
 		PresenceLimit:   500,
 		CallLimit:       6,
 		MaxConns:        defaultMaxConns(),
@@ -312,6 +328,10 @@ func (c *Config) validate() error {
 	positive("error-budget", c.ErrorBudget)
 	positive("max-rooms", c.MaxRooms)
 	positive("history", c.HistorySize)
+	positive("history-keep", c.HistoryKeep)
+	if c.Retention <= 0 {
+		errs = append(errs, errors.New("-retention must be positive"))
+	}
 	positive("presence-limit", c.PresenceLimit)
 	positive("call-limit", c.CallLimit)
 	positive("max-conns", c.MaxConns)

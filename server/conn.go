@@ -334,6 +334,12 @@ func (c *client) message(b []byte) {
 		h.callAction(c, req.Room, req.Action)
 	case "signal":
 		h.signal(c, req.Room, req.To, req.Data)
+	case "history":
+		limit := 0
+		if req.Limit != nil {
+			limit = *req.Limit
+		}
+		h.history(c, req.Room, req.Before, limit)
 	}
 }
 

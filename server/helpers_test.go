@@ -56,6 +56,7 @@ func startServer(t testing.TB, mutate func(*Config)) *server {
 	cfg := defaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.AdminAddr = "127.0.0.1:0" // a port of its own: parallel tests never meet on the default
+	cfg.Data = ""                 // in memory; tests of the store on disk give a directory
 	cfg.MaxConns = 5000
 	if mutate != nil {
 		mutate(&cfg)

@@ -22,6 +22,7 @@ type stats struct {
 	closes          [len(closeCodes)]atomic.Uint64
 	rejected        [len(rejectReasons)]atomic.Uint64
 	misdirected     atomic.Uint64 // HTTP requests refused for a Host not in -hosts
+	storeErrors     atomic.Uint64 // messages the store did not keep (answered unavailable)
 	degraded        atomic.Bool
 }
 
@@ -64,7 +65,7 @@ type statsCollector struct {
 	hub *hub
 
 	connections, rooms, upgrades, framesIn, bytesIn, framesOut, bytesOut,
-	deliveries, slow, droppedReq, droppedFrames, errors, closes, rejected, misdirected,
+	deliveries, slow, droppedReq, droppedFrames, errors, closes, rejected, misdirected, storeErrors,
 	clusterNodes, clusterDegraded, clusterPublished, clusterRetries *prometheus.Desc
 }
 
@@ -89,6 +90,7 @@ func newStatsCollector(st *stats, h *hub) *statsCollector {
 		closes:        d("closes_total", "Close frames the server initiated or answered with, by code.", "code"),
 		rejected:      d("upgrades_rejected_total", "WebSocket upgrades refused, by reason.", "reason"),
 		misdirected:   d("misdirected_requests_total", "HTTP requests, upgrades included, answered 421 for a Host not in -hosts."),
+		storeErrors:   d("store_errors_total", "Messages the store (-data) did not keep: full, busy or failing; each was answered unavailable."),
 
 		clusterNodes:     d("cluster_nodes", "Other nodes of the cluster heard from recently (0 standalone)."),
 		clusterDegraded:  d("cluster_degraded", "1 while NATS is unreachable and the node serves its local members alone."),
@@ -129,6 +131,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(sc.deliveries, dl)
 	counter(sc.slow, sl)
 	counter(sc.droppedReq, st.droppedRequests.Load())
+	counter(sc.storeErrors, st.storeErrors.Load())
 	counter(sc.droppedFrames, df)
 	for i, code := range errorCodes {
 		counter(sc.errors, st.errors[i].Load(), code)

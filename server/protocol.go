@@ -66,6 +66,8 @@ type request struct {
 	Room   string          `json:"room"`
 	Text   string          `json:"text"`
 	Since  *int64          `json:"since"`
+	Before *int64          `json:"before"`
+	Limit  *int            `json:"limit"`
 	Epoch  string          `json:"epoch"`
 	Action string          `json:"action"`
 	To     string          `json:"to"`
@@ -103,7 +105,7 @@ func decodeRequest(b []byte, req *request) *reqError {
 	switch req.Type {
 	case "":
 		return &reqError{errBadJSON, "missing string field type"}
-	case "nick", "join", "leave", "say", "rooms", "call", "signal":
+	case "nick", "join", "leave", "say", "rooms", "call", "signal", "history":
 	default:
 		return &reqError{errUnknownType, "unknown request type"}
 	}
@@ -162,6 +164,16 @@ func (r *request) validate() *reqError {
 		}
 		if len(r.Data) > maxSignalBytes {
 			return &reqError{errTooLarge, "data must be at most 64 KiB"}
+		}
+	case "history":
+		if !validRoom(r.Room) {
+			return badRoom
+		}
+		if r.Before != nil && *r.Before < 1 {
+			return &reqError{errBadField, "before must be a seq, at least 1"}
+		}
+		if r.Limit != nil && (*r.Limit < 1 || *r.Limit > maxHistoryPage) {
+			return &reqError{errBadField, "limit must be 1-100"}
 		}
 	}
 	return nil
@@ -356,6 +368,27 @@ func encodeJoined(j *joinedInfo) (head, members, tail []byte) {
 	start := maxServerHeaderLen - serverHeaderLen(n)
 	putServerHeader(h[start:], opText, n)
 	return h[start:], j.members, t
+}
+
+// encodeHistory builds a history reply from stored msg payloads, oldest
+// first.
+func encodeHistory(room string, msgs [][]byte, more bool) []byte {
+	size := 64 + len(room)
+	for _, m := range msgs {
+		size += len(m) + 1
+	}
+	b := startObject(newFrame(size), "history")
+	b = appendStrField(b, "room", room)
+	b = append(appendKey(b, "messages"), '[')
+	for i, m := range msgs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, m...)
+	}
+	b = append(b, ']')
+	b = append(appendKey(b, "more"), strconv.FormatBool(more)...)
+	return frameOf(append(b, '}'))
 }
 
 func encodeLeft(room string) []byte {

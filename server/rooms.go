@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math/bits"
+	"noom/server/broker"
 	"runtime"
 	"slices"
 	"strconv"
@@ -59,6 +60,9 @@ type hub struct {
 	// cl links this node to the others through NATS; nil when standalone.
 	// Its methods are safe on nil.
 	cl *cluster
+	// br keeps rooms' history when standalone (history.go); nil in a
+	// cluster, whose stream keeps it.
+	br broker.Broker
 	// idPrefix starts every connection id of this node: empty standalone,
 	// the node's name and a dash in a cluster, so ids are unique there.
 	idPrefix string
@@ -105,6 +109,15 @@ type room struct {
 	callSeq        uint64
 	island         *islandState
 	pendingSignals []pendingSignal
+
+	// Standalone (history.go): the newest seq the broker has made durable,
+	// which is what members have received and the history ring holds
+	// (seq runs ahead while publishes are in flight); how many are in
+	// flight, so the room stays in memory until they land; and the
+	// generation of its seq, bumped when a lost publish takes seq back.
+	durable  uint64
+	inflight int
+	pubGen   uint32
 
 	parts [][]*client // parts[w]: members served by worker w; worker-owned
 }
@@ -301,7 +314,16 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r := h.roomLocked(sh, name)
+	r := sh.rooms[name]
+	if r == nil {
+		var err error
+		if r, err = h.loadRoom(name); err != nil {
+			h.log.Warn("room not loaded", "room", name, "err", err)
+			c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
+			return
+		}
+		sh.rooms[name] = r
+	}
 	h.countChange(r, +1)
 	r.members = append(r.members, c)
 	if len(r.members) <= maxListMembers {
@@ -341,11 +363,12 @@ func (h *hub) countChange(r *room, delta int) {
 	h.roomsDirty.Store(true)
 }
 
-// dropIfEmpty forgets r once nobody is in it. In a cluster a room that has
-// messages stays: its history and seq live on in the stream. The shard
-// lock must be held.
+// dropIfEmpty forgets r once nobody is in it and no message of its is on
+// its way to the store; standalone, its seq, epoch and history live on in
+// the store (history.go). In a cluster a room that has messages stays: its
+// history and seq live on in the stream. The shard lock must be held.
 func (h *hub) dropIfEmpty(sh *shard, r *room) {
-	if r.count() == 0 && (h.cl == nil || r.seq == 0 && len(r.call) == 0) && sh.rooms[r.name] == r {
+	if r.count() == 0 && r.inflight == 0 && (h.cl == nil || r.seq == 0 && len(r.call) == 0) && sh.rooms[r.name] == r {
 		delete(sh.rooms, r.name)
 	}
 }
@@ -353,7 +376,14 @@ func (h *hub) dropIfEmpty(sh *shard, r *room) {
 // joinedInfo describes r for a joined frame. The shard lock must be held.
 func (h *hub) joinedInfo(r *room, since *int64, epoch string) *joinedInfo {
 	j := &joinedInfo{room: r.name, epoch: r.epoch, count: r.count(), members: r.memberList()}
-	j.history, j.recovered = r.historySince(since, epoch)
+	last := r.seq
+	if h.br != nil {
+		last = r.durable // seq may run ahead of what members have received
+	}
+	j.history, j.recovered = r.historySince(since, epoch, last)
+	if !j.recovered && h.br != nil && since != nil && (epoch == "" || epoch == r.epoch) && uint64(*since) < last {
+		j.history, j.recovered = h.recoverFromStore(r, uint64(*since), j.history)
+	}
 	j.withRecovered = since != nil
 	for _, p := range j.history {
 		j.historyPayload += len(p) + 1
@@ -387,17 +417,18 @@ func (r *room) memberList() []byte {
 // since, those after since otherwise. recovered is false when messages after
 // since are no longer kept, or since belongs to another epoch of the room
 // (the room was emptied, or the server restarted), in which case all kept
-// messages are returned.
-func (r *room) historySince(since *int64, epoch string) (msgs [][]byte, recovered bool) {
+// messages are returned. last is the seq of the newest message in the
+// ring.
+func (r *room) historySince(since *int64, epoch string, last uint64) (msgs [][]byte, recovered bool) {
 	kept := len(r.history)
 	from := 0 // index, oldest first, of the first message to return
 	recovered = true
 	switch {
 	case since == nil:
-	case epoch != "" && epoch != r.epoch, uint64(*since) > r.seq:
+	case epoch != "" && epoch != r.epoch, uint64(*since) > last:
 		recovered = false
 	default:
-		oldest := r.seq - uint64(kept) + 1 // seq of the oldest kept message
+		oldest := last - uint64(kept) + 1 // seq of the oldest kept message
 		s := uint64(*since)
 		if s+1 < oldest {
 			recovered = false
@@ -498,6 +529,10 @@ func (h *hub) say(c *client, name, text string) {
 	}
 	if h.cl.online() {
 		h.cl.publishMsg(r, c, text)
+		return
+	}
+	if h.br != nil {
+		h.sayStored(c, r, text)
 		return
 	}
 	h.sayLocal(r, c.idStr, c.nickname(), text)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"noom/server/broker"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,19 +130,25 @@ func (s *server) start() error {
 		// spin a core. A short pause lets closing connections free some.
 		time.Sleep(20 * time.Millisecond)
 	})
+	if err := s.openHistory(); err != nil {
+		return err
+	}
 	if err := s.startAdmin(); err != nil {
+		s.closeHistory()
 		return err
 	}
 	s.hub.start()
 	if err := s.startCluster(); err != nil {
 		s.hub.stop()
 		s.stopAdmin()
+		s.closeHistory()
 		return err
 	}
 	if err := s.engine.Start(); err != nil {
 		s.stopCluster()
 		s.hub.stop()
 		s.stopAdmin()
+		s.closeHistory()
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.addr = addrs[0]
@@ -158,6 +165,9 @@ func (s *server) housekeeping() {
 	defer tick.Stop()
 	ping := time.NewTicker(sweepEvery(&s.cfg))
 	defer ping.Stop()
+	expire := time.NewTicker(expireEvery)
+	defer expire.Stop()
+	s.hub.expireHistory(time.Now())
 	for {
 		select {
 		case <-tick.C:
@@ -165,6 +175,8 @@ func (s *server) housekeeping() {
 			s.hub.settle()
 		case <-ping.C:
 			s.hub.sweep()
+		case now := <-expire.C:
+			s.hub.expireHistory(now)
 		case <-s.stopHousekeeping:
 			return
 		}
@@ -204,9 +216,47 @@ wait:
 		err = errors.Join(err, e)
 	}
 	s.stopCluster()
+	// Before the workers stop: the store writes what is queued and hands
+	// those messages to the fan-out.
+	if e := s.closeHistory(); e != nil {
+		err = errors.Join(err, e)
+	}
 	s.hub.stop()
 	s.stopAdmin() // last: /metrics can be scraped while the server drains
 	return err
+}
+
+// expireEvery is how often the store's retention runs.
+const expireEvery = 10 * time.Minute
+
+// openHistory opens the standalone node's broker over the store in -data
+// (history.go). A store that cannot be trusted (damaged, read-only, full,
+// locked by another process) stops the start with the store's own words:
+// starting with an empty history instead would lose it silently. In a
+// cluster the stream keeps history and no store is opened.
+func (s *server) openHistory() error {
+	if s.cfg.NATS != "" || s.cfg.NATSEmbedded != "" {
+		return nil
+	}
+	br, err := broker.OpenLocal(s.cfg.Data, s.cfg.HistoryKeep, s.cfg.Retention)
+	if err != nil {
+		return fmt.Errorf("history store in %q: %w", s.cfg.Data, err)
+	}
+	s.hub.br = br
+	if s.cfg.Data == "" {
+		s.log.Warn("history kept in memory only (-data \"\"): it is lost on restart")
+	} else {
+		s.log.Info("history store", "dir", s.cfg.Data, "keep", s.cfg.HistoryKeep, "retention", s.cfg.Retention)
+	}
+	return nil
+}
+
+// closeHistory writes what the store has queued and closes it.
+func (s *server) closeHistory() error {
+	if s.hub.br == nil {
+		return nil
+	}
+	return s.hub.br.Close()
 }
 
 // acquireConn counts a new WebSocket connection against -max-conns.

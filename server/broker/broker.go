@@ -1,0 +1,93 @@
+// Package broker is the contract between the rooms of a noom node and
+// whatever keeps their shared state: the per-room ordered publish (seq and
+// epoch), the kept history and its pages, and recovery after a seq. The
+// hub calls it and never asks what is behind it.
+//
+// Local (local.go) is the standalone node's broker, durable by default: an
+// embedded store (package store) in the -data directory. The NATS
+// JetStream cluster (package main, cluster*.go) does not sit behind this
+// contract yet; it keeps its history in its stream and is reached by the
+// hub directly (see the README, "Cluster").
+//
+// The rules every implementation keeps (the contract tests check them):
+//
+//   - A room's messages are numbered 1, 2, 3... under one epoch, a name for
+//     this lifetime of the room's sequence. Publish takes the seq that
+//     follows the room's last one; anything else is refused (ErrSeq).
+//   - done is called once a message is kept for good (durable), in publish
+//     order per room, and only then may anyone receive it. A refused or
+//     failed publish is not kept, and the room's next seq is its last
+//     kept one + 1 again.
+//   - A room that empties keeps its seq, epoch and history; Room reports
+//     them to whoever loads it next, on this process or after a restart on
+//     the same data. The epoch changes only when the kept sequence is
+//     really lost.
+//   - History, newest first in pages, oldest first within a page; Since
+//     reports whether every message after a seq is still kept.
+package broker
+
+import (
+	"errors"
+	"time"
+)
+
+// Message is one chat message as rooms keep it: its seq, its server time
+// (Unix ms) and the msg frame's JSON payload exactly as broadcast, so that
+// history and recovery cost no encoding. Payloads handed out are shared:
+// read-only.
+type Message struct {
+	Seq     uint64
+	TS      int64
+	Payload []byte
+}
+
+// RoomState is what a room starts from when it is loaded into memory.
+type RoomState struct {
+	// Epoch names this lifetime of the room's sequence.
+	Epoch string
+	// Seq is the room's last kept seq, 0 for a room with none yet.
+	Seq uint64
+	// Recent are its newest kept messages, oldest first.
+	Recent []Message
+	// Known is false for a room the broker had no trace of: Epoch is new.
+	Known bool
+}
+
+// Broker keeps the rooms' shared state. Its methods are safe for
+// concurrent use; none blocks for long except Close.
+type Broker interface {
+	// Room returns room's kept state with at most recent newest messages.
+	// A room it does not know gets a new epoch and seq 0 (it is stored only
+	// with its first message).
+	Room(room string, recent int) (RoomState, error)
+	// Publish keeps m, whose Seq must follow the room's last. epoch is the
+	// room's, from Room. done is called once m is durable, or with the
+	// error that lost it, in publish order per room, never on the caller's
+	// goroutine. An error returned instead means m was refused at once
+	// (ErrBusy: retry later) and done is not called.
+	Publish(room, epoch string, m Message, done func(error)) error
+	// History returns up to limit kept messages with seq < before (the
+	// newest ones for before 0), oldest first, and whether older ones are
+	// kept.
+	History(room string, before uint64, limit int) (msgs []Message, more bool, err error)
+	// Since returns the kept messages after seq, oldest first, if there
+	// are at most limit and none of them is lost; otherwise complete is
+	// false and msgs nil.
+	Since(room string, seq uint64, limit int) (msgs []Message, complete bool, err error)
+	// Expire drops messages past the retention period or the per-room
+	// count, and forgets rooms that have had nothing kept for idle unless
+	// inUse says the room is loaded (its seq lives on in memory).
+	Expire(now time.Time, idle time.Duration, inUse func(room string) bool) (removed int, err error)
+	// Close keeps what was published (calling each done) and releases the
+	// broker.
+	Close() error
+}
+
+// Errors of the contract; implementations wrap them with detail.
+var (
+	// ErrBusy: the broker cannot take a publish right now. Nothing was
+	// kept; the client may retry (error code unavailable).
+	ErrBusy = errors.New("broker: busy")
+	// ErrSeq: a publish whose seq does not follow the room's last.
+	ErrSeq = errors.New("broker: out-of-sequence publish")
+)

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"errors"
+	"time"
+
+	"noom/server/broker"
+)
+
+// Rooms' history on a standalone node: every message goes through the
+// broker (server/broker, over the store in -data), and is broadcast only
+// once it is durable, so a message anyone received survives a crash. A room
+// in memory keeps the newest -history messages for joined frames; older
+// ones are read from the store, for `since` beyond that ring and for
+// history pages. A room that empties leaves memory; its seq, epoch and
+// messages stay in the store, and the next join loads them.
+//
+// In a cluster (h.cl != nil) the stream keeps the history instead and
+// h.br is nil.
+
+// maxRecover is the most messages a joined frame carries to bring a client
+// back after `since`: past it recovered is false, the client gets the
+// newest -history and pages back with history requests.
+const maxRecover = 1000
+
+// maxHistoryPage is the largest limit a history request takes
+// (PROTOCOL.md); defaultHistoryPage is the limit without one.
+const (
+	maxHistoryPage     = 100
+	defaultHistoryPage = 50
+)
+
+// forgetAfter is how long an empty room with no kept messages keeps its
+// seq and epoch before the store forgets it (PROTOCOL.md: a day).
+const forgetAfter = 24 * time.Hour
+
+// loadRoom builds room name from what the broker keeps of it. The shard
+// lock must be held: the reads are from the store's memory map, a few
+// microseconds.
+func (h *hub) loadRoom(name string) (*room, error) {
+	r := h.newRoom(name)
+	if h.br == nil {
+		return r, nil
+	}
+	rs, err := h.br.Room(name, h.cfg.HistorySize)
+	if err != nil {
+		return nil, err
+	}
+	r.epoch, r.seq, r.durable = rs.Epoch, rs.Seq, rs.Seq
+	for _, m := range rs.Recent {
+		r.addHistory(m.Payload, h.cfg.HistorySize)
+	}
+	return r, nil
+}
+
+// recoverFromStore returns the messages after since from the store when
+// the ring no longer reaches back to it: all of them, and true, if none is
+// lost and there are at most maxRecover; otherwise ring (the newest) and
+// false. Only what members have received (seq ≤ r.durable) is returned:
+// the store may hold a message whose broadcast is still on its way. The
+// shard lock must be held.
+func (h *hub) recoverFromStore(r *room, since uint64, ring [][]byte) ([][]byte, bool) {
+	msgs, complete, err := h.br.Since(r.name, since, maxRecover)
+	if err != nil || !complete {
+		return ring, false
+	}
+	out := make([][]byte, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Seq <= r.durable {
+			out = append(out, m.Payload)
+		}
+	}
+	return out, true
+}
+
+// sayStored gives a message r's next seq and publishes it; published
+// broadcasts it once it is durable. c.mu is held; the shard lock is taken
+// here.
+func (h *hub) sayStored(c *client, r *room, text string) {
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	seq := r.seq + 1
+	ts := time.Now().UnixMilli()
+	frame, at := encodeMsg(r.name, seq, c.idStr, c.nickname(), text, ts)
+	gen := r.pubGen
+	err := h.br.Publish(r.name, r.epoch, broker.Message{Seq: seq, TS: ts, Payload: frame[at:]}, func(err error) {
+		h.published(r, seq, gen, frame, at, c, err)
+	})
+	if err != nil {
+		h.storeRefused(c, err)
+		return
+	}
+	r.seq = seq
+	r.inflight++
+}
+
+// published runs on the broker's goroutine once message seq of r is
+// durable, or lost with err: then every message published after it fails
+// too (the broker wants seq again), and r's next seq is the last durable
+// one's successor again. gen tells the first such failure from the ones
+// that follow it, which must not undo a seq given out since.
+func (h *hub) published(r *room, seq uint64, gen uint32, frame []byte, at int, c *client, err error) {
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r.inflight--
+	if err != nil {
+		if gen == r.pubGen {
+			r.seq = r.durable
+			r.pubGen++
+		}
+		h.storeRefused(c, err)
+	} else {
+		r.durable = seq
+		r.addHistory(frame[at:], h.cfg.HistorySize)
+		h.broadcast(r, frame, nil)
+	}
+	h.dropIfEmpty(sh, r)
+}
+
+// storeRefused answers a say the broker did not keep.
+func (h *hub) storeRefused(c *client, err error) {
+	h.stats.storeErrors.Add(1)
+	if !errors.Is(err, broker.ErrBusy) {
+		h.log.Warn("message not stored", "err", err)
+	}
+	c.replyError(errUnavailable, "the message could not be stored; try again", "say")
+}
+
+// history answers a history request: a page of r's kept messages before
+// seq before (the newest without it).
+func (h *hub) history(c *client, name string, before *int64, limit int) {
+	c.mu.Lock()
+	r := c.memberOf(name, "history")
+	c.mu.Unlock()
+	if r == nil {
+		return
+	}
+	if limit == 0 {
+		limit = defaultHistoryPage
+	}
+	var b uint64
+	if before != nil {
+		b = uint64(*before)
+	}
+	if h.br == nil { // a cluster: what the room keeps in memory
+		sh := h.shardOf(name)
+		sh.mu.Lock()
+		msgs, more := r.page(b, limit)
+		sh.mu.Unlock()
+		c.send(encodeHistory(name, msgs, more))
+		return
+	}
+	if last := r.durableSeq(h); b == 0 || b > last+1 {
+		b = last + 1 // nothing past what members have received
+	}
+	msgs, more, err := h.br.History(name, b, limit)
+	if err != nil {
+		h.log.Warn("history not read", "room", name, "err", err)
+		c.replyError(errUnavailable, "history could not be read; try again", "history")
+		return
+	}
+	payloads := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		payloads[i] = m.Payload
+	}
+	c.send(encodeHistory(name, payloads, more))
+}
+
+// durableSeq is the newest seq of r that members have received.
+func (r *room) durableSeq(h *hub) uint64 {
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return r.durable
+}
+
+// page returns the ring's messages with seq < before (all for 0), at most
+// limit of the newest, and whether older ones are in the ring or beyond
+// it. The shard lock must be held.
+func (r *room) page(before uint64, limit int) (msgs [][]byte, more bool) {
+	kept := len(r.history)
+	oldest := r.seq - uint64(kept) + 1
+	end := kept // index after the last message to return
+	if before != 0 && before <= r.seq {
+		if before <= oldest {
+			return nil, oldest > 1 && kept > 0
+		}
+		end = int(before - oldest)
+	}
+	start := max(0, end-limit)
+	for i := start; i < end; i++ {
+		msgs = append(msgs, r.history[(r.histStart+i)%kept])
+	}
+	return msgs, oldest+uint64(start) > 1
+}
+
+// expireHistory runs the store's retention: messages past -retention or
+// -history-keep go, and empty rooms with nothing kept for forgetAfter are
+// forgotten. Called by the housekeeping goroutine, off the poller.
+func (h *hub) expireHistory(now time.Time) {
+	if h.br == nil {
+		return
+	}
+	removed, err := h.br.Expire(now, forgetAfter, h.roomInMemory)
+	if err != nil {
+		h.log.Warn("history retention", "err", err)
+	}
+	if removed > 0 {
+		h.log.Debug("history retention", "removed", removed)
+	}
+}
+
+// roomInMemory reports whether room name is loaded (has members or
+// messages on their way to the store): the broker must not forget it.
+func (h *hub) roomInMemory(name string) bool {
+	sh := h.shardOf(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.rooms[name] != nil
+}
