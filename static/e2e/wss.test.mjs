@@ -26,8 +26,9 @@ function freePort() {
 // listens.
 async function startTLS() {
   const port = await freePort();
-  // The admin listener on a free port, as in harness.mjs: its default, 9090, may be taken.
-  const args = ['-addr', `127.0.0.1:${port}`, '-admin-addr', '127.0.0.1:0', '-tls-self-signed'];
+  // The admin listener on a free port and the store in memory, as in
+  // harness.mjs: 9090 may be taken, and ./noom-data is shared.
+  const args = ['-addr', `127.0.0.1:${port}`, '-admin-addr', '127.0.0.1:0', '-data', '', '-tls-self-signed'];
   const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const fingerprint = await new Promise((resolve, reject) => {
