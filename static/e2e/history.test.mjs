@@ -65,10 +65,14 @@ function olderButton(page, room) {
   return log(page, room).locator('.older button');
 }
 
-/** topOf returns the distance in pixels from the top of room's log view to the message text. */
+/**
+ * topOf returns the distance in pixels from the top of room's log view to
+ * a message's text: the text, not its whole entry, whose header goes when
+ * the message above it turns out to be from the same sender.
+ */
 function topOf(page, room, text) {
   return log(page, room).evaluate(
-    (el, t) => [...el.querySelectorAll('.msg')].find((m) => m.querySelector('.text').textContent === t).getBoundingClientRect().top - el.getBoundingClientRect().top,
+    (el, t) => [...el.querySelectorAll('.msg .text')].find((m) => m.textContent === t).getBoundingClientRect().top - el.getBoundingClientRect().top,
     text,
   );
 }
