@@ -2,12 +2,13 @@
 // messages" at the top of the log asks the server (`history`) for the page
 // before the oldest message shown, puts it above without duplicates or a
 // jump of the reader's view, and goes away at the room's first message.
-// A refused request shows why and can be tried again.
+// A refused request shows why and can be tried again. Pages stop at the
+// page's bound, and the log shrinks back once the reader is at the newest.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import WebSocket from 'ws';
-import { joinRoom, launch, log, messages, openPage, Server, TIMEOUT, TLS } from './harness.mjs';
+import { delay, joinRoom, launch, log, messages, openPage, Server, TIMEOUT, TLS } from './harness.mjs';
 
 const env = { server: undefined, browser: undefined };
 before(async () => {
@@ -188,6 +189,50 @@ test('a refused request says so and can be tried again; while one is open the bu
     assert.deepEqual(reader.problems, []);
   } finally {
     await reader.context().close();
+    ws.close();
+  }
+});
+
+test('paging back stops at the page\'s bound; back at the newest, the log keeps its usual 500', { timeout: 120_000 }, async () => {
+  // room.js: MAX_LOG = 2000 entries at most, LOG_LIMIT = 500 while following the newest.
+  const ws = await writer(env.server, 'bound', 2100);
+  try {
+    const reader = await openPage(env.browser, env.server, 'reader');
+    await joinRoom(reader, 'bound');
+    await log(reader, 'bound').getByText('m2100', { exact: true }).waitFor();
+    const load = log(reader, 'bound').getByRole('button', { name: 'Load older messages', exact: true });
+    const full = log(reader, 'bound').getByText(/^This page shows at most 2000 messages/);
+    // 39 pages of 50 above the 50 of `joined`, then the log is full.
+    for (let pages = 0; !(await full.isVisible()); pages++) {
+      assert.ok(pages < 39, 'the log is full after 39 pages');
+      const oldest = `m${2051 - 50 * pages}`;
+      await log(reader, 'bound').locator('.msg .text').first().filter({ hasText: new RegExp(`^${oldest}$`) }).waitFor();
+      await load.click();
+      await log(reader, 'bound').getByText(`m${2051 - 50 * (pages + 1)}`, { exact: true }).waitFor();
+    }
+    assert.deepEqual(await messages(reader, 'bound'), texts(101, 2100));
+    assert.equal(await load.count(), 0, 'no button once full');
+
+    // Scrolled up, a new message drops nothing but what exceeds the bound.
+    ws.send(JSON.stringify({ type: 'say', room: 'bound', text: 'm2101' }));
+    await log(reader, 'bound').getByText('m2101', { exact: true }).waitFor();
+    assert.deepEqual(await messages(reader, 'bound'), texts(102, 2101));
+    // At the end again, the next one trims the log to its usual size, and
+    // what was dropped can be loaded again.
+    await log(reader, 'bound').evaluate((el) => (el.scrollTop = el.scrollHeight));
+    await reader.waitForFunction(() => {
+      const el = document.querySelector('.log:not([hidden])');
+      return el.scrollTop + el.clientHeight >= el.scrollHeight - 1;
+    });
+    await delay(100); // The log learns it is at the end from its scroll event.
+    ws.send(JSON.stringify({ type: 'say', room: 'bound', text: 'm2102' }));
+    await log(reader, 'bound').getByText('m2102', { exact: true }).waitFor();
+    assert.deepEqual(await messages(reader, 'bound'), texts(1603, 2102));
+    await load.waitFor();
+    assert.equal(await full.count(), 0);
+    assert.deepEqual(reader.problems, []);
+    await reader.context().close();
+  } finally {
     ws.close();
   }
 });
