@@ -1,5 +1,5 @@
 // The chat view: nickname, the list of open rooms, one tab per joined room
-// with its message log and members, and the composer.
+// with its message log (room.js) and members, and the composer.
 //
 // Events (CustomEvent, detail: room name or null):
 //   active  the shown room changed
