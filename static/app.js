@@ -37,6 +37,9 @@ conn.addEventListener('frame', ({ detail: frame }) => {
     case 'msg':
       chat.onMsg(frame);
       break;
+    case 'history':
+      chat.onHistory(frame);
+      break;
     case 'presence':
       chat.onPresence(frame);
       call.onPresence(frame);

@@ -1,15 +1,13 @@
 // The chat view: nickname, the list of open rooms, one tab per joined room
-// with its message log and members, and the composer.
+// with its message log (room.js) and members, and the composer.
 //
 // Events (CustomEvent, detail: room name or null):
 //   active  the shown room changed
 //   leave   the user left a room (the server also ends their part in its call)
 
-import { byId, h, nickClass, toast } from './dom.js';
-import { RoomHistory } from './history.js';
+import { byId, h, hash, nickClass, toast } from './dom.js';
+import { Room } from './room.js';
 
-/** LOG_LIMIT bounds each room's log: past it the oldest entries are dropped. */
-const LOG_LIMIT = 500;
 /** MEMBER_LIMIT bounds each room's member list; the rest shows as "and N more". */
 const MEMBER_LIMIT = 500;
 /**
@@ -23,16 +21,9 @@ const ROOMS_REFRESH_MS = 5000;
  * may not show the change yet.
  */
 const ROOMS_SETTLE_MS = 1200;
-/** A message within GROUP_MS of the previous one from the same sender shares its header. */
-const GROUP_MS = 5 * 60_000;
-/** A log scrolled to within STICK_PX of its end follows new messages. */
-const STICK_PX = 48;
-
 const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const NICK_STORE = 'noom.nick';
 const encoder = new TextEncoder();
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 
 /** nickProblem returns why a nickname is refused (PROTOCOL.md "Names"), or '' if it is fine. */
 export function nickProblem(nick) {
@@ -43,68 +34,6 @@ export function nickProblem(nick) {
   return '';
 }
 
-/** One joined room: its place in the resume protocol and its part of the page. */
-class Room {
-  constructor(name, tabId) {
-    this.name = name;
-    this.history = new RoomHistory();
-    /** members maps connection id to nickname. */
-    this.members = new Map();
-    this.count = 0;
-    this.unread = 0;
-    this.stick = true;
-    this.lastSender = null;
-    this.lastTs = 0;
-    this.log = h('div', {
-      class: 'log',
-      role: 'log',
-      'aria-label': `Messages in ${name}`,
-      tabindex: 0,
-      hidden: true,
-    });
-    this.log.addEventListener('scroll', () => {
-      const { scrollTop, clientHeight, scrollHeight } = this.log;
-      this.stick = scrollTop + clientHeight >= scrollHeight - STICK_PX;
-    });
-    // The log shrinks when a call opens above it: keep the newest in view.
-    new ResizeObserver(() => {
-      if (this.stick) this.scrollToEnd();
-    }).observe(this.log);
-    this.badge = h('span', { class: 'badge', hidden: true });
-    this.tab = h(
-      'button',
-      { type: 'button', role: 'tab', id: tabId, 'aria-controls': 'room-panel', tabindex: -1 },
-      hash(),
-      h('span', { class: 'tab-name', text: name }),
-      this.badge,
-    );
-  }
-
-  /** append adds an entry to the log, dropping the oldest past LOG_LIMIT. */
-  append(entry) {
-    this.log.append(entry);
-    while (this.log.childElementCount > LOG_LIMIT) {
-      this.log.firstElementChild.remove();
-      // A continued message that lost its group's header gets one back.
-      this.log.firstElementChild?.classList.remove('cont');
-    }
-    if (this.stick && !this.log.hidden) this.scrollToEnd();
-  }
-
-  scrollToEnd() {
-    this.log.scrollTop = this.log.scrollHeight;
-  }
-
-  setUnread(n) {
-    this.unread = n;
-    this.badge.hidden = n === 0;
-    this.badge.replaceChildren(
-      String(n > 99 ? '99+' : n),
-      h('span', { class: 'visually-hidden', text: ' unread' }),
-    );
-  }
-}
-
 export class ChatView extends EventTarget {
   #conn;
   /** rooms in tab order. */
@@ -112,6 +41,13 @@ export class ChatView extends EventTarget {
   #active = null;
   /** pendingJoins lists rooms asked for and not yet answered, in request order. */
   #pendingJoins = [];
+  /**
+   * pendingOlder lists the rooms with an open `history` request. An error
+   * names no room, and the server may answer a quick refusal before a slow
+   * page of another room, so an error fails all of them: each shows it and
+   * may be tried again. In practice it is one room, the one on show.
+   */
+  #pendingOlder = new Set();
   /**
    * myId is this connection's id. Ids are unique only within one server
    * lifetime, so messages are "mine" by the current id alone.
@@ -187,7 +123,7 @@ export class ChatView extends EventTarget {
       return;
     }
     if (!this.#rooms.has(name)) {
-      const room = new Room(name, `tab-${++this.#tabSeq}`);
+      const room = new Room(name, `tab-${++this.#tabSeq}`, () => this.#loadOlder(room));
       room.tab.addEventListener('click', () => this.#activate(name));
       this.#rooms.set(name, room);
       this.#els.tabs.append(room.tab);
@@ -245,7 +181,7 @@ export class ChatView extends EventTarget {
     for (const m of frame.members ?? []) room.members.set(m.id, m.nick);
     room.count = frame.count ?? room.members.size;
     if (!resumed) {
-      room.log.replaceChildren(); // Drop "Joining…".
+      room.clear(); // Drop "Joining…".
       this.#requestRoomsSoon(); // The list will have this room, or its new count.
     }
     for (const msg of messages) this.#showMessage(room, msg);
@@ -254,6 +190,8 @@ export class ChatView extends EventTarget {
     } else if (messages.length === 0) {
       this.#notice(room, `You joined ${room.name}. No messages yet: say hello.`);
     }
+    // A new epoch may leave the oldest message shown without older ones to load.
+    room.renderOlder();
     if (room.name === this.#active) {
       room.scrollToEnd();
       room.stick = true;
@@ -269,6 +207,16 @@ export class ChatView extends EventTarget {
       room.setUnread(room.unread + 1);
       this.#renderTitle();
     }
+  }
+
+  /** onHistory shows a page of older messages above the room's log. */
+  onHistory(frame) {
+    const room = this.#rooms.get(frame.room);
+    if (!room) return;
+    this.#pendingOlder.delete(room);
+    const messages = room.history.onOlder(frame, room.oldest());
+    if (messages === null) room.renderOlder(); // Stale: the button works again.
+    else room.prepend(messages, (msg) => msg.from === this.#myId);
   }
 
   onPresence(frame) {
@@ -321,6 +269,9 @@ export class ChatView extends EventTarget {
       case 'say':
         toast(`Message not sent: ${what}`);
         break;
+      case 'history':
+        this.#failOlder(`Could not load older messages (${what}). Try again.`);
+        break;
       case 'rooms': // The next refresh will do.
       case 'leave': // The tab is closed already; not_in_room changes nothing.
         break;
@@ -329,9 +280,14 @@ export class ChatView extends EventTarget {
     }
   }
 
-  /** onStatus dims the Send button while there is no connection to send on. */
+  /**
+   * onStatus dims the Send button while there is no connection to send on,
+   * and ends the `history` requests that died with the old one: their
+   * buttons work again (and send once the page is online).
+   */
   onStatus(status) {
     this.#els.composer.classList.toggle('offline', status !== 'online');
+    if (status !== 'online') this.#failOlder('');
   }
 
   // ---- actions ----
@@ -369,6 +325,28 @@ export class ChatView extends EventTarget {
     input.value = '';
   }
 
+  /** loadOlder asks for the page of messages above room's log. */
+  #loadOlder(room) {
+    const frame = room.olderFrame();
+    if (!frame) return;
+    if (!this.#conn.send(frame)) {
+      room.setOlderError('Not connected: try again once the page is online.');
+      return;
+    }
+    room.history.olderSent();
+    this.#pendingOlder.add(room);
+    room.setOlderError('');
+  }
+
+  /** failOlder ends every open `history` request unanswered, showing why (or nothing). */
+  #failOlder(why) {
+    for (const room of this.#pendingOlder) {
+      room.history.olderFailed();
+      room.setOlderError(why);
+    }
+    this.#pendingOlder.clear();
+  }
+
   #requestRooms() {
     this.#conn.send({ type: 'rooms' });
   }
@@ -383,6 +361,7 @@ export class ChatView extends EventTarget {
   #remove(name) {
     const room = this.#rooms.get(name);
     this.#rooms.delete(name);
+    this.#pendingOlder.delete(room);
     room.tab.remove();
     room.log.remove();
     if (this.#active === name) this.#activate(this.#rooms.keys().next().value ?? null);
@@ -428,30 +407,11 @@ export class ChatView extends EventTarget {
   }
 
   #showMessage(room, msg) {
-    const mine = msg.from === this.#myId;
-    const ts = Number(msg.ts) || Date.now();
-    const date = new Date(ts);
-    const cont = room.lastSender === msg.from && ts - room.lastTs < GROUP_MS && room.log.lastElementChild?.classList.contains('msg');
-    room.lastSender = msg.from;
-    room.lastTs = ts;
-    room.append(
-      h(
-        'div',
-        { class: `msg${mine ? ' mine' : ''}${cont ? ' cont' : ''}` },
-        h(
-          'div',
-          { class: 'meta' },
-          h('span', { class: `nick ${nickClass(String(msg.nick))}`, text: String(msg.nick) }),
-          h('time', { datetime: date.toISOString(), title: dateFormat.format(date), text: timeFormat.format(date) }),
-        ),
-        h('div', { class: 'text', text: String(msg.text) }),
-      ),
-    );
+    room.showMessage(msg, msg.from === this.#myId);
   }
 
   #notice(room, text) {
-    room.lastSender = null;
-    room.append(h('div', { class: 'notice', text }));
+    room.notice(text);
   }
 
   #render() {
@@ -541,11 +501,6 @@ export class ChatView extends EventTarget {
     for (const room of this.#rooms.values()) unread += room.unread;
     document.title = unread > 0 ? `(${unread}) noom` : 'noom';
   }
-}
-
-/** hash is the "#" shown before room names; screen readers skip it. */
-function hash() {
-  return h('span', { class: 'hash', 'aria-hidden': 'true', text: '#' });
 }
 
 function plural(n, word) {

@@ -52,3 +52,8 @@ export function nickClass(key) {
   for (const ch of key) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
   return `nick-c${hash % 8}`;
 }
+
+/** hash is the "#" shown before room names; screen readers skip it. */
+export function hash() {
+  return h('span', { class: 'hash', 'aria-hidden': 'true', text: '#' });
+}

@@ -8,6 +8,10 @@
 // class turns those answers, and the live `msg` frames, into "show this once".
 // It touches no DOM, so node's test runner checks it directly.
 //
+// It also pages back: the `history` request asks for the messages before the
+// oldest one the page shows, and this class says when there may be any, and
+// which of a reply's messages belong above the log.
+//
 // A new epoch does not always mean new messages: in a cluster, a node cut
 // off from the others runs a room alone under an epoch of its own and then
 // returns it to the cluster's (each time with an unasked `joined`), and the
@@ -17,6 +21,9 @@
 
 /** KEEP is how many recent messages a room remembers by content. */
 const KEEP = 500;
+
+/** PAGE is how many older messages one `history` request asks for (the protocol's default). */
+export const PAGE = 50;
 
 /** contentKey identifies a message across epochs. */
 const contentKey = (m) => `${m.from}\u0000${m.ts}\u0000${m.text}`;
@@ -31,6 +38,12 @@ export class RoomHistory {
   /** the content keys of the last KEEP messages shown, oldest first in #order. */
   #seen = new Set();
   #order = [];
+  /** joins counts `joined` frames, asked for or not, to tell a stale `history` reply. */
+  #joins = 0;
+  /** pending is #joins when the open `history` request was sent, or -1 when none is open. */
+  #pending = -1;
+  /** start is {epoch, seq} once a reply said nothing before seq is kept in that epoch. */
+  #start = null;
 
   /**
    * joinFrame returns the `join` request for room: a plain join the first
@@ -61,6 +74,7 @@ export class RoomHistory {
       this.lastSeq = 0;
     }
     this.joined = true;
+    this.#joins++;
     const fresh = (frame.history ?? []).filter((m) => {
       const shownBefore = !sameEpoch && this.#seen.has(contentKey(m));
       return this.accept(m) && !shownBefore;
@@ -82,5 +96,71 @@ export class RoomHistory {
       if (this.#order.length > KEEP) this.#seen.delete(this.#order.shift());
     }
     return true;
+  }
+
+  // ---- paging back ----
+  //
+  // `oldest` below is {seq, epoch} of the topmost message the page shows (the
+  // epoch it was shown under), or null when it shows none.
+
+  /**
+   * canLoadOlder reports whether the room may keep messages older than
+   * oldest: it is of the current epoch (a seq of another lifetime names
+   * nothing the server can page from), above seq 1, and no reply has said
+   * that nothing before it is kept. A server that names no epoch predates
+   * kept history and the `history` request.
+   */
+  canLoadOlder(oldest) {
+    if (!oldest || typeof this.epoch !== 'string' || oldest.epoch !== this.epoch || oldest.seq <= 1) return false;
+    return !(this.#start?.epoch === this.epoch && oldest.seq <= this.#start.seq);
+  }
+
+  /** loadingOlder is true while a `history` request is sent and not answered. */
+  get loadingOlder() {
+    return this.#pending >= 0;
+  }
+
+  /**
+   * olderFrame returns the `history` request for the page before oldest, of
+   * at most limit messages, or null when there is nothing to ask (see
+   * canLoadOlder) or a request is open already. Call olderSent once it is sent.
+   */
+  olderFrame(room, oldest, limit = PAGE) {
+    if (this.loadingOlder || !this.canLoadOlder(oldest) || limit < 1) return null;
+    return { type: 'history', room, before: oldest.seq, limit: Math.min(limit, 100) };
+  }
+
+  olderSent() {
+    this.#pending = this.#joins;
+  }
+
+  /**
+   * olderFailed closes the open request without an answer: it was refused
+   * (`error` with ref `history`) or its connection is gone.
+   */
+  olderFailed() {
+    this.#pending = -1;
+  }
+
+  /**
+   * onOlder takes a `history` reply and returns the messages to show above
+   * oldest, oldest first: those of this epoch below oldest.seq, each seq
+   * once. They are not recorded as shown by content: that memory is of the
+   * newest messages, the ones a rejoin under a new epoch may repeat.
+   * It returns null for a reply nobody waits for, or one sent before a
+   * `joined` that came in meanwhile (it may be of another epoch).
+   */
+  onOlder(frame, oldest) {
+    if (this.#pending < 0) return null;
+    const stale = this.#pending !== this.#joins;
+    this.#pending = -1;
+    if (stale || !oldest || oldest.epoch !== this.epoch) return null;
+    const list = Array.isArray(frame.messages) ? frame.messages : [];
+    const fresh = list
+      .filter((m) => typeof m === 'object' && m !== null && Number.isSafeInteger(m.seq) && m.seq >= 1 && m.seq < oldest.seq)
+      .sort((a, b) => a.seq - b.seq)
+      .filter((m, i, all) => i === 0 || m.seq !== all[i - 1].seq);
+    if (frame.more === false) this.#start = { epoch: this.epoch, seq: fresh[0]?.seq ?? oldest.seq };
+    return fresh;
   }
 }

@@ -71,7 +71,15 @@ export class Server {
   async restart() {
     if (this.#proc) throw new Error('server already running');
     const tlsArgs = TLS ? ['-tls-self-signed'] : [];
-    const proc = spawn(BIN, ['-addr', `127.0.0.1:${this.port}`, ...tlsArgs, ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Every server gets an admin listener on a free port: the default,
+    // 127.0.0.1:9090, would be shared by the servers a test runs at once
+    // (and by one already running on this machine). And its store in memory
+    // (-data ""): the default, ./noom-data, would be one directory for all
+    // of them, locked by the first, and outlive the run. A restart then
+    // starts the rooms afresh, under new epochs. this.args come last so that
+    // a test can still choose its own (-data DIR for a store on disk).
+    const args = ['-addr', `127.0.0.1:${this.port}`, '-admin-addr', '127.0.0.1:0', '-data', '', ...tlsArgs, ...this.args];
+    const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#proc = proc;
     proc.stdout.pipe(this.log, { end: false });
     proc.stderr.pipe(this.log, { end: false });

@@ -1,11 +1,12 @@
 // Unit tests of the page's DOM-free logic: which messages are new after a
-// rejoin, the reconnect backoff, the WebSocket address and the nickname rules.
+// rejoin, which older messages a `history` reply adds, the reconnect backoff,
+// the WebSocket address and the nickname rules.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { nickProblem } from '../chat.js';
 import { backoffDelay, BASE_MS, CAP_MS, wsURL } from '../connection.js';
-import { RoomHistory } from '../history.js';
+import { PAGE, RoomHistory } from '../history.js';
 
 // msg is a message of the room; messages of one epoch are sent at ts = seq,
 // those of epoch eN at N·1000 + seq, so that they differ as real ones do.
@@ -89,6 +90,80 @@ test('a server without epochs still resumes by seq', () => {
   h.onJoined(joined(undefined, [1, 2]));
   assert.deepEqual(h.joinFrame('r'), { type: 'join', room: 'r', since: 2 });
   assert.deepEqual(seqs(h.onJoined(joined(undefined, [2, 3])).messages), [3]);
+});
+
+// top is the `oldest` the page passes: the topmost message shown, by seq and epoch.
+const top = (seq, epoch = 'e1') => ({ seq, epoch });
+const page = (seqs, more, epoch = 'e1') => ({ type: 'history', room: 'r', messages: seqs.map((s) => msg(s, epoch)), more });
+
+test('paging back asks for the messages before the oldest shown, one request at a time', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [71, 72]));
+  assert.equal(h.canLoadOlder(top(71)), true);
+  assert.deepEqual(h.olderFrame('r', top(71)), { type: 'history', room: 'r', before: 71, limit: PAGE });
+  assert.deepEqual(h.olderFrame('r', top(71), 500).limit, 100, 'the protocol allows 100 at most');
+  h.olderSent();
+  assert.equal(h.loadingOlder, true);
+  assert.equal(h.olderFrame('r', top(71)), null, 'no second request while one is open');
+  assert.deepEqual(seqs(h.onOlder(page([21, 22, 70], true), top(71))), [21, 22, 70]);
+  assert.equal(h.loadingOlder, false);
+  assert.equal(h.canLoadOlder(top(21)), true);
+  // Live messages still count from the newest.
+  assert.equal(h.accept(msg(73)), true);
+  assert.equal(h.accept(msg(70)), false);
+});
+
+test('a history reply is shown without duplicates, in seq order', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [50, 51]));
+  h.olderSent();
+  const reply = page([49, 50, 51, 48, 48], true);
+  reply.messages.push({ seq: '47' }, null, { seq: 0 });
+  assert.deepEqual(seqs(h.onOlder(reply, top(50))), [48, 49]);
+});
+
+test('more:false ends paging back until the oldest shown moves up again', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [21, 22]));
+  h.olderSent();
+  // Retention has dropped 1..4: the kept history starts at 5.
+  assert.deepEqual(seqs(h.onOlder(page([5, 6, 20], false), top(21))), [5, 6, 20]);
+  assert.equal(h.canLoadOlder(top(5)), false);
+  // The log bound dropped the top of what was loaded: those can come again.
+  assert.equal(h.canLoadOlder(top(6)), true);
+  // An empty last page ends it at the oldest shown.
+  h.olderSent();
+  assert.deepEqual(h.onOlder(page([], false), top(6)), []);
+  assert.equal(h.canLoadOlder(top(6)), false);
+});
+
+test('nothing to page back from: seq 1, no message, another epoch, no epochs at all', () => {
+  const h = new RoomHistory();
+  assert.equal(h.canLoadOlder(top(5)), false, 'before the join');
+  h.onJoined(joined('e1', [1, 2]));
+  assert.equal(h.canLoadOlder(top(1)), false);
+  assert.equal(h.canLoadOlder(null), false);
+  assert.equal(h.olderFrame('r', top(1)), null);
+  // The room started a new life; the oldest message shown is of the old one.
+  h.onJoined(joined('e2', [1]));
+  assert.equal(h.canLoadOlder(top(7, 'e1')), false);
+  const old = new RoomHistory();
+  old.onJoined(joined(undefined, [7]));
+  assert.equal(old.canLoadOlder(top(7, undefined)), false);
+});
+
+test('a history reply nobody waits for, or from before a joined, is dropped', () => {
+  const h = new RoomHistory();
+  h.onJoined(joined('e1', [30]));
+  assert.equal(h.onOlder(page([29], true), top(30)), null, 'not asked');
+  h.olderSent();
+  h.olderFailed(); // refused, or the connection closed
+  assert.equal(h.loadingOlder, false);
+  assert.equal(h.onOlder(page([29], true), top(30)), null);
+  h.olderSent();
+  h.onJoined(joined('e1', [30, 31])); // an unasked joined came first
+  assert.equal(h.onOlder(page([29], true), top(30)), null);
+  assert.equal(h.loadingOlder, false, 'the button works again');
 });
 
 test('backoff is fully jittered, doubles and is capped', () => {

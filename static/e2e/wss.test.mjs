@@ -26,7 +26,10 @@ function freePort() {
 // listens.
 async function startTLS() {
   const port = await freePort();
-  const proc = spawn(BIN, ['-addr', `127.0.0.1:${port}`, '-tls-self-signed'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The admin listener on a free port and the store in memory, as in
+  // harness.mjs: 9090 may be taken, and ./noom-data is shared.
+  const args = ['-addr', `127.0.0.1:${port}`, '-admin-addr', '127.0.0.1:0', '-data', '', '-tls-self-signed'];
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const fingerprint = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no fingerprint in:\n${log}`)), 10_000);
