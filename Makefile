@@ -29,9 +29,14 @@ test-e2e: build
 	cd static/e2e && npm test
 	cd static/e2e && NOOM_TLS=1 node --test --test-concurrency=1 chat.test.mjs call.test.mjs
 
+# staticcheck at a pinned version (2026.2.2, which knows Go 1.26), fetched
+# through the Go module proxy and built into the Go cache on first use.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 bench:
 	$(GO) run ./bench -start $(BENCHFLAGS)
