@@ -49,6 +49,44 @@ func (w *testLogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// nbio has one logger for the whole process, which every engine's
+// goroutines read without a lock: it is bridged once, before the first
+// engine starts, into liveLogs, which copies each line to the log writer of
+// every server still running (a line does not say which engine wrote it).
+// Bridging it per server, as run does once, would race with the engines
+// of servers started before.
+var (
+	bridgeOnce sync.Once
+	liveLogs   = &logFanout{to: map[*testLogWriter]bool{}}
+)
+
+// logFanout writes each line to every registered testLogWriter.
+type logFanout struct {
+	mu sync.Mutex
+	to map[*testLogWriter]bool
+}
+
+func (f *logFanout) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for w := range f.to {
+		_, _ = w.Write(p)
+	}
+	return len(p), nil
+}
+
+func (f *logFanout) add(w *testLogWriter) {
+	f.mu.Lock()
+	f.to[w] = true
+	f.mu.Unlock()
+}
+
+func (f *logFanout) remove(w *testLogWriter) {
+	f.mu.Lock()
+	delete(f.to, w)
+	f.mu.Unlock()
+}
+
 // startServer runs a server on a loopback port with cfg adjusted by mutate,
 // and shuts it down when the test ends.
 func startServer(t testing.TB, mutate func(*Config)) *server {
@@ -63,9 +101,15 @@ func startServer(t testing.TB, mutate func(*Config)) *server {
 		t.Fatal(err)
 	}
 	lw := &testLogWriter{t: t}
-	log := newLogger(lw, slog.LevelDebug)
-	bridgeNbioLogs(log, slog.LevelWarn)
-	srv := newServer(cfg, log)
+	bridgeOnce.Do(func() { bridgeNbioLogs(newLogger(liveLogs, slog.LevelDebug), slog.LevelWarn) })
+	liveLogs.add(lw)
+	t.Cleanup(func() { // after the shutdown below: cleanups run last first
+		liveLogs.remove(lw)
+		lw.mu.Lock()
+		lw.done = true
+		lw.mu.Unlock()
+	})
+	srv := newServer(cfg, newLogger(lw, slog.LevelDebug))
 	if err := srv.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +121,6 @@ func startServer(t testing.TB, mutate func(*Config)) *server {
 				t.Errorf("shutdown: %v", err)
 			}
 		}
-		lw.mu.Lock()
-		lw.done = true
-		lw.mu.Unlock()
 	})
 	return srv
 }
