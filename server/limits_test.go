@@ -15,10 +15,19 @@ import (
 
 // Limits and the close codes of PROTOCOL.md.
 
+// TestRateLimitKeepsConnectionOpen floods one connection: the burst
+// passes, a little more with the refill, the rest is dropped and counted,
+// rate_limited comes at most once a second, and the connection serves
+// again once a token is back. Each bound comes from the bucket's rule and
+// the time the test saw pass, so a slow machine loosens a bound instead of
+// breaking it; nothing waits for a quiet period.
 func TestRateLimitKeepsConnectionOpen(t *testing.T) {
-	srv := startServer(t, nil) // 20/s, burst 40
+	// A slow refill, so that sending everything fast enough to be
+	// refused is certain: passing all 60 would take 8 s.
+	srv := startServer(t, func(c *Config) { c.Rate, c.Burst = 5, 20 })
 	ws := dial(t, srv)
-	ws.join("r")
+	start := time.Now()
+	ws.join("r") // takes a token
 	const sent = 60
 	for i := 0; i < sent; i++ {
 		b, _ := json.Marshal(map[string]any{"type": "say", "room": "r", "text": fmt.Sprint(i)})
@@ -26,29 +35,39 @@ func TestRateLimitKeepsConnectionOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	msgs, limited := 0, 0
-	for {
-		f, err := ws.readFrame(700 * time.Millisecond)
-		if err != nil {
-			break // quiet: everything answered
-		}
-		var m msg
-		_ = json.Unmarshal(f.payload, &m)
-		switch {
-		case m.str("type") == "msg":
-			msgs++
-		case m.str("type") == "error" && m.str("code") == errRateLimited:
-			limited++
-		}
+	// Every request is answered with its msg or dropped, and the server
+	// counts the drops: the flood is over when the two add up to sent.
+	rec := record(ws)
+	dropped := func() int { return int(srv.stats.droppedRequests.Load()) }
+	rec.wait(t, "every request answered or dropped", func(ms []msg) bool { return len(ms)+dropped() >= sent }, "msg")
+	elapsed := time.Since(start)
+	msgs := len(rec.snapshot("msg"))
+	if msgs+dropped() != sent {
+		t.Fatalf("%d msg and %d dropped for %d requests", msgs, dropped(), sent)
 	}
-	// The burst passes, a few more with the refill; one notice a second.
-	if msgs < srv.cfg.Burst-1 || msgs >= sent || limited != 1 { // the join took a token
-		t.Fatalf("%d msg and %d rate_limited for %d requests", msgs, limited, sent)
+	// The join took a token of the burst; the refill adds Rate a second.
+	most := float64(srv.cfg.Burst-1) + srv.cfg.Rate*elapsed.Seconds() + 1
+	if msgs < srv.cfg.Burst-1 || float64(msgs) > most {
+		t.Fatalf("%d of %d requests passed in %v; the bucket allows %d to %.0f", msgs, sent, elapsed, srv.cfg.Burst-1, most)
 	}
-	time.Sleep(200 * time.Millisecond) // refill a few tokens
+
+	// After 1/Rate a token is back. Its answer comes after everything the
+	// flood caused, so the rate_limited count below is final.
+	time.Sleep(time.Duration(1.5 * float64(time.Second) / srv.cfg.Rate))
 	ws.send(map[string]any{"type": "say", "room": "r", "text": "later"})
-	if m := ws.expect("msg"); m.str("text") != "later" {
-		t.Fatalf("after the limit: %v", m)
+	rec.wait(t, "the msg sent after the refill", func(ms []msg) bool {
+		return len(ms) > 0 && ms[len(ms)-1].str("text") == "later"
+	}, "msg")
+	limited := 0
+	for _, m := range rec.snapshot("error") {
+		if m.str("code") != errRateLimited {
+			t.Fatalf("unexpected error %v", m)
+		}
+		limited++
+	}
+	// At least one notice for the drops, at most one a second of them.
+	if dropped() > 0 && (limited < 1 || limited > 1+int(elapsed/time.Second)) {
+		t.Fatalf("%d rate_limited for %d drops in %v, want one a second at most", limited, dropped(), elapsed)
 	}
 	_, body := httpGet(t, srv, "/metrics")
 	if !strings.Contains(body, fmt.Sprintf("noom_dropped_requests_total %d", sent-msgs)) {
