@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -492,6 +493,20 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// settleGoroutines waits up to 10 s for the process to run at most most
+// goroutines, and returns the last count.
+func settleGoroutines(t testing.TB, most int) int {
+	t.Helper()
+	n := runtime.NumGoroutine()
+	for deadline := time.Now().Add(10 * time.Second); n > most; n = runtime.NumGoroutine() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after 10 s, want at most %d", n, most)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return n
 }
 
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, 64<<10) }

@@ -550,19 +550,13 @@ func TestTLSNoGoroutinePerConnection(t *testing.T) {
 	}
 	srv, p := startTLSServer(t, nil)
 	cfg := clientTLS(p.cert)
-	settle := func() int {
-		time.Sleep(200 * time.Millisecond)
-		return runtime.NumGoroutine()
-	}
-	base := settle()
+	time.Sleep(200 * time.Millisecond)
+	base := runtime.NumGoroutine()
 	for i := 0; i < 500; i++ {
 		dialWSS(t, srv, cfg).send(map[string]any{"type": "join", "room": "flat"})
 	}
-	after := settle()
 	if n := srv.stats.connections.Load(); n != 500 {
 		t.Fatalf("%d connections open", n)
 	}
-	if after-base > 20 {
-		t.Fatalf("goroutines: %d before, %d with 500 WSS connections", base, after)
-	}
+	settleGoroutines(t, base+20)
 }
