@@ -61,6 +61,9 @@ var (
 	liveLogs   = &logFanout{to: map[*testLogWriter]bool{}}
 )
 
+// bridgeTestLogs points nbio's logger at liveLogs.
+func bridgeTestLogs() { bridgeNbioLogs(newLogger(liveLogs, slog.LevelDebug), slog.LevelWarn) }
+
 // logFanout writes each line to every registered testLogWriter.
 type logFanout struct {
 	mu sync.Mutex
@@ -102,7 +105,7 @@ func startServer(t testing.TB, mutate func(*Config)) *server {
 		t.Fatal(err)
 	}
 	lw := &testLogWriter{t: t}
-	bridgeOnce.Do(func() { bridgeNbioLogs(newLogger(liveLogs, slog.LevelDebug), slog.LevelWarn) })
+	bridgeOnce.Do(bridgeTestLogs)
 	liveLogs.add(lw)
 	t.Cleanup(func() { // after the shutdown below: cleanups run last first
 		liveLogs.remove(lw)
