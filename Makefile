@@ -1,13 +1,16 @@
-# The README's commands. Every target is phony: make is only a launcher here.
-.PHONY: build run test test-go test-e2e lint bench compare fuzz soak cluster clean
+# The README's commands. Every target is phony but one, the stamp of npm ci:
+# make is only a launcher here.
+.PHONY: build run test test-go test-race test-e2e e2e-tools lint bench compare fuzz soak cluster clean
 
 FUZZTIME ?= 60s
 SOAKTIME ?= 10m
 
 ADDR ?= :8080
 FLAGS ?=
-GO   ?= go
+# Go 1.26: the one on PATH, else where the official archive installs it.
+GO   ?= $(shell command -v go || echo /usr/local/go/bin/go)
 BIN  := bin
+E2E  := static/e2e
 
 build:
 	$(GO) build -o $(BIN)/noom ./server
@@ -17,21 +20,45 @@ build:
 run:
 	$(GO) run ./server -addr $(ADDR) $(FLAGS)
 
-test: test-go test-e2e
+# Everything, on a fresh clone too: what the browser tests need from the
+# machine is checked first (and installed as root), then lint, the Go tests
+# under the race detector, the browser tests.
+test: e2e-tools lint test-race test-e2e
 
+# The Go tests without the race detector: quicker while iterating.
 test-go:
-	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+# The Go tests under the race detector (nbio's accept hand-off is shown to
+# it in server/race.go).
+test-race:
+	$(GO) test -race -count=1 ./...
 
 # Browser tests: real Chromium driven by playwright-core (see static/e2e);
 # then the chat and the call again over HTTPS with a self-signed certificate.
-test-e2e: build
-	cd static/e2e && npm test
-	cd static/e2e && NOOM_TLS=1 node --test --test-concurrency=1 chat.test.mjs call.test.mjs
+test-e2e: build $(E2E)/node_modules/.package-lock.json
+	cd $(E2E) && npm test
+	cd $(E2E) && NOOM_TLS=1 node --test --test-concurrency=1 chat.test.mjs call.test.mjs
+
+# Node.js, npm and Chromium: installed with apt as root, else the command to
+# run is printed and make stops.
+e2e-tools:
+	@$(E2E)/tools.sh
+
+# The browser tests' dependencies (playwright-core, ws), pinned by the lock
+# file: npm ci when node_modules is missing or older than the lock file.
+$(E2E)/node_modules/.package-lock.json: $(E2E)/package-lock.json | e2e-tools
+	cd $(E2E) && npm ci --no-audit --no-fund
+	@touch $@
+
+# staticcheck at a pinned version (2026.2.2, which knows Go 1.26), fetched
+# through the Go module proxy and built into the Go cache on first use.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 bench:
 	$(GO) run ./bench -start $(BENCHFLAGS)

@@ -114,9 +114,6 @@ func (p *Plan) churns() bool { return p.Scenario == scenarioChurn || p.Scenario 
 // that runs never see each other's rooms on a long-lived server.
 func (p *Plan) roomName(r int) string { return p.RoomPrefix + "-" + strconv.Itoa(r) }
 
-// urlOf returns the server URL of global connection i (round-robin).
-func (p *Plan) urlOf(i int) string { return p.URLs[i%len(p.URLs)] }
-
 // isPublisher reports whether connection i publishes: publisher number p is
 // connection p.
 func (p *Plan) isPublisher(i int) bool { return i < p.Publishers && p.Rate > 0 }

@@ -69,7 +69,7 @@ func TestAdminAddresses(t *testing.T) {
 		}
 		defer ln.Close()
 		cfg := defaultConfig()
-	cfg.Data = "" // no store in the package directory
+		cfg.Data = "" // no store in the package directory
 		cfg.Data = "" // no store in the package directory
 		cfg.Addr, cfg.AdminAddr = "127.0.0.1:0", ln.Addr().String()
 		srv := newServer(cfg, newLogger(io.Discard, slog.LevelError))
@@ -87,7 +87,7 @@ func TestAdminAddresses(t *testing.T) {
 		}
 		var logs lockedBuffer
 		cfg := defaultConfig()
-	cfg.Data = "" // no store in the package directory
+		cfg.Data = "" // no store in the package directory
 		cfg.Data = "" // no store in the package directory
 		cfg.Addr = "127.0.0.1:0"
 		srv := newServer(cfg, newLogger(&logs, slog.LevelInfo))

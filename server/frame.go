@@ -33,10 +33,6 @@ const (
 	closeTryAgainLater = 1013
 )
 
-// maxHeaderLen is the longest frame header a client can send: 2 bytes, an
-// 8-byte extended length and a 4-byte mask key.
-const maxHeaderLen = 14
-
 // maxServerHeaderLen is the longest header of an (unmasked) server frame.
 const maxServerHeaderLen = 10
 

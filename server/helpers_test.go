@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,6 +50,47 @@ func (w *testLogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// nbio has one logger for the whole process, which every engine's
+// goroutines read without a lock: it is bridged once, before the first
+// engine starts, into liveLogs, which copies each line to the log writer of
+// every server still running (a line does not say which engine wrote it).
+// Bridging it per server, as run does once, would race with the engines
+// of servers started before.
+var (
+	bridgeOnce sync.Once
+	liveLogs   = &logFanout{to: map[*testLogWriter]bool{}}
+)
+
+// bridgeTestLogs points nbio's logger at liveLogs.
+func bridgeTestLogs() { bridgeNbioLogs(newLogger(liveLogs, slog.LevelDebug), slog.LevelWarn) }
+
+// logFanout writes each line to every registered testLogWriter.
+type logFanout struct {
+	mu sync.Mutex
+	to map[*testLogWriter]bool
+}
+
+func (f *logFanout) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for w := range f.to {
+		_, _ = w.Write(p)
+	}
+	return len(p), nil
+}
+
+func (f *logFanout) add(w *testLogWriter) {
+	f.mu.Lock()
+	f.to[w] = true
+	f.mu.Unlock()
+}
+
+func (f *logFanout) remove(w *testLogWriter) {
+	f.mu.Lock()
+	delete(f.to, w)
+	f.mu.Unlock()
+}
+
 // startServer runs a server on a loopback port with cfg adjusted by mutate,
 // and shuts it down when the test ends.
 func startServer(t testing.TB, mutate func(*Config)) *server {
@@ -65,9 +107,15 @@ func startServer(t testing.TB, mutate func(*Config)) *server {
 		t.Fatal(err)
 	}
 	lw := &testLogWriter{t: t}
-	log := newLogger(lw, slog.LevelDebug)
-	bridgeNbioLogs(log, slog.LevelWarn)
-	srv := newServer(cfg, log)
+	bridgeOnce.Do(bridgeTestLogs)
+	liveLogs.add(lw)
+	t.Cleanup(func() { // after the shutdown below: cleanups run last first
+		liveLogs.remove(lw)
+		lw.mu.Lock()
+		lw.done = true
+		lw.mu.Unlock()
+	})
+	srv := newServer(cfg, newLogger(lw, slog.LevelDebug))
 	if err := srv.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -79,9 +127,6 @@ func startServer(t testing.TB, mutate func(*Config)) *server {
 				t.Errorf("shutdown: %v", err)
 			}
 		}
-		lw.mu.Lock()
-		lw.done = true
-		lw.mu.Unlock()
 	})
 	return srv
 }
@@ -467,6 +512,20 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// settleGoroutines waits up to 10 s for the process to run at most most
+// goroutines, and returns the last count.
+func settleGoroutines(t testing.TB, most int) int {
+	t.Helper()
+	n := runtime.NumGoroutine()
+	for deadline := time.Now().Add(10 * time.Second); n > most; n = runtime.NumGoroutine() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after 10 s, want at most %d", n, most)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return n
 }
 
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, 64<<10) }

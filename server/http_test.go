@@ -111,11 +111,8 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 		t.Skip("opens 2,000 connections")
 	}
 	srv := startServer(t, nil)
-	settle := func() int {
-		time.Sleep(200 * time.Millisecond)
-		return runtime.NumGoroutine()
-	}
-	base := settle()
+	time.Sleep(200 * time.Millisecond)
+	base := runtime.NumGoroutine()
 	var conns []*wsConn
 	for i := 0; i < 2000; i++ {
 		ws := dial(t, srv)
@@ -125,14 +122,12 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 	for _, ws := range conns {
 		ws.waitFor("joined")
 	}
-	after := settle()
 	if srv.stats.connections.Load() != 2000 {
 		t.Fatalf("%d connections open", srv.stats.connections.Load())
 	}
-	// A few goroutines may come and go (nbio's handler pool, timers); 2,000
-	// connections must not add anything near 2,000.
-	if after-base > 20 {
-		t.Fatalf("goroutines: %d before, %d with 2,000 connections", base, after)
-	}
+	// A few goroutines may come and go (nbio's handler pool, timers), and
+	// on a loaded machine take a while to go; 2,000 connections must not
+	// leave anything near 2,000.
+	after := settleGoroutines(t, base+20)
 	t.Logf("goroutines: %d before, %d with 2,000 connections", base, after)
 }

@@ -52,16 +52,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := srv.start(); err != nil {
 		return err
 	}
-	log.Info("listening", "addr", srv.addr, "max_conns", cfg.MaxConns, "workers", len(srv.hub.workers), "shards", len(srv.hub.shards))
 	if srv.tls != nil {
 		// SIGHUP reloads the certificate (tls.go). Only with TLS: without,
 		// it keeps its default action, ending the process, as when the
-		// terminal running `make run` closes.
+		// terminal running `make run` closes. Wired before "listening" is
+		// logged, so that whoever waits for that line may send it.
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 		go srv.reloadOnSignal(ctx, hup)
 	}
+	log.Info("listening", "addr", srv.addr, "max_conns", cfg.MaxConns, "workers", len(srv.hub.workers), "shards", len(srv.hub.shards))
 	<-ctx.Done()
 	log.Info("shutting down", "connections", srv.stats.connections.Load(), "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

@@ -49,15 +49,6 @@ var errorCodes = [...]string{errBadJSON, errUnknownType, errBadField, errNotInRo
 	errNoSuchMember, errTooLarge, errRateLimited, errTooManyRooms, errCallFull,
 	errUnavailable, errNotAllowed}
 
-// malformed reports whether an error code spends the connection's error budget.
-func malformed(code string) bool {
-	switch code {
-	case errBadJSON, errUnknownType, errBadField, errTooLarge:
-		return true
-	}
-	return false
-}
-
 // request is any client → server message. Fields a type does not use are
 // ignored, and unknown fields are allowed so that clients may add some.
 type request struct {

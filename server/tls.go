@@ -143,9 +143,21 @@ func newTLSConfig(getCert func(*ltls.ClientHelloInfo) (*ltls.Certificate, error)
 
 // hookTLSSockets puts a tlsSocket under every TLS connection before its
 // first byte is read, so that it is there before anything can be written
-// (see tlsSocket). It must run before the engine starts.
+// (see tlsSocket). It must run before the engine starts. Built with -race
+// it also shows the race detector nbio's accept hand-off (race.go), for
+// plain connections too: this is the one place that sets the engine's
+// socket callbacks.
 func (s *server) hookTLSSockets() {
+	if raceEnabled {
+		s.engine.Engine.OnOpen(raceAccepted)
+	}
 	if s.tls == nil {
+		if raceEnabled {
+			s.engine.Engine.OnData(func(c *nbio.Conn, data []byte) {
+				raceReading(c)
+				c.DataHandler()(c, data)
+			})
+		}
 		return
 	}
 	// nbio reads for every connection, then calls this engine-wide data
@@ -154,6 +166,7 @@ func (s *server) hookTLSSockets() {
 	// swap happens once per connection, on its poller goroutine, while
 	// nothing else can touch it yet: the TLS handshake has not started.
 	s.engine.Engine.OnData(func(c *nbio.Conn, data []byte) {
+		raceReading(c)
 		if p, ok := c.Session().(*nbhttp.Parser); ok {
 			if hc, ok := p.Conn.(*nbhttp.Conn); ok {
 				if tc, ok := hc.Conn.(*ltls.Conn); ok && tc.Conn() == net.Conn(c) {

@@ -128,6 +128,18 @@ func getBody(t *testing.T, cl *http.Client, url string) (*http.Response, string)
 
 func certSHA256(c *x509.Certificate) [32]byte { return sha256.Sum256(c.Raw) }
 
+// certServed returns the hash of the certificate a new handshake with addr
+// gets, trusting the given ones.
+func certServed(t testing.TB, addr string, trust ...*x509.Certificate) [32]byte {
+	t.Helper()
+	c, err := dialTLS(addr, clientTLS(trust...), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return certSHA256(c.ConnectionState().PeerCertificates[0])
+}
+
 // TestTLSWebSocket runs the protocol over WSS: two clients chat through a
 // room, under TLS 1.3 and under TLS 1.2 with each AEAD suite, and ALPN
 // picks HTTP/1.1 although the client offers h2 first.
@@ -280,17 +292,13 @@ func TestTLSHTTP(t *testing.T) {
 }
 
 // TestTLSCertificateReload: replaced files are picked up by the watcher,
-// and by reloadTLS (what SIGHUP calls); a bad pair keeps the old one;
-// connections made before a reload keep working.
+// and by reloadTLS (what SIGHUP calls: TestSIGHUPReloadsCertificate sends
+// the signal); a bad pair keeps the old one; connections made before a
+// reload keep working.
 func TestTLSCertificateReload(t *testing.T) {
 	seen := func(t *testing.T, srv *server, trust ...*x509.Certificate) [32]byte {
 		t.Helper()
-		c, err := dialTLS(srv.addr, clientTLS(trust...), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return certSHA256(c.ConnectionState().PeerCertificates[0])
+		return certServed(t, srv.addr, trust...)
 	}
 
 	t.Run("files change", func(t *testing.T) {
@@ -314,7 +322,7 @@ func TestTLSCertificateReload(t *testing.T) {
 		}
 	})
 
-	t.Run("SIGHUP", func(t *testing.T) {
+	t.Run("reloadTLS", func(t *testing.T) {
 		dir := t.TempDir()
 		a := newTestPair(t, dir)
 		srv := startServer(t, func(c *Config) {
@@ -323,7 +331,7 @@ func TestTLSCertificateReload(t *testing.T) {
 		b := newTestPair(t, dir)
 		time.Sleep(50 * time.Millisecond)
 		if seen(t, srv, a.cert, b.cert) != certSHA256(a.cert) {
-			t.Fatal("reloaded without SIGHUP")
+			t.Fatal("reloaded without reloadTLS")
 		}
 		if err := srv.reloadTLS(); err != nil {
 			t.Fatal(err)
@@ -549,19 +557,13 @@ func TestTLSNoGoroutinePerConnection(t *testing.T) {
 	}
 	srv, p := startTLSServer(t, nil)
 	cfg := clientTLS(p.cert)
-	settle := func() int {
-		time.Sleep(200 * time.Millisecond)
-		return runtime.NumGoroutine()
-	}
-	base := settle()
+	time.Sleep(200 * time.Millisecond)
+	base := runtime.NumGoroutine()
 	for i := 0; i < 500; i++ {
 		dialWSS(t, srv, cfg).send(map[string]any{"type": "join", "room": "flat"})
 	}
-	after := settle()
 	if n := srv.stats.connections.Load(); n != 500 {
 		t.Fatalf("%d connections open", n)
 	}
-	if after-base > 20 {
-		t.Fatalf("goroutines: %d before, %d with 500 WSS connections", base, after)
-	}
+	settleGoroutines(t, base+20)
 }
