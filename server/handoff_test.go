@@ -87,6 +87,28 @@ func waitUnregistered(t *testing.T, srv *server) {
 	}
 }
 
+// upgradeWith sends an upgrade request with more bytes behind it in the
+// same write, and checks that the answer starts as any upgrade's does: a
+// 101, then hello.
+func upgradeWith(t *testing.T, srv *server, more []byte, attempt int) *wsConn {
+	t.Helper()
+	c := rawDial(t, srv, append([]byte(upgradeRequest(srv.addr)), more...))
+	br := bufio.NewReader(c)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("attempt %d: the answer does not start with an HTTP response: %v", attempt, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("attempt %d: status %d, want 101 for the first request", attempt, resp.StatusCode)
+	}
+	ws := &wsConn{t: t, c: c, br: br}
+	if m := ws.next(); m.str("type") != "hello" {
+		t.Fatalf("attempt %d: first frame %v, want hello", attempt, m)
+	}
+	return ws
+}
+
 // TestTwoUpgradesInOneWrite: a second upgrade request behind the first in
 // the same TCP write is refused as what it is on an upgraded connection, a
 // malformed frame, and nothing of either stays registered once the socket
@@ -100,22 +122,9 @@ func TestTwoUpgradesInOneWrite(t *testing.T) {
 		c.MaxConnsPerIP = maxConns
 	})
 	for i := 0; i < 3*maxConns; i++ {
-		c := rawDial(t, srv, []byte(upgradeRequest(srv.addr)+upgradeRequest(srv.addr)))
-		br := bufio.NewReader(c)
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("attempt %d: %v", i, err)
-		}
-		if resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("attempt %d: status %d, want 101 for the first request", i, resp.StatusCode)
-		}
-		ws := &wsConn{t: t, c: c, br: br}
-		if m := ws.next(); m.str("type") != "hello" {
-			t.Fatalf("attempt %d: first frame %v, want hello", i, m)
-		}
+		ws := upgradeWith(t, srv, []byte(upgradeRequest(srv.addr)), i)
 		ws.expectClose(closeProtocolError) // the second request, read as a frame
-		_ = c.Close()
+		_ = ws.c.Close()
 		eventually(t, 10*time.Second, "the connection unregistered", func() bool {
 			n, ids, perIP := registeredConns(srv)
 			return n == 0 && ids == 0 && perIP == 0
@@ -134,25 +143,11 @@ func TestTwoUpgradesInOneWrite(t *testing.T) {
 func TestFrameWithUpgrade(t *testing.T) {
 	srv := startServer(t, nil)
 	for i := 0; i < 20; i++ {
-		join := encodeClientFrame(opText, true, []byte(`{"type":"join","room":"r"}`))
-		c := rawDial(t, srv, append([]byte(upgradeRequest(srv.addr)), join...))
-		br := bufio.NewReader(c)
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("attempt %d: the answer does not start with an HTTP response: %v", i, err)
-		}
-		if resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("attempt %d: status %d", i, resp.StatusCode)
-		}
-		ws := &wsConn{t: t, c: c, br: br}
-		if m := ws.next(); m.str("type") != "hello" {
-			t.Fatalf("attempt %d: first frame %v, want hello", i, m)
-		}
+		ws := upgradeWith(t, srv, encodeClientFrame(opText, true, []byte(`{"type":"join","room":"r"}`)), i)
 		if m := ws.expect("joined"); m.str("room") != "r" {
 			t.Fatalf("attempt %d: joined %v", i, m)
 		}
-		_ = c.Close()
+		_ = ws.c.Close()
 	}
 	waitUnregistered(t, srv)
 }
