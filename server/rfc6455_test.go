@@ -135,6 +135,10 @@ func TestRFC6455(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkOutcome(t, ws, tc.want.close, tc.want.reply)
+			// Leave the room to the next case: its presence frames
+			// would be read as the next case's answer.
+			_ = ws.c.Close()
+			eventually(t, 10*time.Second, "the room empty", func() bool { return !srv.hub.roomInMemory("r") })
 		})
 	}
 	// The server is healthy after all that.
