@@ -252,21 +252,25 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// take a worker's whole round with room to spare, or healthy readers
 	// would look slow.
 	_ = nbc.SetWriteBuffer(max(s.cfg.SendBuffer/4, 2*h.flushAt))
+	// c is the session before anything is written: nbio reports the bytes
+	// the kernel took to the session (onWritten), the 101 included, and
+	// pending() would otherwise count it unsent for ever.
+	nc.Parser = nil
+	nbc.SetSession(c)
 	st.upgrades.Add(1)
 	// The handshake response goes through c's worker ahead of any frame, so
-	// nothing the client sends can be answered before it.
+	// nothing the client sends can be answered before it. If the socket
+	// closed since SetSession, nbio has told c already and register adds
+	// nothing.
 	h.register(c, handshake(key, c.idStr, nick))
-	// Only now, with c registered, does nbio hand this connection's bytes
-	// to c.Parse: what is left of this read when the handler returns, and
-	// every read after it (through the session).
-	nc.Parser = nil
+	// Only now, with c registered, do the bytes that came behind the
+	// request reach c.Parse: nbio hands them to the parser's ParserCloser
+	// when this handler returns. Every later read goes to the session.
 	parser.ParserCloser = c
-	nbc.SetSession(c)
-	// The socket may have closed meanwhile (the worker's write of the 101
-	// failed, say), and nbio then told the HTTP parser, not c. Under nbio's
-	// lock the close is either before this check, which then sees it, or
-	// after it, and nbio tells c through the session: c is disconnected
-	// either way, once or twice (disconnect does its work once).
+	// The socket may have closed before SetSession, and nbio then told the
+	// HTTP parser, not c. Under nbio's lock the close is either before this
+	// check, which sees it, or after SetSession, and nbio tells c: c is
+	// disconnected either way, once (disconnect does its work once).
 	nbc.Lock()
 	closed, _ := nbc.IsClosed()
 	nbc.Unlock()

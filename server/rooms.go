@@ -203,8 +203,17 @@ func (h *hub) broadcast(r *room, frame []byte, skip *client) {
 	}
 }
 
-// register makes c known by id and queues its handshake response.
+// register adds a new connection: to the id table, and to its worker with
+// its handshake and in no room. It adds nothing if the connection was
+// disconnected already (its socket closed during the upgrade): under c.mu,
+// disconnect either ran before and marked it closed, or runs after and
+// undoes what is queued here, in order.
 func (h *hub) register(c *client, handshake []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.getState() == connClosed {
+		return
+	}
 	h.clientsMu.Lock()
 	h.clients[c.id] = c
 	h.clientsMu.Unlock()
