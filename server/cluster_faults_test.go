@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Cluster tests under faults (issue 13): a NATS connection that stalls,
+// lost acks, messages past retention, races between a call join and a
+// leave, nodes that die for good, and memory that must not grow.
+
+// stallProxy forwards TCP between NATS clients and a NATS server. Paused,
+// it stops reading what the clients send, as a NATS server that stops
+// reading would; its sockets have a small receive buffer, so that a
+// client's socket fills soon.
+type stallProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cond   *sync.Cond
+	paused bool
+}
+
+// startStallProxy forwards a loopback port to the NATS server at target
+// (host:port) until the test ends.
+func startStallProxy(t *testing.T, target string) *stallProxy {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) // accepted sockets inherit it
+		})
+	}}
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, target: target}
+	p.cond = sync.NewCond(&p.mu)
+	t.Cleanup(func() { p.resume(); _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(c, s); _ = c.Close() }()
+			go p.forward(s, c)
+		}
+	}()
+	return p
+}
+
+// url is the proxy's NATS URL.
+func (p *stallProxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+// forward copies from c to s, waiting while the proxy is paused.
+func (p *stallProxy) forward(s, c net.Conn) {
+	defer s.Close()
+	buf := make([]byte, 512)
+	for {
+		p.mu.Lock()
+		for p.paused {
+			p.cond.Wait()
+		}
+		p.mu.Unlock()
+		n, err := c.Read(buf)
+		if n > 0 {
+			if _, werr := s.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *stallProxy) pause() {
+	p.mu.Lock()
+	p.paused = true
+	p.mu.Unlock()
+}
+
+func (p *stallProxy) resume() {
+	p.mu.Lock()
+	p.paused = false
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// drain reads and discards everything ws receives until the test ends, so
+// that a client that sends much is never a slow consumer.
+func drain(ws *wsConn) {
+	go func() {
+		for {
+			_ = ws.c.SetReadDeadline(time.Now().Add(time.Minute))
+			if _, err := ws.br.Discard(1 << 12); err != nil && !isTimeout(err) {
+				return
+			}
+		}
+	}()
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// TestClusterStalledNATSDoesNotStallJoins stops a NATS server from reading
+// a node's connection while a member renames itself thousands of times:
+// the membership events that this produces fill the socket and overflow
+// the node's event queue, but a join on that node is answered at once,
+// and once NATS reads again the other node's view of the room is right
+// again (it sees the gap in the numbers and asks for a snapshot).
+func TestClusterStalledNATSDoesNotStallJoins(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	proxy := startStallProxy(t, ns.Addr().String())
+	fast := func(c *Config) { c.Rate, c.Burst = 100000, 100000 }
+	stalled := startNodes(t, proxy.url(), 1, fast)[0]
+	other := startServer(t, func(c *Config) { c.NATS = ns.ClientURL(); fast(c) })
+	eventually(t, 10*time.Second, "nodes to see each other", func() bool {
+		return stalled.hub.cl.liveNodes() == 1 && other.hub.cl.liveNodes() == 1
+	})
+
+	z := dial(t, stalled)
+	z.join("s")
+	w := dial(t, other)
+	joinSettle(t, w, "s", 2)
+
+	// x is in as many rooms as it may be, with long names: each rename is
+	// an event of about a kilobyte.
+	x := dial(t, stalled)
+	for i := 0; i < 16; i++ {
+		x.join(strings.Repeat("r", 60) + string(rune('a'+i)))
+	}
+	drain(x)
+	y := dial(t, stalled)
+	proxy.pause()
+	defer proxy.resume() // before the cleanups, which shut the nodes down
+	for i := 0; i < 10000; i++ {
+		x.send(map[string]any{"type": "nick", "nick": "x" + strings.Repeat("-", i%20)})
+	}
+
+	y.send(map[string]any{"type": "join", "room": "s"})
+	got := make(chan msg, 1)
+	go func() {
+		for {
+			f, err := y.readFrame(5 * time.Second)
+			if err != nil {
+				close(got)
+				return
+			}
+			var m msg
+			if f.op == opText && json.Unmarshal(f.payload, &m) == nil && m.str("type") == "joined" {
+				got <- m
+				return
+			}
+		}
+	}()
+	select {
+	case m, ok := <-got:
+		if !ok {
+			t.Fatal("no joined frame while NATS does not read")
+		}
+		if m.num("count") < 2 {
+			t.Fatalf("joined while NATS stalls: %v", m)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a join waited for a NATS server that does not read")
+	}
+	proxy.resume()
+
+	// The other node has missed events (the queue overflowed): it resyncs.
+	eventually(t, 15*time.Second, "the other node to count s's three members", func() bool {
+		sh := other.hub.shardOf("s")
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		r := sh.rooms["s"]
+		return r != nil && r.count() == 3
+	})
+}
