@@ -129,8 +129,15 @@ type cluster struct {
 
 	pubs []chan pubReq // per-room serialized publishers, by room hash
 
-	evMu  sync.Mutex
-	evSeq uint64
+	// Membership events wait in evq for sendEvents (cluster_events.go).
+	// evMu orders numbering and queueing; evFull and evClosed are under it.
+	evMu      sync.Mutex
+	evSeq     uint64
+	evq       chan nodeEvent
+	evDone    chan struct{} // closed when sendEvents has sent the last
+	evFull    bool
+	evClosed  bool
+	evDropped atomic.Uint64
 
 	nodesMu sync.Mutex
 	nodes   map[string]*peerNode
@@ -181,7 +188,8 @@ func nodeOf(id string) string {
 // returns. url may hold a password or token: errors show it redacted.
 func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, log *slog.Logger) (*cluster, error) {
 	cl := &cluster{h: h, log: log.With("component", "cluster"), node: newNodeName(), url: url,
-		nodes: make(map[string]*peerNode), stop: make(chan struct{})}
+		nodes: make(map[string]*peerNode), stop: make(chan struct{}),
+		evq: make(chan nodeEvent, eventQueue), evDone: make(chan struct{})}
 	opts := append([]nats.Option{
 		nats.Name("noom " + cl.node),
 		nats.MaxReconnects(-1),
@@ -199,6 +207,7 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 		nc.Close()
 		return nil, err
 	}
+	go cl.sendEvents()
 	h.cl = cl
 	h.idPrefix = cl.node + "-"
 	for i := 0; i < 4; i++ {
@@ -344,7 +353,7 @@ func (cl *cluster) close() {
 	default:
 	}
 	cl.ready.Store(false)
-	cl.publishEvent(nodeEvent{Type: evBye})
+	cl.closeEvents(nodeEvent{Type: evBye}, time.Second)
 	close(cl.stop)
 	for _, q := range cl.pubs {
 		close(q)

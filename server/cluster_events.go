@@ -14,18 +14,65 @@ import (
 // node that falls silent. Signals for a member on another node go to that
 // node directly.
 
-// publishEvent numbers ev (a heartbeat repeats the last number) and
-// publishes it. The caller may hold room locks: it never waits on the
-// network (nats buffers).
+// eventQueue bounds the membership events waiting for the NATS socket.
+// Normally the queue is empty within microseconds; it fills only while
+// NATS does not read (a stalled server, a full socket), and then events
+// are dropped rather than block: the others see the gap in the numbers
+// (the next heartbeat carries the last number) and ask for a snapshot.
+const eventQueue = 4096
+
+// publishEvent numbers ev (a heartbeat repeats the last number) and queues
+// it for sendEvents. It never waits on the network: callers hold room
+// locks, on a poller goroutine. A full queue drops ev, numbered, so that
+// its loss shows as a gap.
 func (cl *cluster) publishEvent(ev nodeEvent) {
 	cl.evMu.Lock()
 	defer cl.evMu.Unlock()
+	if cl.evClosed {
+		return
+	}
 	if ev.Type != evHeartbeat && ev.Type != evBye {
 		cl.evSeq++
 	}
 	ev.Seq = cl.evSeq
-	b, _ := json.Marshal(ev)
-	_ = cl.nc.Publish(subjEv+cl.node, b)
+	select {
+	case cl.evq <- ev:
+		cl.evFull = false
+	default:
+		cl.evDropped.Add(1)
+		if !cl.evFull { // once per overflow, not once per event
+			cl.evFull = true
+			cl.log.Warn("membership events dropped: NATS does not take them; the other nodes will resync", "queue", eventQueue)
+		}
+	}
+}
+
+// sendEvents publishes the queued events in order, until close ends the
+// queue. nc.Publish buffers, and waits only when the socket is full: then
+// it is this goroutine that waits, with no lock held.
+func (cl *cluster) sendEvents() {
+	defer close(cl.evDone)
+	for ev := range cl.evq {
+		b, _ := json.Marshal(ev)
+		_ = cl.nc.Publish(subjEv+cl.node, b)
+	}
+}
+
+// closeEvents queues a last event (the bye), ends the queue and waits, at
+// most wait, for it to be sent.
+func (cl *cluster) closeEvents(last nodeEvent, wait time.Duration) {
+	cl.publishEvent(last)
+	cl.evMu.Lock()
+	if !cl.evClosed {
+		cl.evClosed = true
+		close(cl.evq)
+	}
+	cl.evMu.Unlock()
+	select {
+	case <-cl.evDone:
+	case <-time.After(wait):
+		cl.log.Warn("leaving the cluster: NATS did not take the last membership events")
+	}
 }
 
 // memberEvent tells the cluster a local member joined or left a room.
@@ -119,7 +166,7 @@ func (cl *cluster) onEvent(m *nats.Msg) {
 		cl.nodes[node] = n
 		// A node new to us: say who we are at once, rather than at the next
 		// heartbeat, so that it learns of our members within milliseconds.
-		go cl.publishEvent(nodeEvent{Type: evHeartbeat})
+		cl.publishEvent(nodeEvent{Type: evHeartbeat})
 	}
 	n.lastSeen = time.Now()
 	switch {

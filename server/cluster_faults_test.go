@@ -180,6 +180,9 @@ func TestClusterStalledNATSDoesNotStallJoins(t *testing.T) {
 		t.Fatal("a join waited for a NATS server that does not read")
 	}
 	proxy.resume()
+	if stalled.hub.cl.evDropped.Load() == 0 {
+		t.Fatal("the event queue never overflowed: the test no longer covers a resync")
+	}
 
 	// The other node has missed events (the queue overflowed): it resyncs.
 	eventually(t, 15*time.Second, "the other node to count s's three members", func() bool {
