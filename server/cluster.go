@@ -143,6 +143,9 @@ type cluster struct {
 	nodes   map[string]*peerNode
 
 	published, casRetries atomic.Uint64
+	// lostAcks, set by tests, makes that many of the next publishes lose
+	// their ack: the stream stores the message, the node hears nothing.
+	lostAcks atomic.Int32
 
 	islandSeq atomic.Uint64
 	subs      []*nats.Subscription

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Cluster tests under faults (issue 13): a NATS connection that stalls,
@@ -192,4 +195,79 @@ func TestClusterStalledNATSDoesNotStallJoins(t *testing.T) {
 		r := sh.rooms["s"]
 		return r != nil && r.count() == 3
 	})
+}
+
+// streamTexts returns the texts of room's messages in the stream, oldest
+// first.
+func streamTexts(t *testing.T, cl *cluster, room string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cons, err := cl.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjMsg + subjectRoom(room)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := cons.CachedInfo().NumPending
+	var texts []string
+	if n == 0 {
+		return nil
+	}
+	batch, err := cons.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		var p struct{ Text string }
+		if len(m.Data()) > 0 {
+			if err := json.Unmarshal(m.Data(), &p); err != nil {
+				t.Fatalf("stored message %q: %v", m.Data(), err)
+			}
+			texts = append(texts, p.Text)
+		}
+	}
+	return texts
+}
+
+// TestClusterLostAck loses the ack of a stored message: the node must find
+// out that the message is stored, and neither answer unavailable nor store
+// it again (here the client retries what is unavailable, as PROTOCOL.md
+// lets it). The room's seq goes up by one.
+func TestClusterLostAck(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	node := startNodes(t, ns.ClientURL(), 1, nil)[0]
+	a := dial(t, node)
+	a.join("r")
+	node.hub.cl.lostAcks.Store(1)
+	say := map[string]any{"type": "say", "room": "r", "text": "once"}
+	a.send(say)
+	var seqs []int
+	for quiet := time.Now().Add(2 * time.Second); ; { // until 2 s without a text frame
+		f, err := a.readFrame(time.Until(quiet))
+		if isTimeout(err) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.op != opText {
+			continue
+		}
+		quiet = time.Now().Add(2 * time.Second)
+		var m msg
+		_ = json.Unmarshal(f.payload, &m)
+		switch m.str("type") {
+		case "msg":
+			seqs = append(seqs, m.num("seq"))
+		case "error":
+			t.Logf("%v: the client says it again", m)
+			a.send(say)
+		}
+	}
+	if texts := streamTexts(t, node.hub.cl, "r"); len(texts) != 1 || len(seqs) != 1 {
+		t.Fatalf("a message whose ack was lost: stored as %q, received with seqs %v", texts, seqs)
+	}
+	a.send(map[string]any{"type": "say", "room": "r", "text": "next"})
+	if m := a.expect("msg"); m.num("seq") != seqs[0]+1 {
+		t.Fatalf("the next message: %v, want seq %d", m, seqs[0]+1)
+	}
 }

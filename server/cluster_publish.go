@@ -157,7 +157,11 @@ func (cl *cluster) lastMsg(subj string) published {
 func (cl *cluster) publish(m *nats.Msg, expect uint64) (*jetstream.PubAck, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	return cl.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect))
+	ack, err := cl.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect))
+	if err == nil && cl.lostAcks.Load() > 0 && cl.lostAcks.Add(-1) >= 0 {
+		return nil, context.DeadlineExceeded // stored, but the answer "did not arrive"
+	}
+	return ack, err
 }
 
 // doCall changes a room's call list by compare-and-set.
