@@ -143,6 +143,7 @@ type cluster struct {
 	nodes   map[string]*peerNode
 
 	published, casRetries atomic.Uint64
+	pubCount              atomic.Uint64 // numbers says for their Nats-Msg-Id
 	// lostAcks, set by tests, makes that many of the next publishes lose
 	// their ack: the stream stores the message, the node hears nothing.
 	lostAcks atomic.Int32
@@ -410,6 +411,13 @@ func (cl *cluster) regained() {
 func (cl *cluster) rejoin() error {
 	cl.h.leaveIslands()
 	return cl.replay(context.Background())
+}
+
+// isAPIError reports an error JetStream answered with: the request was
+// refused, not lost.
+func isAPIError(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr)
 }
 
 // isWrongLastSeq reports a compare-and-set conflict.

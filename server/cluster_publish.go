@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"hash/maphash"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,6 +39,7 @@ type pubReq struct {
 // published is what a publisher last wrote for a subject.
 type published struct {
 	seq, streamSeq uint64
+	epoch          string // a message's
 	call           []callPeer
 }
 
@@ -92,31 +94,57 @@ func (cl *cluster) publisher(q chan pubReq) {
 // compare-and-set may fail many times; it goes on for casPatience, then
 // gives up with an error to the sender. Only when NATS is out of reach does
 // the message go to the room's island instead.
+//
+// A publish that got no answer (a timeout, a connection lost before the
+// ack) may have been stored: it is sent again as it was, same seq, same
+// expected sequence and same Nats-Msg-Id. If it was stored, JetStream
+// either drops the copy within its duplicate window (a clustered stream
+// checks the id first) or refuses it as a conflict (a single server checks
+// the sequence first); then storedAfter finds it, the message that follows
+// the expected one, by its id. Either way it is stored once.
 func (cl *cluster) doMsg(req pubReq, last map[string]published) {
 	r := req.room
 	subj := subjMsg + subjectRoom(r.name)
 	nick := req.c.nickname()
+	ts := time.Now().UnixMilli()
+	n := cl.pubCount.Add(1)
+	cur := cl.msgState(r, last[subj])
+	uncertain := false // a publish of this request may be stored unbeknown
 	for deadline := time.Now().Add(casPatience); cl.online(); {
-		seq, sseq := cl.msgState(r, last[subj])
-		frame, at := encodeMsg(r.name, seq+1, req.c.idStr, nick, req.text, time.Now().UnixMilli())
+		frame, at := encodeMsg(r.name, cur.seq+1, req.c.idStr, nick, req.text, ts)
 		m := &nats.Msg{Subject: subj, Data: frame[at:], Header: nats.Header{}}
-		m.Header.Set(seqHeader, strconv.FormatUint(seq+1, 10))
-		ack, err := cl.publish(m, sseq)
+		m.Header.Set(seqHeader, strconv.FormatUint(cur.seq+1, 10))
+		id := cl.msgID(r.name, cur.epoch, cur.seq+1, n)
+		m.Header.Set(nats.MsgIdHdr, id)
+		ack, err := cl.publish(m, cur.streamSeq)
 		switch {
-		case err == nil:
-			last[subj] = published{seq: seq + 1, streamSeq: ack.Sequence}
+		case err == nil: // ack.Duplicate too: the id is this request's alone
+			last[subj] = published{seq: cur.seq + 1, streamSeq: ack.Sequence, epoch: cur.epoch}
 			cl.published.Add(1)
 			return
 		case isWrongLastSeq(err):
+			if uncertain {
+				if p, ok := cl.storedAfter(subj, cur.streamSeq, id); ok {
+					last[subj] = p
+					cl.published.Add(1)
+					return
+				}
+			}
+			uncertain = false // from here on, a new seq and a new id
 			cl.casRetries.Add(1)
-			last[subj] = cl.lastMsg(subj)
-		case cl.nc.IsConnected():
+			if p, err := cl.lastMsg(subj); err == nil {
+				last[subj] = p
+			}
+			cur = cl.msgState(r, last[subj])
+		case isAPIError(err): // refused: nothing was stored
 			cl.log.Warn("publish", "room", r.name, "err", err)
 			req.c.replyError(errUnavailable, "the message could not be stored; try again", "say")
 			return
+		default:
+			uncertain = true
 		}
 		if time.Now().After(deadline) {
-			cl.log.Warn("publish: gave up after conflicts", "room", r.name, "for", casPatience)
+			cl.log.Warn("publish: gave up", "room", r.name, "for", casPatience, "err", err)
 			req.c.replyError(errUnavailable, "the room is too busy; try again", "say")
 			return
 		}
@@ -125,32 +153,60 @@ func (cl *cluster) doMsg(req pubReq, last map[string]published) {
 	cl.h.sayLocal(r, req.c.idStr, nick, req.text)
 }
 
-// msgState returns r's last seq and its stream sequence: the newer of what
-// the consumer applied and what this publisher wrote.
-func (cl *cluster) msgState(r *room, mine published) (seq, streamSeq uint64) {
+// msgID is the Nats-Msg-Id of a message: the room, its epoch and seq, and
+// this node's number for the say (n), so that two different says never
+// share an id, even if this node wrongly took the same seq for both.
+func (cl *cluster) msgID(room, epoch string, seq, n uint64) string {
+	return room + "/" + epoch + "/" + strconv.FormatUint(seq, 10) + "/" + cl.node + "." + strconv.FormatUint(n, 36)
+}
+
+// storedAfter reports whether the message on subj that follows stream
+// sequence after is the one with Nats-Msg-Id id, and returns it.
+func (cl *cluster) storedAfter(subj string, after uint64, id string) (published, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	m, err := cl.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(subj))
+	if err != nil || m.Header.Get(nats.MsgIdHdr) != id {
+		return published{}, false
+	}
+	return cl.publishedOf(m), true
+}
+
+// msgState returns r's last seq, its stream sequence and epoch: the newer
+// of what the consumer applied and what this publisher wrote or read.
+func (cl *cluster) msgState(r *room, mine published) published {
 	sh := cl.h.shardOf(r.name)
 	sh.mu.Lock()
-	seq, streamSeq = r.seq, r.streamSeq
+	cur := published{seq: r.seq, streamSeq: r.streamSeq, epoch: r.epoch}
 	if r.island != nil {
-		seq, streamSeq = r.island.seq, r.island.streamSeq
+		cur = published{seq: r.island.seq, streamSeq: r.island.streamSeq, epoch: r.island.epoch}
 	}
 	sh.mu.Unlock()
-	if mine.streamSeq > streamSeq {
-		return mine.seq, mine.streamSeq
+	if mine.streamSeq > cur.streamSeq {
+		return mine
 	}
-	return seq, streamSeq
+	return cur
 }
 
 // lastMsg reads a subject's last message from the stream.
-func (cl *cluster) lastMsg(subj string) published {
+func (cl *cluster) lastMsg(subj string) (published, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	m, err := cl.stream.GetLastMsgForSubject(ctx, subj)
 	if err != nil {
-		return published{}
+		return published{}, err
 	}
+	return cl.publishedOf(m), nil
+}
+
+// publishedOf describes a stored message or call list.
+func (cl *cluster) publishedOf(m *jetstream.RawStreamMsg) published {
 	seq, _ := strconv.ParseUint(m.Header.Get(seqHeader), 10, 64)
-	return published{seq: seq, streamSeq: m.Sequence, call: decodeCallList(m.Data, cl.h)}
+	p := published{seq: seq, streamSeq: m.Sequence, epoch: cl.epoch}
+	if strings.HasPrefix(m.Subject, subjCall) {
+		p.call = decodeCallList(m.Data, cl.h)
+	}
+	return p
 }
 
 // publish stores m if the subject's last message is still expect.
@@ -199,7 +255,11 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 			return
 		case isWrongLastSeq(err):
 			cl.casRetries.Add(1)
-			last[subj] = cl.lastMsg(subj)
+			if p, err := cl.lastMsg(subj); err == nil {
+				last[subj] = p
+			} else {
+				delete(last, subj)
+			}
 		case cl.nc.IsConnected():
 			cl.log.Warn("publish call", "room", r.name, "err", err)
 			if req.reply {
