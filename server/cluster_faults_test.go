@@ -271,3 +271,67 @@ func TestClusterLostAck(t *testing.T) {
 		t.Fatalf("the next message: %v, want seq %d", m, seqs[0]+1)
 	}
 }
+
+// TestClusterSayDuringRejoin says something in a room while its node,
+// reconnected to NATS, still catches up with the stream (here the test
+// holds the consumer's lock, which the catching up takes): the room runs
+// as an island for that message, and must then return to the cluster's
+// epoch and see the other node's messages.
+func TestClusterSayDuringRejoin(t *testing.T) {
+	dir := t.TempDir()
+	ns := testNATS(t, dir, 0)
+	port := ns.Addr().(*net.TCPAddr).Port
+	nodes := startNodes(t, ns.ClientURL(), 2, nil)
+	a := dial(t, nodes[0])
+	b := dial(t, nodes[1])
+	epoch := a.join("r").str("epoch")
+	joinSettle(t, b, "r", 2)
+	a.send(map[string]any{"type": "say", "room": "r", "text": "before"})
+	a.waitFor("msg")
+	b.waitFor("msg")
+
+	cl := nodes[0].hub.cl
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	eventually(t, 10*time.Second, "degraded", cl.degraded.Load)
+	cl.consMu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			cl.consMu.Unlock()
+		}
+	}()
+	testNATS(t, dir, port)
+	eventually(t, 20*time.Second, "reconnected", cl.nc.IsConnected)
+	if !cl.degraded.Load() {
+		t.Fatal("back in the cluster without catching up with the stream")
+	}
+	a.send(map[string]any{"type": "say", "room": "r", "text": "during"})
+	if j := a.waitFor("joined"); j.str("epoch") == epoch {
+		t.Fatalf("a say during the rejoin, not on an island: %v", j)
+	}
+	if m := a.waitFor("msg"); m.str("text") != "during" {
+		t.Fatalf("island message: %v", m)
+	}
+	cl.consMu.Unlock()
+	locked = false
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		f, err := a.readFrame(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("the room stayed an island after NATS came back: %v", err)
+		}
+		var m msg
+		if json.Unmarshal(f.payload, &m) == nil && m.str("type") == "joined" && m.str("epoch") == epoch {
+			break
+		}
+	}
+	eventually(t, 15*time.Second, "the nodes to see each other again", func() bool {
+		return nodes[0].hub.cl.liveNodes() == 1 && nodes[1].hub.cl.liveNodes() == 1
+	})
+	b.send(map[string]any{"type": "say", "room": "r", "text": "after"})
+	if m := a.waitFor("msg"); m.str("text") != "after" || m.num("seq") != 2 {
+		t.Fatalf("the other node's message after NATS came back: %v", m)
+	}
+}
