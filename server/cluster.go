@@ -126,6 +126,8 @@ type cluster struct {
 
 	consMu sync.Mutex
 	cons   jetstream.ConsumeContext
+	// rejoinMu is held by regained: one catch-up at a time.
+	rejoinMu sync.Mutex
 
 	pubs []chan pubReq // per-room serialized publishers, by room hash
 
@@ -382,35 +384,45 @@ func (cl *cluster) lost(err error) {
 }
 
 // regained runs when the connection to NATS is back: catch up with the
-// stream, then bring island rooms back to the cluster's epoch.
+// stream, then bring island rooms back to the cluster's epoch. One runs at
+// a time; a reconnect during it is its business.
+//
+// The order matters. The node stays degraded while it replays, so a say
+// meanwhile goes to an island (a new one, perhaps), and the replay updates
+// each island's cluster state aside. Only then does the node stop being
+// degraded, and only after that are islands left: a say checks under the
+// room's lock whether the node is degraded before it makes the room an
+// island (islandSay), and leaveIslands takes that lock after the flag
+// changed, so no island is made that leaveIslands does not see.
 func (cl *cluster) regained() {
+	if !cl.rejoinMu.TryLock() {
+		return
+	}
+	defer cl.rejoinMu.Unlock()
 	if !cl.degraded.Load() {
 		return
 	}
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; cl.degraded.Load(); attempt++ {
 		select {
 		case <-cl.stop:
 			return
 		default:
 		}
-		err := cl.rejoin()
-		if err == nil {
-			break
+		if err := cl.replay(context.Background()); err != nil {
+			cl.log.Warn("rejoining the cluster", "err", redactErr(err, cl.url), "attempt", attempt)
+			time.Sleep(time.Second)
+			continue
 		}
-		cl.log.Warn("rejoining the cluster", "err", redactErr(err, cl.url), "attempt", attempt)
-		time.Sleep(time.Second)
+		cl.degraded.Store(false)
+		if !cl.nc.IsConnected() { // lost again meanwhile: lost saw the flag set, and did nothing
+			cl.degraded.Store(true)
+			continue
+		}
 	}
-	cl.degraded.Store(false)
 	cl.h.stats.degraded.Store(false)
+	cl.h.leaveIslands()
 	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // others see this node again and ask for a snapshot
 	cl.log.Info("NATS reachable again: back in the cluster")
-}
-
-// rejoin restores island rooms to their cluster state, telling their
-// members, and replays what the stream got meanwhile.
-func (cl *cluster) rejoin() error {
-	cl.h.leaveIslands()
-	return cl.replay(context.Background())
 }
 
 // isAPIError reports an error JetStream answered with: the request was

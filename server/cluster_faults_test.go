@@ -182,10 +182,8 @@ func TestClusterStalledNATSDoesNotStallJoins(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("a join waited for a NATS server that does not read")
 	}
+	eventually(t, 10*time.Second, "the event queue to overflow", func() bool { return stalled.hub.cl.evDropped.Load() > 0 })
 	proxy.resume()
-	if stalled.hub.cl.evDropped.Load() == 0 {
-		t.Fatal("the event queue never overflowed: the test no longer covers a resync")
-	}
 
 	// The other node has missed events (the queue overflowed): it resyncs.
 	eventually(t, 15*time.Second, "the other node to count s's three members", func() bool {
@@ -327,8 +325,8 @@ func TestClusterSayDuringRejoin(t *testing.T) {
 			break
 		}
 	}
-	eventually(t, 15*time.Second, "the nodes to see each other again", func() bool {
-		return nodes[0].hub.cl.liveNodes() == 1 && nodes[1].hub.cl.liveNodes() == 1
+	eventually(t, 15*time.Second, "the other node back in the cluster", func() bool {
+		return !nodes[1].hub.cl.degraded.Load() && nodes[1].hub.cl.liveNodes() == 1
 	})
 	b.send(map[string]any{"type": "say", "room": "r", "text": "after"})
 	if m := a.waitFor("msg"); m.str("text") != "after" || m.num("seq") != 2 {

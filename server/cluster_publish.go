@@ -149,8 +149,11 @@ func (cl *cluster) doMsg(req pubReq, last map[string]published) {
 			return
 		}
 	}
-	// NATS is out of reach: the room carries on here alone.
-	cl.h.sayLocal(r, req.c.idStr, nick, req.text)
+	// NATS is out of reach: the room carries on here alone, unless the
+	// node came back meanwhile.
+	if !cl.islandSay(r, req.c.idStr, nick, req.text) {
+		cl.doMsg(req, last)
+	}
 }
 
 // msgID is the Nats-Msg-Id of a message: the room, its epoch and seq, and

@@ -202,6 +202,24 @@ func (cl *cluster) enterIsland(r *room) {
 	cl.h.announce(r)
 }
 
+// islandSay says a message on r's island, making r one if it is not yet,
+// while NATS is out of reach; it reports false, and does nothing, if the
+// node is back in the cluster. Deciding under the shard lock is what keeps
+// an island from starting after leaveIslands went past r (see regained).
+func (cl *cluster) islandSay(r *room, from, nick, text string) bool {
+	sh := cl.h.shardOf(r.name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if cl.online() {
+		return false
+	}
+	if r.island == nil {
+		cl.enterIsland(r)
+	}
+	cl.h.sayLocked(r, from, nick, text)
+	return true
+}
+
 // leaveIslands brings every island room back to its cluster state, and
 // tells its members here with a joined frame in the cluster's epoch. The
 // stream replay that follows delivers what the cluster said meanwhile.

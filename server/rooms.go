@@ -527,7 +527,7 @@ func (h *hub) say(c *client, name, text string) {
 	if r == nil {
 		return
 	}
-	if h.cl.online() {
+	if h.cl != nil { // through the stream, or the room's island (cluster_publish.go)
 		h.cl.publishMsg(r, c, text)
 		return
 	}
@@ -539,15 +539,17 @@ func (h *hub) say(c *client, name, text string) {
 }
 
 // sayLocal gives a message r's next seq on this node, keeps it and sends it
-// to r's members here: always when standalone, and in a cluster while NATS
-// is out of reach (the room then runs as an island, cluster.go).
+// to r's members here: standalone without a broker (benchmarks). A
+// cluster's island does the same under its own rules (islandSay).
 func (h *hub) sayLocal(r *room, from, nick, text string) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if h.cl != nil && r.island == nil {
-		h.cl.enterIsland(r)
-	}
+	h.sayLocked(r, from, nick, text)
+}
+
+// sayLocked is sayLocal with the shard lock held.
+func (h *hub) sayLocked(r *room, from, nick, text string) {
 	r.seq++
 	frame, at := encodeMsg(r.name, r.seq, from, nick, text, time.Now().UnixMilli())
 	r.addHistory(frame[at:], h.cfg.HistorySize)
