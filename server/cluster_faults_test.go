@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -331,5 +332,68 @@ func TestClusterSayDuringRejoin(t *testing.T) {
 	b.send(map[string]any{"type": "say", "room": "r", "text": "after"})
 	if m := a.waitFor("msg"); m.str("text") != "after" || m.num("seq") != 2 {
 		t.Fatalf("the other node's message after NATS came back: %v", m)
+	}
+}
+
+// roomsInMemory counts the rooms in the shards of s.
+func roomsInMemory(s *server) int {
+	n := 0
+	for i := range s.hub.shards {
+		sh := &s.hub.shards[i]
+		sh.mu.Lock()
+		n += len(sh.rooms)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// TestClusterEmptyRoomsLeaveMemory has members on two nodes join, speak in
+// and leave many rooms: once a room has nobody in it on any node (and no
+// call), no node keeps it in memory, its messages having been stored. A
+// join brings it back from the stream: history, seq and epoch.
+func TestClusterEmptyRoomsLeaveMemory(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	nodes := startNodes(t, ns.ClientURL(), 2, func(c *Config) { c.Rate, c.Burst = 10000, 10000 })
+	a := dial(t, nodes[0])
+	b := dial(t, nodes[1])
+	const rooms = 200
+	epochs := map[string]string{}
+	for i := 0; i < rooms; i++ {
+		name := "cycle-" + strconv.Itoa(i)
+		epochs[name] = a.join(name).str("epoch")
+		b.join(name)
+		for _, text := range []string{"one", "two"} {
+			a.send(map[string]any{"type": "say", "room": name, "text": text})
+			a.waitFor("msg")
+		}
+		b.waitFor("msg")
+		b.waitFor("msg")
+		a.send(map[string]any{"type": "leave", "room": name})
+		a.waitFor("left")
+		b.send(map[string]any{"type": "leave", "room": name})
+		b.waitFor("left")
+	}
+	for i, s := range nodes {
+		deadline := time.Now().Add(10 * time.Second)
+		for n := roomsInMemory(s); n > 0; n = roomsInMemory(s) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d keeps %d empty rooms of %d in memory", i, n, rooms)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// Back from the stream, on either node.
+	for i, ws := range []*wsConn{a, b} {
+		name := "cycle-" + strconv.Itoa(i)
+		j := ws.join(name)
+		h := j.list("history")
+		if len(h) != 2 || msg(h[1].(map[string]any)).num("seq") != 2 || j.str("epoch") != epochs[name] {
+			t.Fatalf("joined %s again: %v, want its two messages, epoch %s", name, j, epochs[name])
+		}
+		ws.send(map[string]any{"type": "say", "room": name, "text": "three"})
+		if m := ws.waitFor("msg"); m.num("seq") != 3 {
+			t.Fatalf("said again in %s: %v", name, m)
+		}
 	}
 }
