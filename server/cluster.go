@@ -323,8 +323,7 @@ func (cl *cluster) apply(m jetstream.Msg) {
 	subj := m.Subject()
 	switch {
 	case strings.HasPrefix(subj, subjMsg):
-		seq, _ := strconv.ParseUint(m.Headers().Get(seqHeader), 10, 64)
-		cl.h.applyMsg(roomOfSubject(subj, subjMsg), seq, sseq, m.Data())
+		cl.h.applyMsg(roomOfSubject(subj, subjMsg), cl.msgOf(m.Headers(), m.Data(), sseq))
 	case strings.HasPrefix(subj, subjCall):
 		cl.h.applyCall(roomOfSubject(subj, subjCall), sseq, decodeCallList(m.Data(), cl.h))
 	}

@@ -23,6 +23,7 @@ const (
 	reqMsg   = iota // a say
 	reqCall         // a call join or leave of a local member
 	reqPurge        // take a dead node's peers out of a room's call
+	reqLoad         // read a room's messages for the joins that wait (cluster_load.go)
 )
 
 // pubReq is one request to a publisher.
@@ -84,6 +85,8 @@ func (cl *cluster) publisher(q chan pubReq) {
 		switch req.kind {
 		case reqMsg:
 			cl.doMsg(req, last)
+		case reqLoad:
+			cl.doLoad(req)
 		default:
 			cl.doCall(req, last)
 		}

@@ -8,33 +8,47 @@ import (
 // The room table's side of the cluster: applying the stream and other
 // nodes' member events to rooms, under the rooms' shard locks.
 
-// applyMsg applies a message read from the stream: the room's seq and
-// history advance, and the room's members here get it.
-func (h *hub) applyMsg(name string, seq, streamSeq uint64, payload []byte) {
+// applyMsg applies a message read from the stream to its room, if this
+// node has the room in memory and loaded (cluster_load.go): the room's seq
+// and history advance, and its members here get it. Of a room being
+// loaded, the message is kept aside for the load to merge.
+func (h *hub) applyMsg(name string, m streamMsg) {
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r := h.roomLocked(sh, name)
+	r := sh.rooms[name]
+	switch {
+	case r == nil: // nobody here needs it: the stream keeps it
+		return
+	case r.loading:
+		r.early = append(r.early, m)
+		if n := len(r.early) - h.cfg.HistorySize; n > 0 { // what the load reads covers the older ones
+			r.early = slices.Delete(r.early, 0, n)
+		}
+		return
+	case !r.loaded:
+		return
+	}
 	if r.island != nil { // only after an outage; keep the cluster state aside
-		if seq > r.island.seq {
-			r.island.seq, r.island.streamSeq = seq, streamSeq
-			r.island.history = append(r.island.history, payload)
+		if m.seq > r.island.seq {
+			r.island.seq, r.island.streamSeq = m.seq, m.streamSeq
+			r.island.history = append(r.island.history, m.payload)
 			if n := len(r.island.history) - h.cfg.HistorySize; n > 0 {
 				r.island.history = r.island.history[n:]
 			}
 		}
 		return
 	}
-	if streamSeq > r.streamSeq {
-		r.streamSeq = streamSeq
+	if m.streamSeq > r.streamSeq {
+		r.streamSeq = m.streamSeq
 	}
-	if seq <= r.seq { // read again after an outage: delivered already
+	if m.seq <= r.seq { // read again after an outage: delivered already
 		return
 	}
-	r.seq = seq
-	r.addHistory(payload, h.cfg.HistorySize)
+	r.seq = m.seq
+	r.addHistory(m.payload, h.cfg.HistorySize)
 	if len(r.members) > 0 {
-		b := append(newFrame(len(payload)), payload...)
+		b := append(newFrame(len(m.payload)), m.payload...)
 		h.broadcast(r, frameOf(b), nil)
 	}
 }
@@ -47,7 +61,14 @@ func (h *hub) applyCall(name string, streamSeq uint64, list []callPeer) {
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r := h.roomLocked(sh, name)
+	r := sh.rooms[name]
+	if r == nil && len(list) == 0 { // no call in a room nobody is in
+		return
+	}
+	if r == nil {
+		r = h.newRoom(name)
+		sh.rooms[name] = r
+	}
 	if streamSeq <= r.callSeq {
 		return
 	}

@@ -109,6 +109,12 @@ type room struct {
 	callSeq        uint64
 	island         *islandState
 	pendingSignals []pendingSignal
+	// Whether its messages' state is read from the stream, a load is on
+	// its way, what the consumer applied meanwhile and the joins that wait
+	// for it (cluster_load.go).
+	loaded, loading bool
+	early           []streamMsg
+	waiting         []waitingJoin
 
 	// Standalone (history.go): the newest seq the broker has made durable,
 	// which is what members have received and the history ring holds
@@ -302,8 +308,10 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	if r := c.roomOf(name); r != nil { // already in: just send the state again
 		sh := h.shardOf(name)
 		sh.mu.Lock()
-		head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
-		c.w.push(job{op: jobSend, c: c, frame: head, more: &[2][]byte{members, tail}})
+		if h.cl == nil || r.loaded { // else the first joined is on its way
+			head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
+			c.w.push(job{op: jobSend, c: c, frame: head, more: &[2][]byte{members, tail}})
+		}
 		sh.mu.Unlock()
 		return
 	}
@@ -324,6 +332,11 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 		}
 		sh.rooms[name] = r
 	}
+	if h.cl != nil && !r.loaded && !h.cl.load(r) {
+		c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
+		h.dropIfEmpty(sh, r)
+		return
+	}
 	h.countChange(r, +1)
 	r.members = append(r.members, c)
 	if len(r.members) <= maxListMembers {
@@ -334,8 +347,12 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	if len(c.rooms) == 1 {
 		c.w.push(job{op: jobLeave, room: h.lobby, c: c})
 	}
-	head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
-	c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
+	if h.cl != nil && !r.loaded { // joined once it is read from the stream (cluster_load.go)
+		r.waiting = append(r.waiting, waitingJoin{c, since, epoch})
+	} else {
+		head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
+		c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
+	}
 	h.presence(sh, r, "join", c.idStr, c.nickname(), c)
 	h.cl.memberEvent(evJoin, r.name, c.idStr, c.nickname())
 }
@@ -363,12 +380,12 @@ func (h *hub) countChange(r *room, delta int) {
 	h.roomsDirty.Store(true)
 }
 
-// dropIfEmpty forgets r once nobody is in it and no message of its is on
-// its way to the store; standalone, its seq, epoch and history live on in
-// the store (history.go). In a cluster a room that has messages stays: its
-// history and seq live on in the stream. The shard lock must be held.
+// dropIfEmpty forgets r once nobody is in it, no message of its is on
+// its way to the store and it has no call; its seq, epoch and history live
+// on in the store (history.go) or, in a cluster, in the stream, from which
+// the next join loads them (cluster_load.go). The shard lock must be held.
 func (h *hub) dropIfEmpty(sh *shard, r *room) {
-	if r.count() == 0 && r.inflight == 0 && (h.cl == nil || r.seq == 0 && len(r.call) == 0) && sh.rooms[r.name] == r {
+	if r.count() == 0 && r.inflight == 0 && len(r.call) == 0 && sh.rooms[r.name] == r {
 		delete(sh.rooms, r.name)
 	}
 }
