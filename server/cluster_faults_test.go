@@ -397,3 +397,46 @@ func TestClusterEmptyRoomsLeaveMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterRetention lets a room's messages pass -nats-retention (2 s
+// here): the stream then keeps nothing of the room, so its sequence is
+// lost, and the room starts over, seq 1 under a new epoch, announced to
+// its members with a joined frame. A node that starts meanwhile, on a
+// stream that holds nothing, starts, and agrees on the new epoch.
+func TestClusterRetention(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	short := func(c *Config) { c.NATSRetention = 2 * time.Second }
+	node := startNodes(t, ns.ClientURL(), 1, short)[0]
+	a := dial(t, node)
+	epoch := a.join("r").str("epoch")
+	a.send(map[string]any{"type": "say", "room": "r", "text": "old"})
+	a.expect("msg")
+	cl := node.hub.cl
+	eventually(t, 10*time.Second, "the stream to expire the room's messages", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		info, err := cl.stream.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
+
+	fresh := startServer(t, func(c *Config) { c.NATS = ns.ClientURL(); short(c) })
+
+	a.send(map[string]any{"type": "say", "room": "r", "text": "new"})
+	j := a.expect("joined")
+	if j.str("epoch") == epoch || len(j.list("history")) != 0 || j["recovered"] != false {
+		t.Fatalf("the room's new lifetime, announced: %v (epoch was %s)", j, epoch)
+	}
+	if m := a.expect("msg"); m.str("text") != "new" || m.num("seq") != 1 {
+		t.Fatalf("the first message after the room's expired: %v", m)
+	}
+
+	b := dial(t, fresh)
+	jb := joinSettle(t, b, "r", 2)
+	if h := jb.list("history"); jb.str("epoch") != j.str("epoch") || len(h) != 1 || msg(h[0].(map[string]any)).str("text") != "new" {
+		t.Fatalf("joined on the node that started after the expiry: %v, want epoch %s and the new message", jb, j.str("epoch"))
+	}
+	b.send(map[string]any{"type": "say", "room": "r", "text": "next"})
+	if m := a.waitFor("msg"); m.str("text") != "next" || m.num("seq") != 2 {
+		t.Fatalf("a message from the new node: %v", m)
+	}
+}
