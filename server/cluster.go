@@ -64,8 +64,13 @@ const (
 	subjSig  = "noom.sig."
 	// streamName is the JetStream stream of messages and call lists.
 	streamName = "NOOM"
-	// seqHeader carries a message's room seq.
+	// seqHeader carries a message's room seq; 0 marks the start of a
+	// room's lifetime (cluster_load.go).
 	seqHeader = "Noom-Seq"
+	// epochHeader carries the epoch of the lifetime a message belongs to.
+	// Messages stored before it existed have none: they are in the
+	// stream's epoch.
+	epochHeader = "Noom-Epoch"
 )
 
 // Cluster timing. deadAfter must be several heartbeats, and within the
@@ -272,9 +277,14 @@ func (cl *cluster) setup(ctx context.Context) error {
 	return nil
 }
 
-// replay reads the stream from the start (or from after the last message
-// applied, after an outage) and returns once it has caught up, leaving the
-// consumer running.
+// replay reads the stream (at the start, each subject's last message,
+// which is all a node that has no room in memory yet needs: call lists;
+// after an outage, everything after the last message applied) and returns
+// once it has caught up, leaving the consumer running.
+//
+// Caught up means the consumer applied the stream's last message, or that
+// message is gone: retention may remove it, or every message, before the
+// consumer gets there, and the stream's last sequence stays where it was.
 func (cl *cluster) replay(ctx context.Context) error {
 	cl.consMu.Lock()
 	defer cl.consMu.Unlock()
@@ -289,7 +299,8 @@ func (cl *cluster) replay(ctx context.Context) error {
 		return fmt.Errorf("stream info: %w", err)
 	}
 	target := info.State.LastSeq
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjMsg + ">", subjCall + ">"}}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjMsg + ">", subjCall + ">"},
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy}
 	if from := cl.applied.Load(); from > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = from + 1
@@ -303,11 +314,18 @@ func (cl *cluster) replay(ctx context.Context) error {
 		return fmt.Errorf("consume: %w", err)
 	}
 	cl.cons = cc
-	for cl.applied.Load() < target {
+	gone := func(st jetstream.StreamState) bool { return st.Msgs == 0 || st.FirstSeq > target }
+	for recheck := time.Now().Add(250 * time.Millisecond); cl.applied.Load() < target && !gone(info.State); {
 		select {
 		case <-ictx.Done():
 			return fmt.Errorf("replaying the stream: %d of %d: %w", cl.applied.Load(), target, ictx.Err())
 		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(recheck) {
+			recheck = time.Now().Add(250 * time.Millisecond)
+			if i, err := cl.stream.Info(ictx); err == nil {
+				info = i
+			}
 		}
 	}
 	return nil

@@ -31,6 +31,47 @@ import (
 // Messages the consumer applies while a load is on its way are kept aside
 // (early) and merged with what the load read.
 
+// A room's lifetime. A room's seq lives in the stream only, so when
+// retention has taken every message of a room, its sequence is lost (the
+// node that happens to remember it in memory cannot vouch for the others,
+// which may have started since): the room starts over, seq 1, under a new
+// epoch, as PROTOCOL.md has it ("epoch changes only when the room's kept
+// sequence is really lost (retention, ...)"). So that every node names the
+// new lifetime alike, the node that finds the subject empty (a join's load,
+// or a say after a compare-and-set conflict) first stores a start marker,
+// a message with seq 0 and no text, by compare-and-set on an empty subject
+// (one node wins; the others read the winner's). The lifetime's epoch is
+// the stream's epoch and the marker's stream sequence, which no other
+// lifetime can have; every message carries it (epochHeader), as the
+// marker is soon dropped by the subject's -history limit. A node that
+// reads a message of another epoch than its room's tells the room's
+// members with a joined frame, and the room goes on from that message.
+// Messages stored before the header existed are in the stream's epoch.
+
+// lifetimeEpoch names the lifetime started by the marker at stream
+// sequence markerSeq.
+func (cl *cluster) lifetimeEpoch(markerSeq uint64) string {
+	return cl.epoch + "." + strconv.FormatUint(markerSeq, 36)
+}
+
+// startLifetime stores a start marker on subj, a room's empty subject, and
+// returns the new lifetime's state; if another node got there first (or a
+// message is there after all), what the subject holds now. An error is
+// JetStream's refusal, or no answer: nothing is known then.
+func (cl *cluster) startLifetime(room, subj string) (published, error) {
+	m := &nats.Msg{Subject: subj, Header: nats.Header{}}
+	m.Header.Set(seqHeader, "0")
+	m.Header.Set(nats.MsgIdHdr, room+"/start/"+cl.node+"."+strconv.FormatUint(cl.pubCount.Add(1), 36))
+	ack, err := cl.publish(m, 0)
+	switch {
+	case err == nil:
+		return published{streamSeq: ack.Sequence, epoch: cl.lifetimeEpoch(ack.Sequence)}, nil
+	case isWrongLastSeq(err):
+		return cl.lastMsg(subj)
+	}
+	return published{}, err
+}
+
 // waitingJoin is a local join whose joined frame waits for the room's load.
 type waitingJoin struct {
 	c     *client
@@ -45,10 +86,18 @@ type streamMsg struct {
 	payload        []byte
 }
 
-// msgOf describes a message stored at stream sequence streamSeq.
+// msgOf describes a message stored at stream sequence streamSeq: a seq
+// of 0 is a lifetime's start marker.
 func (cl *cluster) msgOf(hdr nats.Header, data []byte, streamSeq uint64) streamMsg {
 	seq, _ := strconv.ParseUint(hdr.Get(seqHeader), 10, 64)
-	return streamMsg{seq: seq, streamSeq: streamSeq, epoch: cl.epoch, payload: data}
+	epoch := hdr.Get(epochHeader)
+	switch {
+	case seq == 0:
+		epoch = cl.lifetimeEpoch(streamSeq)
+	case epoch == "": // stored before lifetimes had epochs of their own
+		epoch = cl.epoch
+	}
+	return streamMsg{seq: seq, streamSeq: streamSeq, epoch: epoch, payload: data}
 }
 
 // load queues the load of r, if none is queued. It reports false if the
@@ -72,7 +121,7 @@ func (cl *cluster) doLoad(req pubReq) {
 	var msgs []streamMsg
 	err := errors.New("NATS is out of reach")
 	if cl.online() {
-		msgs, err = cl.readRoom(subjMsg + subjectRoom(r.name))
+		msgs, err = cl.readRoom(r.name)
 	}
 	if err != nil {
 		cl.log.Warn("room not loaded", "room", r.name, "err", err)
@@ -82,17 +131,26 @@ func (cl *cluster) doLoad(req pubReq) {
 	cl.h.finishLoad(r, msgs)
 }
 
-// readRoom returns the messages the stream keeps on subj, oldest first:
-// the last one, and if its seq says there are older ones, all of them
-// (a subject keeps at most -history).
-func (cl *cluster) readRoom(subj string) ([]streamMsg, error) {
+// readRoom returns the messages the stream keeps of room, oldest first:
+// the last one, and if its seq says there are older ones in its lifetime,
+// all the subject keeps (at most -history). An empty subject gets a start
+// marker first: the room has a lifetime, named alike on every node, from
+// its first join on.
+func (cl *cluster) readRoom(room string) ([]streamMsg, error) {
+	subj := subjMsg + subjectRoom(room)
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	last, err := cl.stream.GetLastMsgForSubject(ctx, subj)
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return nil, nil
-	case err != nil:
+	for attempt := 0; errors.Is(err, jetstream.ErrMsgNotFound) && attempt < 3; attempt++ {
+		var p published
+		if p, err = cl.startLifetime(room, subj); err == nil && p.seq == 0 {
+			return []streamMsg{{streamSeq: p.streamSeq, epoch: p.epoch}}, nil
+		}
+		if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) { // others' messages: read them all
+			last, err = cl.stream.GetLastMsgForSubject(ctx, subj)
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	newest := cl.msgOf(last.Header, last.Data, last.Sequence)
@@ -110,8 +168,8 @@ func (cl *cluster) readRoom(subj string) ([]streamMsg, error) {
 		_ = cl.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
 	n := int(cons.CachedInfo().NumPending)
-	if n == 0 { // gone meanwhile (retention)
-		return nil, nil
+	if n == 0 { // gone meanwhile (retention): the newest is all there is
+		return []streamMsg{newest}, nil
 	}
 	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(publishTimeout))
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"hash/maphash"
 	"strconv"
 	"strings"
@@ -114,9 +115,27 @@ func (cl *cluster) doMsg(req pubReq, last map[string]published) {
 	cur := cl.msgState(r, last[subj])
 	uncertain := false // a publish of this request may be stored unbeknown
 	for deadline := time.Now().Add(casPatience); cl.online(); {
+		if cur.streamSeq == 0 { // the subject is empty: the room's sequence is lost (cluster_load.go)
+			p, err := cl.startLifetime(r.name, subj)
+			switch {
+			case err == nil:
+				last[subj], cur = p, p
+				continue
+			case isAPIError(err):
+				cl.log.Warn("publish", "room", r.name, "err", err)
+				req.c.replyError(errUnavailable, "the message could not be stored; try again", "say")
+				return
+			}
+			if time.Now().After(deadline) {
+				req.c.replyError(errUnavailable, "the room is too busy; try again", "say")
+				return
+			}
+			continue
+		}
 		frame, at := encodeMsg(r.name, cur.seq+1, req.c.idStr, nick, req.text, ts)
 		m := &nats.Msg{Subject: subj, Data: frame[at:], Header: nats.Header{}}
 		m.Header.Set(seqHeader, strconv.FormatUint(cur.seq+1, 10))
+		m.Header.Set(epochHeader, cur.epoch)
 		id := cl.msgID(r.name, cur.epoch, cur.seq+1, n)
 		m.Header.Set(nats.MsgIdHdr, id)
 		ack, err := cl.publish(m, cur.streamSeq)
@@ -135,10 +154,15 @@ func (cl *cluster) doMsg(req pubReq, last map[string]published) {
 			}
 			uncertain = false // from here on, a new seq and a new id
 			cl.casRetries.Add(1)
-			if p, err := cl.lastMsg(subj); err == nil {
-				last[subj] = p
+			switch p, err := cl.lastMsg(subj); {
+			case err == nil: // read after the conflict: newer than anything else known
+				last[subj], cur = p, p
+			case errors.Is(err, jetstream.ErrMsgNotFound): // retention took every message
+				delete(last, subj)
+				cur = published{}
+			default:
+				cur = cl.msgState(r, last[subj])
 			}
-			cur = cl.msgState(r, last[subj])
 		case isAPIError(err): // refused: nothing was stored
 			cl.log.Warn("publish", "room", r.name, "err", err)
 			req.c.replyError(errUnavailable, "the message could not be stored; try again", "say")
@@ -207,12 +231,11 @@ func (cl *cluster) lastMsg(subj string) (published, error) {
 
 // publishedOf describes a stored message or call list.
 func (cl *cluster) publishedOf(m *jetstream.RawStreamMsg) published {
-	seq, _ := strconv.ParseUint(m.Header.Get(seqHeader), 10, 64)
-	p := published{seq: seq, streamSeq: m.Sequence, epoch: cl.epoch}
 	if strings.HasPrefix(m.Subject, subjCall) {
-		p.call = decodeCallList(m.Data, cl.h)
+		return published{streamSeq: m.Sequence, call: decodeCallList(m.Data, cl.h)}
 	}
-	return p
+	e := cl.msgOf(m.Header, m.Data, m.Sequence)
+	return published{seq: e.seq, streamSeq: e.streamSeq, epoch: e.epoch}
 }
 
 // publish stores m if the subject's last message is still expect.

@@ -29,20 +29,32 @@ func (h *hub) applyMsg(name string, m streamMsg) {
 	case !r.loaded:
 		return
 	}
-	if r.island != nil { // only after an outage; keep the cluster state aside
-		if m.seq > r.island.seq {
-			r.island.seq, r.island.streamSeq = m.seq, m.streamSeq
-			r.island.history = append(r.island.history, m.payload)
-			if n := len(r.island.history) - h.cfg.HistorySize; n > 0 {
-				r.island.history = r.island.history[n:]
+	if is := r.island; is != nil { // only after an outage; keep the cluster state aside
+		if m.streamSeq <= is.streamSeq {
+			return
+		}
+		is.streamSeq = m.streamSeq
+		if m.epoch != is.epoch {
+			is.epoch, is.seq, is.history = m.epoch, 0, nil
+		}
+		if m.seq > is.seq {
+			is.seq = m.seq
+			is.history = append(is.history, m.payload)
+			if n := len(is.history) - h.cfg.HistorySize; n > 0 {
+				is.history = is.history[n:]
 			}
 		}
 		return
 	}
-	if m.streamSeq > r.streamSeq {
-		r.streamSeq = m.streamSeq
+	if m.streamSeq <= r.streamSeq { // applied already: loaded, or read again after an outage
+		return
 	}
-	if m.seq <= r.seq { // read again after an outage: delivered already
+	r.streamSeq = m.streamSeq
+	if m.epoch != r.epoch { // a new lifetime: the old one's messages all expired (cluster_load.go)
+		r.epoch, r.seq, r.history, r.histStart = m.epoch, 0, nil, 0
+		h.announce(r)
+	}
+	if m.seq <= r.seq { // a lifetime's start marker
 		return
 	}
 	r.seq = m.seq
