@@ -440,3 +440,103 @@ func TestClusterRetention(t *testing.T) {
 		t.Fatalf("a message from the new node: %v", m)
 	}
 }
+
+// TestClusterCallJoinThenDisconnect queues a call join behind many says
+// in the room's publisher and disconnects at once: the join must not put
+// a peer that is gone into the call list (call_limit 1 here, so the next
+// joiner would get call_full for good).
+func TestClusterCallJoinThenDisconnect(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	node := startNodes(t, ns.ClientURL(), 1, func(c *Config) { c.CallLimit, c.Rate, c.Burst = 1, 10000, 10000 })[0]
+	y := dial(t, node)
+	y.join("r")
+	j := dial(t, node)
+	j.join("r")
+	y.waitFor("presence")
+	var burst []byte
+	for i := 0; i < 200; i++ {
+		b, _ := json.Marshal(map[string]any{"type": "say", "room": "r", "text": "busy " + strconv.Itoa(i)})
+		burst = append(burst, encodeClientFrame(opText, true, b)...)
+	}
+	b, _ := json.Marshal(map[string]any{"type": "call", "room": "r", "action": "join"})
+	burst = append(burst, encodeClientFrame(opText, true, b)...)
+	if _, err := j.c.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	_ = j.c.Close()
+	if p := y.waitFor("presence"); p.str("event") != "leave" || p.str("id") != j.id {
+		t.Fatalf("presence: %v", p)
+	}
+	y.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	if m := y.waitFor2("call", "error"); m.str("type") != "call" {
+		t.Fatalf("a call join after a peer's join was queued and it disconnected: %v", m)
+	}
+}
+
+// waitFor2 reads until a message of type a or b, skipping others.
+func (ws *wsConn) waitFor2(a, b string) msg {
+	ws.t.Helper()
+	for {
+		if m := ws.next(); m.str("type") == a || m.str("type") == b {
+			return m
+		}
+	}
+}
+
+// callJoinWithin has ws ask to join room's call until it gets a call frame
+// or d passes, and returns the last answer.
+func callJoinWithin(t *testing.T, ws *wsConn, room string, d time.Duration) msg {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ws.send(map[string]any{"type": "call", "room": room, "action": "join"})
+		m := ws.waitFor2("call", "error")
+		if m.str("type") == "call" || time.Now().After(deadline) {
+			return m
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// TestClusterDeadNodesLeaveCalls kills nodes without goodbye with peers in
+// a full call (call_limit 2): once a node is declared dead, a survivor
+// takes its peers out of the call; and when no node that knew the dead
+// one is left (here the only node crashes and another starts), the new
+// node takes the peers of nodes it never hears from out of the call.
+func TestClusterDeadNodesLeaveCalls(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	limit := func(c *Config) { c.CallLimit = 2 }
+	nodes := startNodes(t, ns.ClientURL(), 2, limit)
+	a1 := dial(t, nodes[0])
+	a2 := dial(t, nodes[0])
+	b := dial(t, nodes[1])
+	for _, ws := range []*wsConn{a1, a2} {
+		ws.join("r")
+		ws.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+		ws.waitFor("call")
+	}
+	joinSettle(t, b, "r", 3)
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	b.expectError(errCallFull, "call")
+
+	crash(nodes[0])
+	eventually(t, 20*time.Second, "the dead node's members to leave", func() bool {
+		return nodes[1].hub.cl.liveNodes() == 0
+	})
+	if m := callJoinWithin(t, b, "r", 5*time.Second); m.str("type") != "call" {
+		t.Fatalf("a call join after the node of its peers was declared dead: %v", m)
+	}
+	b2 := dial(t, nodes[1])
+	joinSettle(t, b2, "r", 2)
+	b2.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	b2.waitFor("call")
+
+	// Now the only node with peers in the call dies, and a new one starts.
+	crash(nodes[1])
+	again := startServer(t, func(c *Config) { c.NATS = ns.ClientURL(); limit(c) })
+	c := dial(t, again)
+	c.join("r")
+	if m := callJoinWithin(t, c, "r", 25*time.Second); m.str("type") != "call" {
+		t.Fatalf("a call join when the call's peers are of nodes nobody hears from: %v", m)
+	}
+}
