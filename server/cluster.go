@@ -148,6 +148,9 @@ type cluster struct {
 
 	nodesMu sync.Mutex
 	nodes   map[string]*peerNode
+	// joinedAt is when this node joined the cluster, or came back to it
+	// (Unix nanoseconds): see settled.
+	joinedAt atomic.Int64
 
 	published, casRetries atomic.Uint64
 	pubCount              atomic.Uint64 // numbers says for their Nats-Msg-Id
@@ -243,6 +246,7 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 		sub.SetPendingLimits(-1, 256<<20) // a snapshot can be large; memory is bounded by bytes
 		cl.subs = append(cl.subs, sub)
 	}
+	cl.joinedAt.Store(time.Now().UnixNano())
 	cl.ready.Store(true)
 	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // the others answer with theirs: see onEvent
 	cl.wg.Add(1)
@@ -436,6 +440,7 @@ func (cl *cluster) regained() {
 			continue
 		}
 	}
+	cl.joinedAt.Store(time.Now().UnixNano()) // nodes declared dead meanwhile may be back
 	cl.h.stats.degraded.Store(false)
 	cl.h.leaveIslands()
 	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // others see this node again and ask for a snapshot

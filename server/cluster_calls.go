@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,11 +14,30 @@ import (
 // nodes. A node applies a list it stored itself at once (before it answers
 // call), and every list it reads from the stream.
 
+// Peers that are gone must leave call lists, or their places are taken
+// for good. A local member's leave is queued behind its join if the join
+// is still on its way (room.callJoins, see leaveCall), and a join whose
+// member left meanwhile is dropped. A node declared dead, or that says
+// goodbye, has its peers purged at once by every node that notices; and
+// every node sweeps the lists of the rooms it has in memory (sweepCalls)
+// for peers of nodes it does not hear from (also nodes that died before it
+// started, which nobody will declare dead) and local peers that are no
+// members. Several nodes purging the same list is one change: the first
+// compare-and-set wins, the others find nothing left to purge.
+
 // changeCall queues a call join or leave of c in r; with reply, c gets the
 // call frame (or call_full) once it is decided.
 func (cl *cluster) changeCall(r *room, c *client, join, reply bool) {
-	if !cl.enqueue(pubReq{kind: reqCall, room: r, c: c, join: join, reply: reply}) && reply {
-		c.replyError(errUnavailable, "the cluster is busy; try again", "call")
+	if join {
+		r.callJoins.Add(1)
+	}
+	if !cl.enqueue(pubReq{kind: reqCall, room: r, c: c, join: join, reply: reply}) {
+		if join {
+			r.callJoins.Add(-1)
+		}
+		if reply {
+			c.replyError(errUnavailable, "the cluster is busy; try again", "call")
+		}
 	}
 }
 
@@ -25,12 +45,18 @@ func (cl *cluster) changeCall(r *room, c *client, join, reply bool) {
 func (cl *cluster) doCall(req pubReq, last map[string]published) {
 	r := req.room
 	subj := subjCall + subjectRoom(r.name)
+	if req.kind == reqCall && req.join {
+		defer r.callJoins.Add(-1) // after the list is applied: see leaveCall
+		if !req.c.inRoom(r) { // left or disconnected since it asked
+			return
+		}
+	}
 	for deadline := time.Now().Add(casPatience); cl.online(); {
 		cur, sseq := cl.callState(r, last[subj])
 		var next []callPeer
 		full := false
 		if req.kind == reqPurge {
-			next = purgeNode(cur, req.node)
+			next = cl.withoutGone(r, cur, req.node)
 		} else {
 			next, full = cl.h.nextCall(cur, req.c, req.join)
 		}
@@ -108,15 +134,65 @@ func (cl *cluster) callState(r *room, mine published) ([]callPeer, uint64) {
 	return cur, sseq
 }
 
-// purgeNode returns list without the peers of node.
-func purgeNode(list []callPeer, node string) []callPeer {
+// withoutGone returns list without the peers that are gone: of node (just
+// declared dead, or gone with a goodbye), of this node and no member of r,
+// or, once this node has been in the cluster long enough to have heard
+// from every live node, of a node it does not hear from. The caller holds
+// no lock (c.inRoom takes the client's).
+func (cl *cluster) withoutGone(r *room, list []callPeer, node string) []callPeer {
+	settled := cl.settled()
 	out := make([]callPeer, 0, len(list))
 	for _, p := range list {
-		if nodeOf(p.id) != node {
+		switch n := nodeOf(p.id); {
+		case n == node:
+		case n == cl.node:
+			if p.c != nil && p.c.inRoom(r) {
+				out = append(out, p)
+			}
+		case !settled || cl.isLive(n):
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// settled reports whether this node has been in the cluster (since it
+// started or last came back) for deadAfter: long enough to have heard
+// every live node's heartbeat.
+func (cl *cluster) settled() bool {
+	return cl.online() && time.Since(time.Unix(0, cl.joinedAt.Load())) > deadAfter
+}
+
+// sweepCalls queues a purge of every call list, among the rooms this node
+// has in memory, that holds a peer that is gone (see withoutGone). It runs
+// with the heartbeats.
+func (cl *cluster) sweepCalls() {
+	if !cl.settled() {
+		return
+	}
+	live := make(map[string]bool) // read first: fetchSnapshot takes shard locks under nodesMu
+	cl.nodesMu.Lock()
+	for n := range cl.nodes {
+		live[n] = true
+	}
+	cl.nodesMu.Unlock()
+	var stale []*room
+	for i := range cl.h.shards {
+		sh := &cl.h.shards[i]
+		sh.mu.Lock()
+		for _, r := range sh.rooms {
+			if slices.ContainsFunc(r.call, func(p callPeer) bool {
+				n := nodeOf(p.id)
+				return n == cl.node && (p.c == nil || !slices.Contains(r.members, p.c)) || n != cl.node && !live[n]
+			}) {
+				stale = append(stale, r)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	for _, r := range stale {
+		cl.enqueue(pubReq{kind: reqPurge, room: r})
+	}
 }
 
 func sameCall(a, b []callPeer) bool {

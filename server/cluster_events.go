@@ -119,7 +119,15 @@ func (cl *cluster) heartbeats() {
 			cl.log.Warn("node silent: its members leave", "node", name, "after", deadAfter)
 			cl.dropNode(name)
 		}
+		cl.sweepCalls()
 	}
+}
+
+// isLive reports whether node is one this node hears from.
+func (cl *cluster) isLive(node string) bool {
+	cl.nodesMu.Lock()
+	defer cl.nodesMu.Unlock()
+	return cl.nodes[node] != nil
 }
 
 // liveNodes counts the other nodes heard from recently.

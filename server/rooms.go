@@ -115,6 +115,9 @@ type room struct {
 	loaded, loading bool
 	early           []streamMsg
 	waiting         []waitingJoin
+	// callJoins counts this node's call joins queued and not yet decided
+	// (cluster_calls.go); atomic, as they are queued under c.mu only.
+	callJoins atomic.Int32
 
 	// Standalone (history.go): the newest seq the broker has made durable,
 	// which is what members have received and the history ring holds
