@@ -46,8 +46,10 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 	r := req.room
 	subj := subjCall + subjectRoom(r.name)
 	if req.kind == reqCall && req.join {
-		defer r.callJoins.Add(-1) // after the list is applied: see leaveCall
-		if !req.c.inRoom(r) { // left or disconnected since it asked
+		// Counted down after the list is applied: see leaveCall. A member
+		// that left or disconnected since it asked is not added.
+		defer r.callJoins.Add(-1)
+		if !req.c.inRoom(r) {
 			return
 		}
 	}
