@@ -77,10 +77,10 @@ func TestClusterPresenceOrderHistory(t *testing.T) {
 	if p := a.expect("presence"); p.str("event") != "join" || p.str("id") != b.id || p.str("nick") != "bob" || p.num("count") != 2 {
 		t.Fatalf("presence across nodes: %v", p)
 	}
-	j := joinSettle(t, c, "r", 3)
+	joinSettle(t, c, "r", 3)
 	waitCount(t, a, 3)
 	waitCount(t, b, 3)
-	j = c.join("r") // the state again, now that every node knows everyone
+	j := c.join("r") // the state again, now that every node knows everyone
 	if j.num("count") != 3 || len(j.list("members")) != 3 {
 		t.Fatalf("joined on the third node: %v", j)
 	}
