@@ -169,6 +169,7 @@ type peerNode struct {
 	seq      uint64      // last event applied
 	lastSeen time.Time   // last message of any kind
 	syncing  bool        // a snapshot is on its way
+	failed   bool        // the last one did not come: ask again
 	pending  []nodeEvent // events received while syncing
 }
 

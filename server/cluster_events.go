@@ -177,27 +177,31 @@ func (cl *cluster) onEvent(m *nats.Msg) {
 		cl.publishEvent(nodeEvent{Type: evHeartbeat})
 	}
 	n.lastSeen = time.Now()
+	var apply, fetch bool
 	switch {
 	case n.syncing:
 		if ev.Type != evHeartbeat {
 			n.pending = append(n.pending, ev)
 		}
-		cl.nodesMu.Unlock()
-		return
-	case ev.Type == evHeartbeat && ev.Seq == n.seq, ev.Type != evHeartbeat && ev.Seq == n.seq+1:
+	case !n.failed && (ev.Type == evHeartbeat && ev.Seq == n.seq || ev.Type != evHeartbeat && ev.Seq == n.seq+1):
 		n.seq = ev.Seq
-	default: // a node new to us, or a gap: ask for its whole state
+		apply = ev.Type != evHeartbeat
+	case !n.failed && ev.Seq <= n.seq:
+		// Queued before the snapshot that covered it: a node answers a
+		// snapshot request at once, while its events wait in its queue.
+	default: // a node new to us, a gap, or a snapshot that did not come: ask for its whole state
 		n.syncing = true
 		if ev.Type != evHeartbeat {
 			n.pending = append(n.pending, ev)
 		}
-		cl.nodesMu.Unlock()
-		go cl.fetchSnapshot(node)
-		return
+		fetch = true
 	}
 	cl.nodesMu.Unlock()
-	if ev.Type != evHeartbeat {
+	if apply {
 		cl.h.applyEvent(node, ev)
+	}
+	if fetch {
+		go cl.fetchSnapshot(node)
 	}
 }
 
@@ -242,13 +246,13 @@ func (cl *cluster) fetchSnapshot(node string) {
 	}
 	if err != nil {
 		n.syncing, n.pending = false, nil
-		n.seq = ^uint64(0) // so the next event or heartbeat asks again
+		n.failed = true // so the next event or heartbeat asks again
 		cl.nodesMu.Unlock()
 		cl.log.Warn("snapshot", "node", node, "err", err)
 		return
 	}
 	pending := n.pending
-	n.syncing, n.pending, n.seq = false, nil, seq
+	n.syncing, n.failed, n.pending, n.seq = false, false, nil, seq
 	cl.h.replaceRemote(node, members) // under nodesMu, so no event of node overtakes it
 	for _, ev := range pending {
 		if ev.Seq > n.seq {
