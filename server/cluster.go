@@ -134,7 +134,12 @@ type cluster struct {
 	// rejoinMu is held by regained: one catch-up at a time.
 	rejoinMu sync.Mutex
 
-	pubs []chan pubReq // per-room serialized publishers, by room hash
+	// pubs are the per-room serialized publishers, by room hash. close
+	// ends them under pubsMu, which enqueue holds for reading: the
+	// heartbeats and NATS's handlers may still queue a purge then.
+	pubs       []chan pubReq
+	pubsMu     sync.RWMutex
+	pubsClosed bool
 
 	// Membership events wait in evq for sendEvents (cluster_events.go).
 	// evMu orders numbering and queueing; evFull and evClosed are under it.
@@ -383,9 +388,12 @@ func (cl *cluster) close() {
 	cl.ready.Store(false)
 	cl.closeEvents(nodeEvent{Type: evBye}, time.Second)
 	close(cl.stop)
+	cl.pubsMu.Lock()
+	cl.pubsClosed = true
 	for _, q := range cl.pubs {
 		close(q)
 	}
+	cl.pubsMu.Unlock()
 	cl.wg.Wait()
 	cl.consMu.Lock()
 	if cl.cons != nil {

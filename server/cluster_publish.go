@@ -50,6 +50,11 @@ var pubSeed = maphash.MakeSeed()
 // request (unavailable: the cluster is overloaded, the client may retry)
 // rather than block the poller.
 func (cl *cluster) enqueue(req pubReq) bool {
+	cl.pubsMu.RLock()
+	defer cl.pubsMu.RUnlock()
+	if cl.pubsClosed {
+		return false
+	}
 	q := cl.pubs[maphash.String(pubSeed, req.room.name)%uint64(len(cl.pubs))]
 	select {
 	case q <- req:
