@@ -22,37 +22,49 @@ import (
 // Where each piece of state lives, and why:
 //
 //   - A room's messages live in one JetStream stream, subject
-//     noom.msg.<room>, keeping the last -history messages per room. A node
-//     publishes a message with the room's next seq in it and a
-//     compare-and-set on the subject's last stream sequence
+//     noom.msg.<room>, keeping the last -history messages per room for
+//     -nats-retention. A node publishes a message with the room's next seq
+//     in it and a compare-and-set on the subject's last stream sequence
 //     (Nats-Expected-Last-Subject-Sequence): if another node published first
 //     the publish is refused, the node learns the new last message and tries
 //     again with the seq after it. So seq is one total order per room, with
-//     no gaps, decided without a leader. Every node reads the whole stream
-//     through one ordered consumer, in stream order, and delivers each
-//     message to its local members: every member on every node sees the same
-//     order. A node starting (or restarting) replays the stream first, so
-//     history and `since` answer from any node.
+//     no gaps, decided without a leader. A publish that got no answer is sent
+//     again as it was, with the same Nats-Msg-Id, and stored once
+//     (cluster_publish.go). Every node reads the stream through one ordered
+//     consumer, in stream order, and delivers each message to its local
+//     members: every member on every node sees the same order.
+//   - The stream is the only keeper of a room's seq, history and epoch: a
+//     node keeps a room in memory only while someone is in it, on any node,
+//     or it has a call, and loads it from the stream when one of its own
+//     connections joins it (cluster_load.go). When retention has taken every
+//     message of a room, its sequence is lost: it starts over at seq 1
+//     under a new epoch, named by a start marker that one node stores.
 //   - A room's call is a list of peers stored the same way under
 //     noom.call.<room> (the last list is the current one), changed by
-//     compare-and-set, so the call limit holds across nodes.
+//     compare-and-set, so the call limit holds across nodes. Peers that are
+//     gone (their node dead, or never heard from; local ones no longer
+//     members) are purged by whichever node notices (cluster_calls.go).
 //   - Membership is each node's own business: a node publishes its members'
 //     joins, leaves and renames on noom.ev.<node>, numbered, with a
-//     heartbeat every two seconds. Others apply them to their view of the
-//     room (counts, presence, joined.members). A node that sees a gap in the
-//     numbers, or a node it does not know, asks that node for a snapshot of
-//     its members (noom.snap.<node>). A node not heard from for 8 seconds is
-//     dead: its members leave every room everywhere.
+//     heartbeat every two seconds, through a bounded queue that never makes
+//     a join wait for NATS. Others apply them to their view of the room
+//     (counts, presence, joined.members). A node that sees a gap in the
+//     numbers (events the queue dropped, too), or a node it does not know,
+//     asks that node for a snapshot of its members (noom.snap.<node>). A
+//     node not heard from for 8 seconds is dead: its members leave every
+//     room everywhere.
 //   - Signals go straight to the node of the target (noom.sig.<node>):
 //     connection ids start with their node's name.
 //
 // While NATS is out of reach a node keeps serving its own members: remote
 // members time out and leave, a room where someone speaks runs as an island
 // under an epoch of its own (announced with a joined frame), and calls and
-// signals work among local members. When NATS is back the node announces
-// itself again, exchanges snapshots, and its island rooms go back to the
-// cluster's epoch and history (another joined frame). Messages sent on an
-// island stay on it: they were seen only by the members who were there.
+// signals work among local members; a join of a room it has not loaded is
+// unavailable. When NATS is back the node catches up with the stream,
+// announces itself again, exchanges snapshots, and its island rooms go back
+// to the cluster's epoch and history (another joined frame). Messages sent
+// on an island stay on it: they were seen only by the members who were
+// there.
 
 // Subject prefixes; room names, which may hold dots, are escaped into one
 // subject token (see subjectRoom).
