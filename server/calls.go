@@ -109,10 +109,11 @@ func (h *hub) notifyCall(r *room, event string, p callPeer) {
 	}
 }
 
-// leaveCall takes c out of r's call, if it is in: c left the room or
-// disconnected. The shard lock must be held.
+// leaveCall takes c out of r's call, if it is in, or, in a cluster, may be
+// about to be (its join is queued: the leave queues behind it): c left the
+// room or disconnected. The shard lock must be held.
 func (h *hub) leaveCall(r *room, c *client) {
-	if indexPeer(r.call, c.idStr) < 0 {
+	if indexPeer(r.call, c.idStr) < 0 && r.callJoins.Load() == 0 {
 		return
 	}
 	if h.cl.online() {

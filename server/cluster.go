@@ -22,37 +22,49 @@ import (
 // Where each piece of state lives, and why:
 //
 //   - A room's messages live in one JetStream stream, subject
-//     noom.msg.<room>, keeping the last -history messages per room. A node
-//     publishes a message with the room's next seq in it and a
-//     compare-and-set on the subject's last stream sequence
+//     noom.msg.<room>, keeping the last -history messages per room for
+//     -nats-retention. A node publishes a message with the room's next seq
+//     in it and a compare-and-set on the subject's last stream sequence
 //     (Nats-Expected-Last-Subject-Sequence): if another node published first
 //     the publish is refused, the node learns the new last message and tries
 //     again with the seq after it. So seq is one total order per room, with
-//     no gaps, decided without a leader. Every node reads the whole stream
-//     through one ordered consumer, in stream order, and delivers each
-//     message to its local members: every member on every node sees the same
-//     order. A node starting (or restarting) replays the stream first, so
-//     history and `since` answer from any node.
+//     no gaps, decided without a leader. A publish that got no answer is sent
+//     again as it was, with the same Nats-Msg-Id, and stored once
+//     (cluster_publish.go). Every node reads the stream through one ordered
+//     consumer, in stream order, and delivers each message to its local
+//     members: every member on every node sees the same order.
+//   - The stream is the only keeper of a room's seq, history and epoch: a
+//     node keeps a room in memory only while someone is in it, on any node,
+//     or it has a call, and loads it from the stream when one of its own
+//     connections joins it (cluster_load.go). When retention has taken every
+//     message of a room, its sequence is lost: it starts over at seq 1
+//     under a new epoch, named by a start marker that one node stores.
 //   - A room's call is a list of peers stored the same way under
 //     noom.call.<room> (the last list is the current one), changed by
-//     compare-and-set, so the call limit holds across nodes.
+//     compare-and-set, so the call limit holds across nodes. Peers that are
+//     gone (their node dead, or never heard from; local ones no longer
+//     members) are purged by whichever node notices (cluster_calls.go).
 //   - Membership is each node's own business: a node publishes its members'
 //     joins, leaves and renames on noom.ev.<node>, numbered, with a
-//     heartbeat every two seconds. Others apply them to their view of the
-//     room (counts, presence, joined.members). A node that sees a gap in the
-//     numbers, or a node it does not know, asks that node for a snapshot of
-//     its members (noom.snap.<node>). A node not heard from for 8 seconds is
-//     dead: its members leave every room everywhere.
+//     heartbeat every two seconds, through a bounded queue that never makes
+//     a join wait for NATS. Others apply them to their view of the room
+//     (counts, presence, joined.members). A node that sees a gap in the
+//     numbers (events the queue dropped, too), or a node it does not know,
+//     asks that node for a snapshot of its members (noom.snap.<node>). A
+//     node not heard from for 8 seconds is dead: its members leave every
+//     room everywhere.
 //   - Signals go straight to the node of the target (noom.sig.<node>):
 //     connection ids start with their node's name.
 //
 // While NATS is out of reach a node keeps serving its own members: remote
 // members time out and leave, a room where someone speaks runs as an island
 // under an epoch of its own (announced with a joined frame), and calls and
-// signals work among local members. When NATS is back the node announces
-// itself again, exchanges snapshots, and its island rooms go back to the
-// cluster's epoch and history (another joined frame). Messages sent on an
-// island stay on it: they were seen only by the members who were there.
+// signals work among local members; a join of a room it has not loaded is
+// unavailable. When NATS is back the node catches up with the stream,
+// announces itself again, exchanges snapshots, and its island rooms go back
+// to the cluster's epoch and history (another joined frame). Messages sent
+// on an island stay on it: they were seen only by the members who were
+// there.
 
 // Subject prefixes; room names, which may hold dots, are escaped into one
 // subject token (see subjectRoom).
@@ -64,8 +76,13 @@ const (
 	subjSig  = "noom.sig."
 	// streamName is the JetStream stream of messages and call lists.
 	streamName = "NOOM"
-	// seqHeader carries a message's room seq.
+	// seqHeader carries a message's room seq; 0 marks the start of a
+	// room's lifetime (cluster_load.go).
 	seqHeader = "Noom-Seq"
+	// epochHeader carries the epoch of the lifetime a message belongs to.
+	// Messages stored before it existed have none: they are in the
+	// stream's epoch.
+	epochHeader = "Noom-Epoch"
 )
 
 // Cluster timing. deadAfter must be several heartbeats, and within the
@@ -126,16 +143,37 @@ type cluster struct {
 
 	consMu sync.Mutex
 	cons   jetstream.ConsumeContext
+	// rejoinMu is held by regained: one catch-up at a time.
+	rejoinMu sync.Mutex
 
-	pubs []chan pubReq // per-room serialized publishers, by room hash
+	// pubs are the per-room serialized publishers, by room hash. close
+	// ends them under pubsMu, which enqueue holds for reading: the
+	// heartbeats and NATS's handlers may still queue a purge then.
+	pubs       []chan pubReq
+	pubsMu     sync.RWMutex
+	pubsClosed bool
 
-	evMu  sync.Mutex
-	evSeq uint64
+	// Membership events wait in evq for sendEvents (cluster_events.go).
+	// evMu orders numbering and queueing; evFull and evClosed are under it.
+	evMu      sync.Mutex
+	evSeq     uint64
+	evq       chan nodeEvent
+	evDone    chan struct{} // closed when sendEvents has sent the last
+	evFull    bool
+	evClosed  bool
+	evDropped atomic.Uint64
 
 	nodesMu sync.Mutex
 	nodes   map[string]*peerNode
+	// joinedAt is when this node joined the cluster, or came back to it
+	// (Unix nanoseconds): see settled.
+	joinedAt atomic.Int64
 
 	published, casRetries atomic.Uint64
+	pubCount              atomic.Uint64 // numbers says for their Nats-Msg-Id
+	// lostAcks, set by tests, makes that many of the next publishes lose
+	// their ack: the stream stores the message, the node hears nothing.
+	lostAcks atomic.Int32
 
 	islandSeq atomic.Uint64
 	subs      []*nats.Subscription
@@ -148,6 +186,7 @@ type peerNode struct {
 	seq      uint64      // last event applied
 	lastSeen time.Time   // last message of any kind
 	syncing  bool        // a snapshot is on its way
+	failed   bool        // the last one did not come: ask again
 	pending  []nodeEvent // events received while syncing
 }
 
@@ -181,7 +220,8 @@ func nodeOf(id string) string {
 // returns. url may hold a password or token: errors show it redacted.
 func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, log *slog.Logger) (*cluster, error) {
 	cl := &cluster{h: h, log: log.With("component", "cluster"), node: newNodeName(), url: url,
-		nodes: make(map[string]*peerNode), stop: make(chan struct{})}
+		nodes: make(map[string]*peerNode), stop: make(chan struct{}),
+		evq: make(chan nodeEvent, eventQueue), evDone: make(chan struct{})}
 	opts := append([]nats.Option{
 		nats.Name("noom " + cl.node),
 		nats.MaxReconnects(-1),
@@ -199,6 +239,7 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 		nc.Close()
 		return nil, err
 	}
+	go cl.sendEvents()
 	h.cl = cl
 	h.idPrefix = cl.node + "-"
 	for i := 0; i < 4; i++ {
@@ -223,6 +264,7 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 		sub.SetPendingLimits(-1, 256<<20) // a snapshot can be large; memory is bounded by bytes
 		cl.subs = append(cl.subs, sub)
 	}
+	cl.joinedAt.Store(time.Now().UnixNano())
 	cl.ready.Store(true)
 	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // the others answer with theirs: see onEvent
 	cl.wg.Add(1)
@@ -257,9 +299,14 @@ func (cl *cluster) setup(ctx context.Context) error {
 	return nil
 }
 
-// replay reads the stream from the start (or from after the last message
-// applied, after an outage) and returns once it has caught up, leaving the
-// consumer running.
+// replay reads the stream (at the start, each subject's last message,
+// which is all a node that has no room in memory yet needs: call lists;
+// after an outage, everything after the last message applied) and returns
+// once it has caught up, leaving the consumer running.
+//
+// Caught up means the consumer applied the stream's last message, or that
+// message is gone: retention may remove it, or every message, before the
+// consumer gets there, and the stream's last sequence stays where it was.
 func (cl *cluster) replay(ctx context.Context) error {
 	cl.consMu.Lock()
 	defer cl.consMu.Unlock()
@@ -274,7 +321,8 @@ func (cl *cluster) replay(ctx context.Context) error {
 		return fmt.Errorf("stream info: %w", err)
 	}
 	target := info.State.LastSeq
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjMsg + ">", subjCall + ">"}}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjMsg + ">", subjCall + ">"},
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy}
 	if from := cl.applied.Load(); from > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = from + 1
@@ -288,11 +336,18 @@ func (cl *cluster) replay(ctx context.Context) error {
 		return fmt.Errorf("consume: %w", err)
 	}
 	cl.cons = cc
-	for cl.applied.Load() < target {
+	gone := func(st jetstream.StreamState) bool { return st.Msgs == 0 || st.FirstSeq > target }
+	for recheck := time.Now().Add(250 * time.Millisecond); cl.applied.Load() < target && !gone(info.State); {
 		select {
 		case <-ictx.Done():
 			return fmt.Errorf("replaying the stream: %d of %d: %w", cl.applied.Load(), target, ictx.Err())
 		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(recheck) {
+			recheck = time.Now().Add(250 * time.Millisecond)
+			if i, err := cl.stream.Info(ictx); err == nil {
+				info = i
+			}
 		}
 	}
 	return nil
@@ -308,8 +363,7 @@ func (cl *cluster) apply(m jetstream.Msg) {
 	subj := m.Subject()
 	switch {
 	case strings.HasPrefix(subj, subjMsg):
-		seq, _ := strconv.ParseUint(m.Headers().Get(seqHeader), 10, 64)
-		cl.h.applyMsg(roomOfSubject(subj, subjMsg), seq, sseq, m.Data())
+		cl.h.applyMsg(roomOfSubject(subj, subjMsg), cl.msgOf(m.Headers(), m.Data(), sseq))
 	case strings.HasPrefix(subj, subjCall):
 		cl.h.applyCall(roomOfSubject(subj, subjCall), sseq, decodeCallList(m.Data(), cl.h))
 	}
@@ -344,11 +398,14 @@ func (cl *cluster) close() {
 	default:
 	}
 	cl.ready.Store(false)
-	cl.publishEvent(nodeEvent{Type: evBye})
+	cl.closeEvents(nodeEvent{Type: evBye}, time.Second)
 	close(cl.stop)
+	cl.pubsMu.Lock()
+	cl.pubsClosed = true
 	for _, q := range cl.pubs {
 		close(q)
 	}
+	cl.pubsMu.Unlock()
 	cl.wg.Wait()
 	cl.consMu.Lock()
 	if cl.cons != nil {
@@ -369,35 +426,53 @@ func (cl *cluster) lost(err error) {
 }
 
 // regained runs when the connection to NATS is back: catch up with the
-// stream, then bring island rooms back to the cluster's epoch.
+// stream, then bring island rooms back to the cluster's epoch. One runs at
+// a time; a reconnect during it is its business.
+//
+// The order matters. The node stays degraded while it replays, so a say
+// meanwhile goes to an island (a new one, perhaps), and the replay updates
+// each island's cluster state aside. Only then does the node stop being
+// degraded, and only after that are islands left: a say checks under the
+// room's lock whether the node is degraded before it makes the room an
+// island (islandSay), and leaveIslands takes that lock after the flag
+// changed, so no island is made that leaveIslands does not see.
 func (cl *cluster) regained() {
+	if !cl.rejoinMu.TryLock() {
+		return
+	}
+	defer cl.rejoinMu.Unlock()
 	if !cl.degraded.Load() {
 		return
 	}
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; cl.degraded.Load(); attempt++ {
 		select {
 		case <-cl.stop:
 			return
 		default:
 		}
-		err := cl.rejoin()
-		if err == nil {
-			break
+		if err := cl.replay(context.Background()); err != nil {
+			cl.log.Warn("rejoining the cluster", "err", redactErr(err, cl.url), "attempt", attempt)
+			time.Sleep(time.Second)
+			continue
 		}
-		cl.log.Warn("rejoining the cluster", "err", redactErr(err, cl.url), "attempt", attempt)
-		time.Sleep(time.Second)
+		cl.degraded.Store(false)
+		if !cl.nc.IsConnected() { // lost again meanwhile: lost saw the flag set, and did nothing
+			cl.degraded.Store(true)
+			continue
+		}
 	}
-	cl.degraded.Store(false)
+	cl.joinedAt.Store(time.Now().UnixNano()) // nodes declared dead meanwhile may be back
 	cl.h.stats.degraded.Store(false)
+	cl.h.leaveIslands()
 	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // others see this node again and ask for a snapshot
 	cl.log.Info("NATS reachable again: back in the cluster")
 }
 
-// rejoin restores island rooms to their cluster state, telling their
-// members, and replays what the stream got meanwhile.
-func (cl *cluster) rejoin() error {
-	cl.h.leaveIslands()
-	return cl.replay(context.Background())
+// isAPIError reports an error JetStream answered with: the request was
+// refused, not lost.
+func isAPIError(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr)
 }
 
 // isWrongLastSeq reports a compare-and-set conflict.

@@ -14,18 +14,65 @@ import (
 // node that falls silent. Signals for a member on another node go to that
 // node directly.
 
-// publishEvent numbers ev (a heartbeat repeats the last number) and
-// publishes it. The caller may hold room locks: it never waits on the
-// network (nats buffers).
+// eventQueue bounds the membership events waiting for the NATS socket.
+// Normally the queue is empty within microseconds; it fills only while
+// NATS does not read (a stalled server, a full socket), and then events
+// are dropped rather than block: the others see the gap in the numbers
+// (the next heartbeat carries the last number) and ask for a snapshot.
+const eventQueue = 4096
+
+// publishEvent numbers ev (a heartbeat repeats the last number) and queues
+// it for sendEvents. It never waits on the network: callers hold room
+// locks, on a poller goroutine. A full queue drops ev, numbered, so that
+// its loss shows as a gap.
 func (cl *cluster) publishEvent(ev nodeEvent) {
 	cl.evMu.Lock()
 	defer cl.evMu.Unlock()
+	if cl.evClosed {
+		return
+	}
 	if ev.Type != evHeartbeat && ev.Type != evBye {
 		cl.evSeq++
 	}
 	ev.Seq = cl.evSeq
-	b, _ := json.Marshal(ev)
-	_ = cl.nc.Publish(subjEv+cl.node, b)
+	select {
+	case cl.evq <- ev:
+		cl.evFull = false
+	default:
+		cl.evDropped.Add(1)
+		if !cl.evFull { // once per overflow, not once per event
+			cl.evFull = true
+			cl.log.Warn("membership events dropped: NATS does not take them; the other nodes will resync", "queue", eventQueue)
+		}
+	}
+}
+
+// sendEvents publishes the queued events in order, until close ends the
+// queue. nc.Publish buffers, and waits only when the socket is full: then
+// it is this goroutine that waits, with no lock held.
+func (cl *cluster) sendEvents() {
+	defer close(cl.evDone)
+	for ev := range cl.evq {
+		b, _ := json.Marshal(ev)
+		_ = cl.nc.Publish(subjEv+cl.node, b)
+	}
+}
+
+// closeEvents queues a last event (the bye), ends the queue and waits, at
+// most wait, for it to be sent.
+func (cl *cluster) closeEvents(last nodeEvent, wait time.Duration) {
+	cl.publishEvent(last)
+	cl.evMu.Lock()
+	if !cl.evClosed {
+		cl.evClosed = true
+		close(cl.evq)
+	}
+	cl.evMu.Unlock()
+	select {
+	case <-cl.evDone:
+	case <-time.After(wait):
+		cl.log.Warn("leaving the cluster: NATS did not take the last membership events")
+	}
 }
 
 // memberEvent tells the cluster a local member joined or left a room.
@@ -72,7 +119,15 @@ func (cl *cluster) heartbeats() {
 			cl.log.Warn("node silent: its members leave", "node", name, "after", deadAfter)
 			cl.dropNode(name)
 		}
+		cl.sweepCalls()
 	}
+}
+
+// isLive reports whether node is one this node hears from.
+func (cl *cluster) isLive(node string) bool {
+	cl.nodesMu.Lock()
+	defer cl.nodesMu.Unlock()
+	return cl.nodes[node] != nil
 }
 
 // liveNodes counts the other nodes heard from recently.
@@ -119,30 +174,34 @@ func (cl *cluster) onEvent(m *nats.Msg) {
 		cl.nodes[node] = n
 		// A node new to us: say who we are at once, rather than at the next
 		// heartbeat, so that it learns of our members within milliseconds.
-		go cl.publishEvent(nodeEvent{Type: evHeartbeat})
+		cl.publishEvent(nodeEvent{Type: evHeartbeat})
 	}
 	n.lastSeen = time.Now()
+	var apply, fetch bool
 	switch {
 	case n.syncing:
 		if ev.Type != evHeartbeat {
 			n.pending = append(n.pending, ev)
 		}
-		cl.nodesMu.Unlock()
-		return
-	case ev.Type == evHeartbeat && ev.Seq == n.seq, ev.Type != evHeartbeat && ev.Seq == n.seq+1:
+	case !n.failed && (ev.Type == evHeartbeat && ev.Seq == n.seq || ev.Type != evHeartbeat && ev.Seq == n.seq+1):
 		n.seq = ev.Seq
-	default: // a node new to us, or a gap: ask for its whole state
+		apply = ev.Type != evHeartbeat
+	case !n.failed && ev.Seq <= n.seq:
+		// Queued before the snapshot that covered it: a node answers a
+		// snapshot request at once, while its events wait in its queue.
+	default: // a node new to us, a gap, or a snapshot that did not come: ask for its whole state
 		n.syncing = true
 		if ev.Type != evHeartbeat {
 			n.pending = append(n.pending, ev)
 		}
-		cl.nodesMu.Unlock()
-		go cl.fetchSnapshot(node)
-		return
+		fetch = true
 	}
 	cl.nodesMu.Unlock()
-	if ev.Type != evHeartbeat {
+	if apply {
 		cl.h.applyEvent(node, ev)
+	}
+	if fetch {
+		go cl.fetchSnapshot(node)
 	}
 }
 
@@ -187,13 +246,13 @@ func (cl *cluster) fetchSnapshot(node string) {
 	}
 	if err != nil {
 		n.syncing, n.pending = false, nil
-		n.seq = ^uint64(0) // so the next event or heartbeat asks again
+		n.failed = true // so the next event or heartbeat asks again
 		cl.nodesMu.Unlock()
 		cl.log.Warn("snapshot", "node", node, "err", err)
 		return
 	}
 	pending := n.pending
-	n.syncing, n.pending, n.seq = false, nil, seq
+	n.syncing, n.failed, n.pending, n.seq = false, false, nil, seq
 	cl.h.replaceRemote(node, members) // under nodesMu, so no event of node overtakes it
 	for _, ev := range pending {
 		if ev.Seq > n.seq {

@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"hash/maphash"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,7 @@ const (
 	reqMsg   = iota // a say
 	reqCall         // a call join or leave of a local member
 	reqPurge        // take a dead node's peers out of a room's call
+	reqLoad         // read a room's messages for the joins that wait (cluster_load.go)
 )
 
 // pubReq is one request to a publisher.
@@ -38,6 +40,7 @@ type pubReq struct {
 // published is what a publisher last wrote for a subject.
 type published struct {
 	seq, streamSeq uint64
+	epoch          string // a message's
 	call           []callPeer
 }
 
@@ -47,6 +50,11 @@ var pubSeed = maphash.MakeSeed()
 // request (unavailable: the cluster is overloaded, the client may retry)
 // rather than block the poller.
 func (cl *cluster) enqueue(req pubReq) bool {
+	cl.pubsMu.RLock()
+	defer cl.pubsMu.RUnlock()
+	if cl.pubsClosed {
+		return false
+	}
 	q := cl.pubs[maphash.String(pubSeed, req.room.name)%uint64(len(cl.pubs))]
 	select {
 	case q <- req:
@@ -63,14 +71,6 @@ func (cl *cluster) publishMsg(r *room, c *client, text string) {
 	}
 }
 
-// changeCall queues a call join or leave of c in r; with reply, c gets the
-// call frame (or call_full) once it is decided.
-func (cl *cluster) changeCall(r *room, c *client, join, reply bool) {
-	if !cl.enqueue(pubReq{kind: reqCall, room: r, c: c, join: join, reply: reply}) && reply {
-		c.replyError(errUnavailable, "the cluster is busy; try again", "call")
-	}
-}
-
 // publisher is one publishing goroutine.
 func (cl *cluster) publisher(q chan pubReq) {
 	defer cl.wg.Done()
@@ -82,6 +82,8 @@ func (cl *cluster) publisher(q chan pubReq) {
 		switch req.kind {
 		case reqMsg:
 			cl.doMsg(req, last)
+		case reqLoad:
+			cl.doLoad(req)
 		default:
 			cl.doCall(req, last)
 		}
@@ -92,205 +94,153 @@ func (cl *cluster) publisher(q chan pubReq) {
 // compare-and-set may fail many times; it goes on for casPatience, then
 // gives up with an error to the sender. Only when NATS is out of reach does
 // the message go to the room's island instead.
+//
+// A publish that got no answer (a timeout, a connection lost before the
+// ack) may have been stored: it is sent again as it was, same seq, same
+// expected sequence and same Nats-Msg-Id. If it was stored, JetStream
+// either drops the copy within its duplicate window (a clustered stream
+// checks the id first) or refuses it as a conflict (a single server checks
+// the sequence first); then storedAfter finds it, the message that follows
+// the expected one, by its id. Either way it is stored once.
 func (cl *cluster) doMsg(req pubReq, last map[string]published) {
 	r := req.room
 	subj := subjMsg + subjectRoom(r.name)
 	nick := req.c.nickname()
+	ts := time.Now().UnixMilli()
+	n := cl.pubCount.Add(1)
+	cur := cl.msgState(r, last[subj])
+	uncertain := false // a publish of this request may be stored unbeknown
 	for deadline := time.Now().Add(casPatience); cl.online(); {
-		seq, sseq := cl.msgState(r, last[subj])
-		frame, at := encodeMsg(r.name, seq+1, req.c.idStr, nick, req.text, time.Now().UnixMilli())
+		if cur.streamSeq == 0 { // the subject is empty: the room's sequence is lost (cluster_load.go)
+			p, err := cl.startLifetime(r.name, subj)
+			switch {
+			case err == nil:
+				last[subj], cur = p, p
+				continue
+			case isAPIError(err):
+				cl.log.Warn("publish", "room", r.name, "err", err)
+				req.c.replyError(errUnavailable, "the message could not be stored; try again", "say")
+				return
+			}
+			if time.Now().After(deadline) {
+				req.c.replyError(errUnavailable, "the room is too busy; try again", "say")
+				return
+			}
+			continue
+		}
+		frame, at := encodeMsg(r.name, cur.seq+1, req.c.idStr, nick, req.text, ts)
 		m := &nats.Msg{Subject: subj, Data: frame[at:], Header: nats.Header{}}
-		m.Header.Set(seqHeader, strconv.FormatUint(seq+1, 10))
-		ack, err := cl.publish(m, sseq)
+		m.Header.Set(seqHeader, strconv.FormatUint(cur.seq+1, 10))
+		m.Header.Set(epochHeader, cur.epoch)
+		id := cl.msgID(r.name, cur.epoch, cur.seq+1, n)
+		m.Header.Set(nats.MsgIdHdr, id)
+		ack, err := cl.publish(m, cur.streamSeq)
 		switch {
-		case err == nil:
-			last[subj] = published{seq: seq + 1, streamSeq: ack.Sequence}
+		case err == nil: // ack.Duplicate too: the id is this request's alone
+			last[subj] = published{seq: cur.seq + 1, streamSeq: ack.Sequence, epoch: cur.epoch}
 			cl.published.Add(1)
 			return
 		case isWrongLastSeq(err):
+			if uncertain {
+				if p, ok := cl.storedAfter(subj, cur.streamSeq, id); ok {
+					last[subj] = p
+					cl.published.Add(1)
+					return
+				}
+			}
+			uncertain = false // from here on, a new seq and a new id
 			cl.casRetries.Add(1)
-			last[subj] = cl.lastMsg(subj)
-		case cl.nc.IsConnected():
+			switch p, err := cl.lastMsg(subj); {
+			case err == nil: // read after the conflict: newer than anything else known
+				last[subj], cur = p, p
+			case errors.Is(err, jetstream.ErrMsgNotFound): // retention took every message
+				delete(last, subj)
+				cur = published{}
+			default:
+				cur = cl.msgState(r, last[subj])
+			}
+		case isAPIError(err): // refused: nothing was stored
 			cl.log.Warn("publish", "room", r.name, "err", err)
 			req.c.replyError(errUnavailable, "the message could not be stored; try again", "say")
 			return
+		default:
+			uncertain = true
 		}
 		if time.Now().After(deadline) {
-			cl.log.Warn("publish: gave up after conflicts", "room", r.name, "for", casPatience)
+			cl.log.Warn("publish: gave up", "room", r.name, "for", casPatience, "err", err)
 			req.c.replyError(errUnavailable, "the room is too busy; try again", "say")
 			return
 		}
 	}
-	// NATS is out of reach: the room carries on here alone.
-	cl.h.sayLocal(r, req.c.idStr, nick, req.text)
+	// NATS is out of reach: the room carries on here alone, unless the
+	// node came back meanwhile.
+	if !cl.islandSay(r, req.c.idStr, nick, req.text) {
+		cl.doMsg(req, last)
+	}
 }
 
-// msgState returns r's last seq and its stream sequence: the newer of what
-// the consumer applied and what this publisher wrote.
-func (cl *cluster) msgState(r *room, mine published) (seq, streamSeq uint64) {
+// msgID is the Nats-Msg-Id of a message: the room, its epoch and seq, and
+// this node's number for the say (n), so that two different says never
+// share an id, even if this node wrongly took the same seq for both.
+func (cl *cluster) msgID(room, epoch string, seq, n uint64) string {
+	return room + "/" + epoch + "/" + strconv.FormatUint(seq, 10) + "/" + cl.node + "." + strconv.FormatUint(n, 36)
+}
+
+// storedAfter reports whether the message on subj that follows stream
+// sequence after is the one with Nats-Msg-Id id, and returns it.
+func (cl *cluster) storedAfter(subj string, after uint64, id string) (published, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	m, err := cl.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(subj))
+	if err != nil || m.Header.Get(nats.MsgIdHdr) != id {
+		return published{}, false
+	}
+	return cl.publishedOf(m), true
+}
+
+// msgState returns r's last seq, its stream sequence and epoch: the newer
+// of what the consumer applied and what this publisher wrote or read.
+func (cl *cluster) msgState(r *room, mine published) published {
 	sh := cl.h.shardOf(r.name)
 	sh.mu.Lock()
-	seq, streamSeq = r.seq, r.streamSeq
+	cur := published{seq: r.seq, streamSeq: r.streamSeq, epoch: r.epoch}
 	if r.island != nil {
-		seq, streamSeq = r.island.seq, r.island.streamSeq
+		cur = published{seq: r.island.seq, streamSeq: r.island.streamSeq, epoch: r.island.epoch}
 	}
 	sh.mu.Unlock()
-	if mine.streamSeq > streamSeq {
-		return mine.seq, mine.streamSeq
+	if mine.streamSeq > cur.streamSeq {
+		return mine
 	}
-	return seq, streamSeq
+	return cur
 }
 
 // lastMsg reads a subject's last message from the stream.
-func (cl *cluster) lastMsg(subj string) published {
+func (cl *cluster) lastMsg(subj string) (published, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	m, err := cl.stream.GetLastMsgForSubject(ctx, subj)
 	if err != nil {
-		return published{}
+		return published{}, err
 	}
-	seq, _ := strconv.ParseUint(m.Header.Get(seqHeader), 10, 64)
-	return published{seq: seq, streamSeq: m.Sequence, call: decodeCallList(m.Data, cl.h)}
+	return cl.publishedOf(m), nil
+}
+
+// publishedOf describes a stored message or call list.
+func (cl *cluster) publishedOf(m *jetstream.RawStreamMsg) published {
+	if strings.HasPrefix(m.Subject, subjCall) {
+		return published{streamSeq: m.Sequence, call: decodeCallList(m.Data, cl.h)}
+	}
+	e := cl.msgOf(m.Header, m.Data, m.Sequence)
+	return published{seq: e.seq, streamSeq: e.streamSeq, epoch: e.epoch}
 }
 
 // publish stores m if the subject's last message is still expect.
 func (cl *cluster) publish(m *nats.Msg, expect uint64) (*jetstream.PubAck, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	return cl.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect))
-}
-
-// doCall changes a room's call list by compare-and-set.
-func (cl *cluster) doCall(req pubReq, last map[string]published) {
-	r := req.room
-	subj := subjCall + subjectRoom(r.name)
-	for deadline := time.Now().Add(casPatience); cl.online(); {
-		cur, sseq := cl.callState(r, last[subj])
-		var next []callPeer
-		full := false
-		if req.kind == reqPurge {
-			next = purgeNode(cur, req.node)
-		} else {
-			next, full = cl.h.nextCall(cur, req.c, req.join)
-		}
-		if full {
-			if req.reply {
-				req.c.replyCallFull()
-			}
-			return
-		}
-		if sameCall(cur, next) {
-			cl.replyCall(req, next)
-			return
-		}
-		ack, err := cl.publish(&nats.Msg{Subject: subj, Data: encodeCallList(next)}, sseq)
-		switch {
-		case err == nil:
-			last[subj] = published{streamSeq: ack.Sequence, call: next}
-			// Applied here at once, not when the consumer reads it back:
-			// the newcomer offers as soon as it has the call frame, and
-			// its signals are checked against this node's list.
-			cl.h.applyCall(r.name, ack.Sequence, next)
-			cl.replyCall(req, next)
-			return
-		case isWrongLastSeq(err):
-			cl.casRetries.Add(1)
-			last[subj] = cl.lastMsg(subj)
-		case cl.nc.IsConnected():
-			cl.log.Warn("publish call", "room", r.name, "err", err)
-			if req.reply {
-				req.c.replyError(errUnavailable, "the call could not be changed; try again", "call")
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			if req.reply {
-				req.c.replyError(errUnavailable, "the call is too busy; try again", "call")
-			}
-			return
-		}
+	ack, err := cl.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect))
+	if err == nil && cl.lostAcks.Load() > 0 && cl.lostAcks.Add(-1) >= 0 {
+		return nil, context.DeadlineExceeded // stored, but the answer "did not arrive"
 	}
-	if req.kind == reqCall { // out of reach: change the call here alone
-		sh := cl.h.shardOf(r.name)
-		sh.mu.Lock()
-		next, full := cl.h.nextCall(r.call, req.c, req.join)
-		if full && req.reply {
-			req.c.replyCallFull()
-		} else if !full {
-			cl.replyCall(req, next)
-			cl.h.setCall(r, next)
-		}
-		sh.mu.Unlock()
-	}
-}
-
-func (cl *cluster) replyCall(req pubReq, list []callPeer) {
-	if req.kind == reqCall && req.reply {
-		req.c.send(callReply(req.room.name, list, req.c.idStr, req.join))
-	}
-}
-
-// callState returns r's call list and its stream sequence, the newer of
-// the applied one and this publisher's own.
-func (cl *cluster) callState(r *room, mine published) ([]callPeer, uint64) {
-	sh := cl.h.shardOf(r.name)
-	sh.mu.Lock()
-	cur, sseq := r.call, r.callSeq
-	sh.mu.Unlock()
-	if mine.streamSeq > sseq {
-		return mine.call, mine.streamSeq
-	}
-	return cur, sseq
-}
-
-// purgeNode returns list without the peers of node.
-func purgeNode(list []callPeer, node string) []callPeer {
-	out := make([]callPeer, 0, len(list))
-	for _, p := range list {
-		if nodeOf(p.id) != node {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func sameCall(a, b []callPeer) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].id != b[i].id {
-			return false
-		}
-	}
-	return true
-}
-
-// callEntry is a call peer as stored in the stream.
-type callEntry struct {
-	ID   string `json:"id"`
-	Nick string `json:"nick"`
-}
-
-func encodeCallList(list []callPeer) []byte {
-	entries := make([]callEntry, len(list))
-	for i, p := range list {
-		entries[i] = callEntry{p.id, p.nick}
-	}
-	b, _ := json.Marshal(entries)
-	return b
-}
-
-// decodeCallList reads a stored call list, finding the local peers'
-// connections.
-func decodeCallList(b []byte, h *hub) []callPeer {
-	var entries []callEntry
-	if err := json.Unmarshal(b, &entries); err != nil {
-		return nil
-	}
-	list := make([]callPeer, len(entries))
-	for i, e := range entries {
-		list[i] = callPeer{id: e.ID, nick: e.Nick, c: h.lookup(e.ID)}
-	}
-	return list
+	return ack, err
 }

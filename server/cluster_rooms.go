@@ -8,33 +8,59 @@ import (
 // The room table's side of the cluster: applying the stream and other
 // nodes' member events to rooms, under the rooms' shard locks.
 
-// applyMsg applies a message read from the stream: the room's seq and
-// history advance, and the room's members here get it.
-func (h *hub) applyMsg(name string, seq, streamSeq uint64, payload []byte) {
+// applyMsg applies a message read from the stream to its room, if this
+// node has the room in memory and loaded (cluster_load.go): the room's seq
+// and history advance, and its members here get it. Of a room being
+// loaded, the message is kept aside for the load to merge.
+func (h *hub) applyMsg(name string, m streamMsg) {
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r := h.roomLocked(sh, name)
-	if r.island != nil { // only after an outage; keep the cluster state aside
-		if seq > r.island.seq {
-			r.island.seq, r.island.streamSeq = seq, streamSeq
-			r.island.history = append(r.island.history, payload)
-			if n := len(r.island.history) - h.cfg.HistorySize; n > 0 {
-				r.island.history = r.island.history[n:]
+	r := sh.rooms[name]
+	switch {
+	case r == nil: // nobody here needs it: the stream keeps it
+		return
+	case r.loading:
+		r.early = append(r.early, m)
+		if n := len(r.early) - h.cfg.HistorySize; n > 0 { // what the load reads covers the older ones
+			r.early = slices.Delete(r.early, 0, n)
+		}
+		return
+	case !r.loaded:
+		return
+	}
+	if is := r.island; is != nil { // only after an outage; keep the cluster state aside
+		if m.streamSeq <= is.streamSeq {
+			return
+		}
+		is.streamSeq = m.streamSeq
+		if m.epoch != is.epoch {
+			is.epoch, is.seq, is.history = m.epoch, 0, nil
+		}
+		if m.seq > is.seq {
+			is.seq = m.seq
+			is.history = append(is.history, m.payload)
+			if n := len(is.history) - h.cfg.HistorySize; n > 0 {
+				is.history = is.history[n:]
 			}
 		}
 		return
 	}
-	if streamSeq > r.streamSeq {
-		r.streamSeq = streamSeq
-	}
-	if seq <= r.seq { // read again after an outage: delivered already
+	if m.streamSeq <= r.streamSeq { // applied already: loaded, or read again after an outage
 		return
 	}
-	r.seq = seq
-	r.addHistory(payload, h.cfg.HistorySize)
+	r.streamSeq = m.streamSeq
+	if m.epoch != r.epoch { // a new lifetime: the old one's messages all expired (cluster_load.go)
+		r.epoch, r.seq, r.history, r.histStart = m.epoch, 0, nil, 0
+		h.announce(r)
+	}
+	if m.seq <= r.seq { // a lifetime's start marker
+		return
+	}
+	r.seq = m.seq
+	r.addHistory(m.payload, h.cfg.HistorySize)
 	if len(r.members) > 0 {
-		b := append(newFrame(len(payload)), payload...)
+		b := append(newFrame(len(m.payload)), m.payload...)
 		h.broadcast(r, frameOf(b), nil)
 	}
 }
@@ -47,7 +73,14 @@ func (h *hub) applyCall(name string, streamSeq uint64, list []callPeer) {
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	r := h.roomLocked(sh, name)
+	r := sh.rooms[name]
+	if r == nil && len(list) == 0 { // no call in a room nobody is in
+		return
+	}
+	if r == nil {
+		r = h.newRoom(name)
+		sh.rooms[name] = r
+	}
 	if streamSeq <= r.callSeq {
 		return
 	}
@@ -200,6 +233,27 @@ func (cl *cluster) enterIsland(r *room) {
 	r.island = &islandState{epoch: r.epoch, seq: r.seq, streamSeq: r.streamSeq, history: kept}
 	r.epoch = cl.epoch + "~" + cl.node + "." + strconv.FormatUint(cl.islandSeq.Add(1), 36)
 	cl.h.announce(r)
+}
+
+// islandSay says a message on r's island, making r one if it is not yet,
+// while NATS is out of reach; it reports false, and does nothing, if the
+// node is back in the cluster. Deciding under the shard lock is what keeps
+// an island from starting after leaveIslands went past r (see regained).
+func (cl *cluster) islandSay(r *room, from, nick, text string) bool {
+	sh := cl.h.shardOf(r.name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if cl.online() {
+		return false
+	}
+	if !r.loaded { // its sender's join was refused (cluster_load.go): not this node's to run
+		return true
+	}
+	if r.island == nil {
+		cl.enterIsland(r)
+	}
+	cl.h.sayLocked(r, from, nick, text)
+	return true
 }
 
 // leaveIslands brings every island room back to its cluster state, and

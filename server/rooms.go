@@ -109,6 +109,15 @@ type room struct {
 	callSeq        uint64
 	island         *islandState
 	pendingSignals []pendingSignal
+	// Whether its messages' state is read from the stream, a load is on
+	// its way, what the consumer applied meanwhile and the joins that wait
+	// for it (cluster_load.go).
+	loaded, loading bool
+	early           []streamMsg
+	waiting         []waitingJoin
+	// callJoins counts this node's call joins queued and not yet decided
+	// (cluster_calls.go); atomic, as they are queued under c.mu only.
+	callJoins atomic.Int32
 
 	// Standalone (history.go): the newest seq the broker has made durable,
 	// which is what members have received and the history ring holds
@@ -311,8 +320,10 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	if r := c.roomOf(name); r != nil { // already in: just send the state again
 		sh := h.shardOf(name)
 		sh.mu.Lock()
-		head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
-		c.w.push(job{op: jobSend, c: c, frame: head, more: &[2][]byte{members, tail}})
+		if h.cl == nil || r.loaded { // else the first joined is on its way
+			head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
+			c.w.push(job{op: jobSend, c: c, frame: head, more: &[2][]byte{members, tail}})
+		}
 		sh.mu.Unlock()
 		return
 	}
@@ -333,6 +344,11 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 		}
 		sh.rooms[name] = r
 	}
+	if h.cl != nil && !r.loaded && !h.cl.load(r) {
+		c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
+		h.dropIfEmpty(sh, r)
+		return
+	}
 	h.countChange(r, +1)
 	r.members = append(r.members, c)
 	if len(r.members) <= maxListMembers {
@@ -343,8 +359,12 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 	if len(c.rooms) == 1 {
 		c.w.push(job{op: jobLeave, room: h.lobby, c: c})
 	}
-	head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
-	c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
+	if h.cl != nil && !r.loaded { // joined once it is read from the stream (cluster_load.go)
+		r.waiting = append(r.waiting, waitingJoin{c, since, epoch})
+	} else {
+		head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
+		c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
+	}
 	h.presence(sh, r, "join", c.idStr, c.nickname(), c)
 	h.cl.memberEvent(evJoin, r.name, c.idStr, c.nickname())
 }
@@ -372,12 +392,12 @@ func (h *hub) countChange(r *room, delta int) {
 	h.roomsDirty.Store(true)
 }
 
-// dropIfEmpty forgets r once nobody is in it and no message of its is on
-// its way to the store; standalone, its seq, epoch and history live on in
-// the store (history.go). In a cluster a room that has messages stays: its
-// history and seq live on in the stream. The shard lock must be held.
+// dropIfEmpty forgets r once nobody is in it, no message of its is on
+// its way to the store and it has no call; its seq, epoch and history live
+// on in the store (history.go) or, in a cluster, in the stream, from which
+// the next join loads them (cluster_load.go). The shard lock must be held.
 func (h *hub) dropIfEmpty(sh *shard, r *room) {
-	if r.count() == 0 && r.inflight == 0 && (h.cl == nil || r.seq == 0 && len(r.call) == 0) && sh.rooms[r.name] == r {
+	if r.count() == 0 && r.inflight == 0 && len(r.call) == 0 && sh.rooms[r.name] == r {
 		delete(sh.rooms, r.name)
 	}
 }
@@ -536,7 +556,7 @@ func (h *hub) say(c *client, name, text string) {
 	if r == nil {
 		return
 	}
-	if h.cl.online() {
+	if h.cl != nil { // through the stream, or the room's island (cluster_publish.go)
 		h.cl.publishMsg(r, c, text)
 		return
 	}
@@ -548,15 +568,17 @@ func (h *hub) say(c *client, name, text string) {
 }
 
 // sayLocal gives a message r's next seq on this node, keeps it and sends it
-// to r's members here: always when standalone, and in a cluster while NATS
-// is out of reach (the room then runs as an island, cluster.go).
+// to r's members here: standalone without a broker (benchmarks). A
+// cluster's island does the same under its own rules (islandSay).
 func (h *hub) sayLocal(r *room, from, nick, text string) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if h.cl != nil && r.island == nil {
-		h.cl.enterIsland(r)
-	}
+	h.sayLocked(r, from, nick, text)
+}
+
+// sayLocked is sayLocal with the shard lock held.
+func (h *hub) sayLocked(r *room, from, nick, text string) {
 	r.seq++
 	frame, at := encodeMsg(r.name, r.seq, from, nick, text, time.Now().UnixMilli())
 	r.addHistory(frame[at:], h.cfg.HistorySize)
