@@ -94,16 +94,7 @@ func (l *lockedBuffer) String() string {
 func testNATSWith(t *testing.T, opts natsserver.Options) *natsserver.Server {
 	t.Helper()
 	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, t.TempDir(), true, true
-	ns, err := natsserver.NewServer(&opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS did not start")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
+	return startTestNATS(t, opts)
 }
 
 // startNATSNode starts a node joining NATS with cfg adjusted by mutate, its

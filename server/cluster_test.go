@@ -22,8 +22,15 @@ func testNATS(t *testing.T, dir string, port int) *natsserver.Server {
 	if port == 0 {
 		port = -1
 	}
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, JetStream: true,
+	return startTestNATS(t, natsserver.Options{Host: "127.0.0.1", Port: port, JetStream: true,
 		StoreDir: dir, NoSigs: true, NoLog: true})
+}
+
+// startTestNATS starts a NATS server with opts and stops it when the test
+// ends.
+func startTestNATS(t *testing.T, opts natsserver.Options) *natsserver.Server {
+	t.Helper()
+	ns, err := natsserver.NewServer(&opts)
 	if err != nil {
 		t.Fatal(err)
 	}
