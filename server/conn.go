@@ -329,7 +329,7 @@ func (c *client) message(b []byte) {
 	case "say":
 		h.say(c, req.Room, req.Text)
 	case "rooms":
-		c.send(h.list.Load().frame) // encoded once per build, shared like a broadcast's
+		c.send(h.roomsFrame())
 	case "call":
 		h.callAction(c, req.Room, req.Action)
 	case "signal":

@@ -62,6 +62,10 @@ func (h *hub) roomList(limit int) []roomCount {
 	return rooms[:len(rooms):len(rooms)]
 }
 
+// roomsFrame returns the rooms frame of the last build, which every
+// `rooms` request is sent as is (frames are shared like a broadcast's).
+func (h *hub) roomsFrame() []byte { return h.list.Load().frame }
+
 // roomsJSON returns the body of GET /api/rooms, {"rooms":[...]}, with the
 // first limit rooms of the last build (1 ≤ limit ≤ maxAPIRooms).
 func (h *hub) roomsJSON(limit int) []byte {

@@ -34,47 +34,45 @@ func listHub(b *testing.B, n int) *hub {
 
 var roomCounts = []int{1000, 100000, 300000}
 
-// BenchmarkRoomsRequest is the `rooms` request as conn.go answers it.
-func BenchmarkRoomsRequest(b *testing.B) {
+// benchRooms runs fn for each of roomCounts rooms, on a hub holding them.
+func benchRooms(b *testing.B, fn func(b *testing.B, h *hub)) {
 	for _, n := range roomCounts {
 		b.Run(fmt.Sprintf("rooms=%d", n), func(b *testing.B) {
 			h := listHub(b, n)
 			b.ReportAllocs()
 			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				_ = encodeRooms(h.roomList(maxListRooms))
-			}
+			fn(b, h)
 		})
 	}
 }
 
+// BenchmarkRoomsRequest is the `rooms` request as conn.go answers it.
+func BenchmarkRoomsRequest(b *testing.B) {
+	benchRooms(b, func(b *testing.B, h *hub) {
+		for i := 0; i < b.N; i++ {
+			_ = h.roomsFrame()
+		}
+	})
+}
+
 // BenchmarkAPIRooms is GET /api/rooms with its default limit.
 func BenchmarkAPIRooms(b *testing.B) {
-	for _, n := range roomCounts {
-		b.Run(fmt.Sprintf("rooms=%d", n), func(b *testing.B) {
-			s := &server{hub: listHub(b, n)}
-			req := httptest.NewRequest("GET", "/api/rooms", nil)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				s.apiRooms(httptest.NewRecorder(), req)
-			}
-		})
-	}
+	benchRooms(b, func(b *testing.B, h *hub) {
+		s := &server{hub: h}
+		req := httptest.NewRequest("GET", "/api/rooms", nil)
+		for i := 0; i < b.N; i++ {
+			s.apiRooms(httptest.NewRecorder(), req)
+		}
+	})
 }
 
 // BenchmarkRoomsRebuild is the tick's rebuild of a changed list, on the
 // housekeeping goroutine.
 func BenchmarkRoomsRebuild(b *testing.B) {
-	for _, n := range roomCounts {
-		b.Run(fmt.Sprintf("rooms=%d", n), func(b *testing.B) {
-			h := listHub(b, n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				h.roomsDirty.Store(true)
-				h.tick()
-			}
-		})
-	}
+	benchRooms(b, func(b *testing.B, h *hub) {
+		for i := 0; i < b.N; i++ {
+			h.roomsDirty.Store(true)
+			h.tick()
+		}
+	})
 }
