@@ -116,17 +116,25 @@ func TestClusterPresenceOrderHistory(t *testing.T) {
 	}
 }
 
-func TestClusterSignalAndCall(t *testing.T) {
+// threeInRoom starts three nodes with a call limit of 2 and puts ann, bob
+// and cat, one on each, in room r, every one of them counting three.
+func threeInRoom(t *testing.T) (nodes []*server, a, b, c *wsConn) {
+	t.Helper()
 	ns := testNATS(t, t.TempDir(), 0)
-	nodes := startNodes(t, ns.ClientURL(), 3, func(c *Config) { c.CallLimit = 2 })
-	a := dial(t, nodes[0], "/ws?nick=ann")
-	b := dial(t, nodes[1], "/ws?nick=bob")
-	c := dial(t, nodes[2], "/ws?nick=cat")
+	nodes = startNodes(t, ns.ClientURL(), 3, func(c *Config) { c.CallLimit = 2 })
+	a = dial(t, nodes[0], "/ws?nick=ann")
+	b = dial(t, nodes[1], "/ws?nick=bob")
+	c = dial(t, nodes[2], "/ws?nick=cat")
 	a.join("r")
 	joinSettle(t, b, "r", 2)
 	joinSettle(t, c, "r", 3)
 	waitCount(t, a, 3)
 	waitCount(t, b, 3)
+	return nodes, a, b, c
+}
+
+func TestClusterSignalAndCall(t *testing.T) {
+	_, a, b, c := threeInRoom(t)
 
 	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	if m := a.expect("call"); len(m.list("peers")) != 0 {
@@ -166,16 +174,7 @@ func TestClusterSignalAndCall(t *testing.T) {
 // node delivers a signal only once it has applied the call list the
 // sender's node checked it against, after that list's call_peer.
 func TestClusterSignalOnlyWithinCall(t *testing.T) {
-	ns := testNATS(t, t.TempDir(), 0)
-	nodes := startNodes(t, ns.ClientURL(), 3, func(c *Config) { c.CallLimit = 2 })
-	a := dial(t, nodes[0], "/ws?nick=ann")
-	b := dial(t, nodes[1], "/ws?nick=bob")
-	c := dial(t, nodes[2], "/ws?nick=cat")
-	a.join("r")
-	joinSettle(t, b, "r", 2)
-	joinSettle(t, c, "r", 3)
-	waitCount(t, a, 3)
-	waitCount(t, b, 3)
+	nodes, a, b, c := threeInRoom(t)
 	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	a.expect("call")
 	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})

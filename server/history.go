@@ -152,8 +152,12 @@ func (h *hub) history(c *client, name string, before *int64, limit int) {
 		c.send(encodeHistory(name, msgs, more))
 		return
 	}
-	if last := r.durableSeq(h); b == 0 || b > last+1 {
-		b = last + 1 // nothing past what members have received
+	sh := h.shardOf(name)
+	sh.mu.Lock()
+	last := r.durable // nothing past what members have received
+	sh.mu.Unlock()
+	if b == 0 || b > last+1 {
+		b = last + 1
 	}
 	msgs, more, err := h.br.History(name, b, limit)
 	if err != nil {
@@ -166,14 +170,6 @@ func (h *hub) history(c *client, name string, before *int64, limit int) {
 		payloads[i] = m.Payload
 	}
 	c.send(encodeHistory(name, payloads, more))
-}
-
-// durableSeq is the newest seq of r that members have received.
-func (r *room) durableSeq(h *hub) uint64 {
-	sh := h.shardOf(r.name)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return r.durable
 }
 
 // page returns the ring's messages with seq < before (all for 0), at most

@@ -48,14 +48,9 @@ func (l *Local) Room(room string, recent int) (RoomState, error) {
 	if !ok {
 		return RoomState{Epoch: l.newEpoch()}, nil
 	}
+	// Publish creates a room's metadata with its epoch (AppendIn), so a
+	// stored room always has one.
 	rs := RoomState{Epoch: m.Epoch, Seq: m.LastSeq, Known: true}
-	if rs.Epoch == "" { // stored without one (SetMeta by another caller): name it now
-		rs.Epoch = l.newEpoch()
-		m.Epoch = rs.Epoch
-		if err := l.st.SetMeta(room, m); err != nil {
-			return RoomState{}, err
-		}
-	}
 	if recent > 0 && m.LastSeq > 0 {
 		recs, err := l.st.Newest(room, recent)
 		if err != nil {
