@@ -247,3 +247,28 @@ func TestLingerIsBounded(t *testing.T) {
 		return n == 0
 	})
 }
+
+// TestFailedLeavesAtOnce: a member the server fails leaves its rooms when
+// its input ends, not when its socket closes: the others see it leave while
+// its connection still lingers (here the failed client keeps its socket
+// open, so the server holds it up to lingerTime). Before, the leave came
+// only with the socket's close.
+func TestFailedLeavesAtOnce(t *testing.T) {
+	srv := startServer(t, nil)
+	a := dial(t, srv)
+	a.join("r")
+	b := dial(t, srv)
+	b.join("r")
+	a.expect("presence")
+	if err := b.writeFrame(opBinary, true, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	m := a.expect("presence")
+	if m.str("event") != "leave" || m.str("id") != b.id {
+		t.Fatalf("got %v, want b's leave", m)
+	}
+	if srv.hub.lookup(b.id) == nil {
+		t.Fatal("b's leave came only once its connection was gone")
+	}
+	b.expectClose(closeUnsupported)
+}

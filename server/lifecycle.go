@@ -114,6 +114,9 @@ func (c *client) endReading(frame []byte) {
 		case connOpen:
 			if c.move(connOpen, connReadEnded) {
 				c.w.push(job{op: jobClose, c: c, frame: frame})
+				// It takes no request from now on (message) and is sent
+				// nothing after the close frame: out of its rooms now.
+				c.w.hub.leaveRooms(c)
 				return
 			}
 		case connClosing:

@@ -265,14 +265,9 @@ func (h *hub) disconnect(c *client) bool {
 		c.mu.Unlock()
 		return false
 	}
-	rooms := c.rooms
-	c.rooms = nil
 	c.mu.Unlock()
-
-	for _, r := range rooms {
-		h.leaveLocked(c, r, nil)
-	}
-	if len(rooms) == 0 {
+	// Closed now, so no join can add a room after leaveRooms took them.
+	if h.leaveRooms(c) == 0 { // in no room: it was in the lobby, if anywhere
 		c.w.push(job{op: jobLeave, room: h.lobby, c: c})
 	}
 	c.w.push(job{op: jobUnregister, c: c})
@@ -280,6 +275,23 @@ func (h *hub) disconnect(c *client) bool {
 	delete(h.clients, c.id)
 	h.clientsMu.Unlock()
 	return true
+}
+
+// leaveRooms takes c out of every room it is in, as a leave would but
+// without the answer, and reports how many that was. It runs when c's
+// socket closes (disconnect) and, earlier, when the reader ends c's input
+// (lifecycle.go): a connection that is failed, or that sent its close
+// frame, gets nothing more, so its rooms see it leave at once rather than
+// when its socket closes, up to closeGrace later. c.mu must not be held.
+func (h *hub) leaveRooms(c *client) int {
+	c.mu.Lock()
+	rooms := c.rooms
+	c.rooms = nil
+	c.mu.Unlock()
+	for _, r := range rooms {
+		h.leaveLocked(c, r, nil)
+	}
+	return len(rooms)
 }
 
 // roomOf returns the room c is in by that name. c.mu must be held.
