@@ -51,6 +51,10 @@ type RoomState struct {
 	Recent []Message
 	// Known is false for a room the broker had no trace of: Epoch is new.
 	Known bool
+	// Settings is what SaveSettings last kept for the room (opaque to the
+	// broker: the hub's JSON of passcode hash, lobby, lock, host key
+	// hash), nil if nothing.
+	Settings []byte
 }
 
 // Broker keeps the rooms' shared state. Its methods are safe for
@@ -78,6 +82,14 @@ type Broker interface {
 	// count, and forgets rooms that have had nothing kept for idle unless
 	// inUse says the room is loaded (its seq lives on in memory).
 	Expire(now time.Time, idle time.Duration, inUse func(room string) bool) (removed int, err error)
+	// SaveSettings keeps settings as room's (epoch is the room's, from
+	// Room; a room not stored yet is created with it). done is called once
+	// they are durable, or with the error that lost them, never on the
+	// caller's goroutine. Saves of one room are kept in call order; a
+	// save superseded by a newer one of the same room before it was
+	// written may be skipped, its done called with the newer one's
+	// result.
+	SaveSettings(room, epoch string, settings []byte, done func(error))
 	// Close keeps what was published (calling each done) and releases the
 	// broker.
 	Close() error

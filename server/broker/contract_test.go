@@ -207,3 +207,59 @@ func TestContractExpire(t *testing.T) {
 		}
 	})
 }
+
+func saveWait(b Broker, room, epoch string, settings []byte) error {
+	done := make(chan error, 1)
+	b.SaveSettings(room, epoch, settings, func(err error) { done <- err })
+	return <-done
+}
+
+// TestContractSettings: a room's settings are kept with its messages,
+// create a room not stored yet, survive a reopen, and the newest of
+// several saves wins.
+func TestContractSettings(t *testing.T) {
+	forEach(t, func(t *testing.T, b Broker, reopen func() Broker) {
+		rs, _ := b.Room("s", 0)
+		if rs.Settings != nil {
+			t.Fatalf("new room has settings %q", rs.Settings)
+		}
+		if err := saveWait(b, "s", rs.Epoch, []byte(`{"v":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.Room("s", 0)
+		if err != nil || !got.Known || got.Epoch != rs.Epoch || string(got.Settings) != `{"v":1}` {
+			t.Fatalf("after save: %+v %v", got, err)
+		}
+		for s := uint64(1); s <= 3; s++ {
+			if err := publishWait(b, "s", rs.Epoch, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		for i := 2; i <= 20; i++ {
+			wg.Add(1)
+			b.SaveSettings("s", rs.Epoch, fmt.Appendf(nil, `{"v":%d}`, i), func(err error) {
+				defer wg.Done()
+				if err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		got, _ = b.Room("s", 5)
+		if got.Seq != 3 || len(got.Recent) != 3 || string(got.Settings) != `{"v":20}` {
+			t.Fatalf("after saves and messages: seq %d, %d recent, settings %q", got.Seq, len(got.Recent), got.Settings)
+		}
+		if reopen == nil {
+			return
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		b = reopen()
+		got, _ = b.Room("s", 0)
+		if got.Epoch != rs.Epoch || got.Seq != 3 || string(got.Settings) != `{"v":20}` {
+			t.Fatalf("after reopen: %+v", got)
+		}
+	})
+}

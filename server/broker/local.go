@@ -21,6 +21,7 @@ type Local struct {
 	// forgotten and created again, never share an epoch.
 	instance string
 	seq      atomic.Uint64
+	settings *settingsWriter
 }
 
 // OpenLocal opens the store in dir ("" for memory) with keep messages per
@@ -32,7 +33,7 @@ func OpenLocal(dir string, keep int, retention time.Duration) (*Local, error) {
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return &Local{st: st, instance: base64.RawURLEncoding.EncodeToString(b[:])}, nil
+	return &Local{st: st, instance: base64.RawURLEncoding.EncodeToString(b[:]), settings: newSettingsWriter(st)}, nil
 }
 
 func (l *Local) newEpoch() string {
@@ -50,7 +51,7 @@ func (l *Local) Room(room string, recent int) (RoomState, error) {
 	}
 	// Publish creates a room's metadata with its epoch (AppendIn), so a
 	// stored room always has one.
-	rs := RoomState{Epoch: m.Epoch, Seq: m.LastSeq, Known: true}
+	rs := RoomState{Epoch: m.Epoch, Seq: m.LastSeq, Known: true, Settings: m.Settings}
 	if recent > 0 && m.LastSeq > 0 {
 		recs, err := l.st.Newest(room, recent)
 		if err != nil {
@@ -114,8 +115,19 @@ func (l *Local) Expire(now time.Time, idle time.Duration, inUse func(string) boo
 	return removed, err
 }
 
-// Close implements Broker.
-func (l *Local) Close() error { return l.st.Close() }
+// SaveSettings implements Broker.
+func (l *Local) SaveSettings(room, epoch string, settings []byte, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
+	l.settings.save(room, epoch, settings, done)
+}
+
+// Close implements Broker: queued settings are written first.
+func (l *Local) Close() error {
+	l.settings.close()
+	return l.st.Close()
+}
 
 func messages(recs []store.Record) []Message {
 	if len(recs) == 0 {

@@ -1,0 +1,107 @@
+package broker
+
+import (
+	"sync"
+	"time"
+
+	"noom/server/store"
+)
+
+// settingsWriter keeps rooms' settings for Local, off the caller's
+// goroutine: a store write syncs the file (milliseconds), and the hub asks
+// from the event loop, which must not wait for a disk. One goroutine
+// writes the rooms in the order they were first queued; a room saved again
+// before its write keeps only the newest settings, and every done waiting
+// on it gets that write's result. Settings change a few times in a
+// meeting's life, so one writer is plenty.
+type settingsWriter struct {
+	st *store.Store
+
+	mu      sync.Mutex // guards the fields below
+	queued  map[string]*settingsSave
+	order   []string // rooms in queued, oldest first
+	closing bool
+	wake    chan struct{} // one token: something is queued
+	stopped chan struct{} // closed when the goroutine has returned
+}
+
+// settingsSave is one room's newest settings not yet written.
+type settingsSave struct {
+	epoch    string
+	settings []byte
+	dones    []func(error)
+}
+
+func newSettingsWriter(st *store.Store) *settingsWriter {
+	w := &settingsWriter{
+		st:      st,
+		queued:  make(map[string]*settingsSave),
+		wake:    make(chan struct{}, 1),
+		stopped: make(chan struct{}),
+	}
+	go w.run()
+	return w
+}
+
+// save queues settings for room; see Broker.SaveSettings.
+func (w *settingsWriter) save(room, epoch string, settings []byte, done func(error)) {
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		go done(store.ErrClosed)
+		return
+	}
+	q := w.queued[room]
+	if q == nil {
+		q = &settingsSave{}
+		w.queued[room] = q
+		w.order = append(w.order, room)
+	}
+	q.epoch, q.settings = epoch, settings
+	if done != nil {
+		q.dones = append(q.dones, done)
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *settingsWriter) run() {
+	defer close(w.stopped)
+	for {
+		w.mu.Lock()
+		if len(w.order) == 0 {
+			closing := w.closing
+			w.mu.Unlock()
+			if closing {
+				return
+			}
+			<-w.wake
+			continue
+		}
+		room := w.order[0]
+		w.order = w.order[1:]
+		q := w.queued[room]
+		delete(w.queued, room)
+		w.mu.Unlock()
+		err := w.st.SetMeta(room, store.Meta{Epoch: q.epoch, Settings: q.settings, Touched: time.Now().UnixMilli()})
+		err = contractErr(err)
+		for _, done := range q.dones {
+			done(err)
+		}
+	}
+}
+
+// close writes what is queued and stops the goroutine.
+func (w *settingsWriter) close() {
+	w.mu.Lock()
+	w.closing = true
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	<-w.stopped
+}
