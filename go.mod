@@ -3,6 +3,7 @@ module noom
 go 1.26.8
 
 require (
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/gorilla/websocket v1.5.3
 	github.com/lesismal/llib v1.2.5
 	github.com/lesismal/nbio v1.6.12
