@@ -17,6 +17,10 @@ import (
 type callPeer struct {
 	id, nick string
 	c        *client // the connection, when it is on this node
+	// media is what the peer last announced it sends (media request);
+	// muted is a host's mute in force until it announces audio on.
+	media mediaState
+	muted bool
 }
 
 // callAction handles call join and leave in room name.
@@ -67,15 +71,10 @@ func (h *hub) nextCall(cur []callPeer, c *client, join bool) (next []callPeer, f
 // callReply is the call frame that answers id: after a join, the other
 // peers, whom the newcomer then offers to; after a leave, none.
 func callReply(room string, list []callPeer, id string, joined bool) []byte {
-	peers := []member{}
-	if joined {
-		for _, p := range list {
-			if p.id != id {
-				peers = append(peers, member{p.id, p.nick})
-			}
-		}
+	if !joined {
+		list = nil
 	}
-	return encodeCall(room, peers)
+	return encodeCall(room, list, id, false)
 }
 
 func indexPeer(list []callPeer, id string) int {

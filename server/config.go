@@ -130,6 +130,24 @@ type Config struct {
 	// than two (README, "Performance").
 	Workers int
 
+	// AuthSecretFile is a file holding the HS256 secret for tokens (at
+	// least 32 bytes); the environment variable NOOM_AUTH_SECRET gives it
+	// too. Never a command-line value: every user of the machine can read
+	// the process list. Default none (tokens off).
+	AuthSecretFile string
+	// AuthPublicKey is a PEM file with the ES256 or RS256 public key that
+	// signs tokens, instead of a secret. Default none.
+	AuthPublicKey string
+	// AuthIssuer, when set, is the only iss a token may carry.
+	AuthIssuer string
+	// AuthRequired makes every connection send a valid token within 10 s
+	// of hello (PROTOCOL.md, "Tokens"). Default false.
+	AuthRequired bool
+	// HostGrace is how long a room may have members but no host or cohost
+	// before its longest-present member becomes cohost. Default 20s
+	// (PROTOCOL.md).
+	HostGrace time.Duration
+
 	// NATS is the URL of the NATS server (with JetStream) through which
 	// nodes form one service; empty means standalone. Several URLs may be
 	// given comma-separated. Credentials go in it as nats://user:pass@host
@@ -248,6 +266,11 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown may take")
 	fs.IntVar(&c.Shards, "shards", c.Shards, "room table shards (0: 8 × GOMAXPROCS)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "fan-out writer goroutines (0: half of GOMAXPROCS, at least 1)")
+	fs.StringVar(&c.AuthSecretFile, "auth-secret-file", c.AuthSecretFile, "`file` holding the HS256 secret (32 bytes or more) that signs tokens; or set NOOM_AUTH_SECRET")
+	fs.StringVar(&c.AuthPublicKey, "auth-public-key", c.AuthPublicKey, "PEM `file` of the ES256 or RS256 public key that signs tokens")
+	fs.StringVar(&c.AuthIssuer, "auth-issuer", c.AuthIssuer, "the only token issuer (iss) accepted; empty: any")
+	fs.BoolVar(&c.AuthRequired, "auth-required", c.AuthRequired, "every connection must send a valid token within 10 s (needs a key)")
+	fs.DurationVar(&c.HostGrace, "host-grace", c.HostGrace, "how long a room may have no host or cohost before its longest-present member becomes cohost")
 	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS `URL` (JetStream enabled) to join the cluster of every node using it, credentials as nats://user:pass@host or nats://token@host; empty: standalone")
 	fs.StringVar(&c.NATSCreds, "nats-creds", c.NATSCreds, "NATS credentials `file` (user JWT and NKey seed) for -nats")
 	fs.StringVar(&c.NATSCA, "nats-ca", c.NATSCA, "PEM `file` of the CAs that sign the -nats server's certificate (makes TLS required)")
@@ -293,6 +316,7 @@ func defaultConfig() Config {
 		ShutdownTimeout: 10 * time.Second,
 		NATSRetention:   24 * time.Hour,
 		LogLevel:        "info",
+		HostGrace:       20 * time.Second,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
@@ -38,6 +39,12 @@ type client struct {
 
 	mu    sync.Mutex
 	rooms []*room // guarded by mu; nothing is added once state is closed
+	waits []*room // lobbies it waits in (lobby.go); guarded by mu
+
+	// tok is its accepted token, authTimer what closes it without one
+	// (tokens.go).
+	tok       atomic.Pointer[tokenState]
+	authTimer atomic.Pointer[time.Timer]
 
 	// Read state, owned by Parse.
 	part      *partial // a frame or message split across reads, if any
@@ -319,11 +326,19 @@ func (c *client) message(b []byte) {
 		c.refuse(e, req.Type)
 		return
 	}
+	if req.Type != "auth" && h.authRequired(c) {
+		c.replyError(errUnauthorized, "this server needs a token first: send auth", req.Type)
+		return
+	}
 	switch req.Type {
 	case "nick":
 		h.rename(c, req.Nick)
 	case "join":
-		h.join(c, req.Room, req.Since, req.Epoch)
+		jr := joinReq{room: req.Room, since: req.Since, epoch: req.Epoch, hostKey: req.HostKey}
+		if req.Passcode != nil {
+			jr.passcode = *req.Passcode
+		}
+		h.join(c, jr)
 	case "leave":
 		h.leave(c, req.Room)
 	case "say":
@@ -340,6 +355,22 @@ func (c *client) message(b []byte) {
 			limit = *req.Limit
 		}
 		h.history(c, req.Room, req.Before, limit)
+	case "auth":
+		h.authenticate(c, req.Token)
+	case "settings":
+		h.changeSettings(c, &req)
+	case "role":
+		h.changeRole(c, req.Room, req.ID, req.Role)
+	case "admit", "deny":
+		h.admit(c, req.Room, req.ID, req.Type == "admit")
+	case "remove":
+		h.remove(c, req.Room, req.ID)
+	case "mute":
+		h.mute(c, req.Room, req.ID)
+	case "end":
+		h.end(c, req.Room)
+	case "media":
+		h.media(c, req.Room, *req.Audio, *req.Video, *req.Screen)
 	}
 }
 

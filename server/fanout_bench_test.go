@@ -48,7 +48,7 @@ func benchHub(b *testing.B, n int) (*hub, *client, *atomic.Int64, *atomic.Int64)
 		c.sink = discard{c, &writes, &bytes}
 		c.setNickname("member")
 		h.register(c, []byte("x"))
-		h.join(c, "r", nil, "")
+		h.join(c, joinReq{room: "r"})
 		if sender == nil {
 			sender = c
 		}

@@ -31,6 +31,22 @@ type testLogWriter struct {
 	mu   sync.Mutex
 	t    testing.TB
 	done bool
+	all  strings.Builder // every line, for tests that check what is logged
+}
+
+// testLogs maps a server started by startServer to its log writer.
+var testLogs sync.Map
+
+// logsOf returns everything srv logged so far.
+func logsOf(srv *server) string {
+	v, ok := testLogs.Load(srv)
+	if !ok {
+		return ""
+	}
+	w := v.(*testLogWriter)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.all.String()
 }
 
 func (w *testLogWriter) Write(p []byte) (int, error) {
@@ -40,6 +56,9 @@ func (w *testLogWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	line := string(p)
+	if w.all.Len() < 16<<20 {
+		w.all.WriteString(line)
+	}
 	if strings.Contains(line, "level=ERROR") && (strings.Contains(line, "panic") || strings.Contains(line, "failed:")) &&
 		!strings.Contains(line, "Accept failed") {
 		w.t.Errorf("server logged an error: %s", line)
@@ -116,6 +135,8 @@ func startServer(t testing.TB, mutate func(*Config)) *server {
 		lw.mu.Unlock()
 	})
 	srv := newServer(cfg, newLogger(lw, slog.LevelDebug))
+	testLogs.Store(srv, lw)
+	t.Cleanup(func() { testLogs.Delete(srv) })
 	if err := srv.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +159,9 @@ type wsConn struct {
 	br   *bufio.Reader
 	id   string
 	nick string
+	// seen is every text frame it read, for tests that check what a
+	// client was never sent.
+	seen []byte
 }
 
 // frame is a frame read by a test client.
@@ -376,6 +400,7 @@ func (ws *wsConn) nextWithin(d time.Duration) msg {
 		case opPing:
 			continue
 		case opText:
+			ws.seen = append(append(ws.seen, f.payload...), '\n')
 			var m msg
 			if err := json.Unmarshal(f.payload, &m); err != nil {
 				ws.t.Fatalf("server sent invalid JSON %q: %v", f.payload, err)
@@ -419,6 +444,17 @@ func (ws *wsConn) waitFor(typ string) msg {
 func (ws *wsConn) expectError(code, ref string) msg {
 	ws.t.Helper()
 	m := ws.expect("error")
+	if m.str("code") != code || m.str("ref") != ref {
+		ws.t.Fatalf("got error %v, want code %s ref %q", m, code, ref)
+	}
+	return m
+}
+
+// waitError reads until an error frame, skipping others, and checks its
+// code and ref.
+func (ws *wsConn) waitError(code, ref string) msg {
+	ws.t.Helper()
+	m := ws.waitFor("error")
 	if m.str("code") != code || m.str("ref") != ref {
 		ws.t.Fatalf("got error %v, want code %s ref %q", m, code, ref)
 	}

@@ -34,23 +34,28 @@ const (
 // seq and epoch before the store forgets it (PROTOCOL.md: a day).
 const forgetAfter = 24 * time.Hour
 
-// loadRoom builds room name from what the broker keeps of it. The shard
-// lock must be held: the reads are from the store's memory map, a few
+// loadRoom builds room name from what the broker keeps of it; created
+// says the broker had no trace of it, so this join creates it (in a
+// cluster, without a broker, no join does: meetings.go). The shard lock
+// must be held: the reads are from the store's memory map, a few
 // microseconds.
-func (h *hub) loadRoom(name string) (*room, error) {
-	r := h.newRoom(name)
+func (h *hub) loadRoom(name string) (r *room, created bool, err error) {
+	r = h.newRoom(name)
 	if h.br == nil {
-		return r, nil
+		return r, false, nil
 	}
 	rs, err := h.br.Room(name, h.cfg.HistorySize)
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	if err := r.meet.loadSettings(rs.Settings); err != nil {
+		return nil, false, err
 	}
 	r.epoch, r.seq, r.durable = rs.Epoch, rs.Seq, rs.Seq
 	for _, m := range rs.Recent {
 		r.addHistory(m.Payload, h.cfg.HistorySize)
 	}
-	return r, nil
+	return r, !rs.Known, nil
 }
 
 // recoverFromStore returns the messages after since from the store when

@@ -262,7 +262,8 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// nothing the client sends can be answered before it. If the socket
 	// closed since SetSession, nbio has told c already and register adds
 	// nothing.
-	h.register(c, handshake(key, c.idStr, nick))
+	h.register(c, handshake(key, c.idStr, nick, h.authMode()))
+	h.startAuthClock(c)
 	// Only now, with c registered, do the bytes that came behind the
 	// request reach c.Parse: nbio hands them to the parser's ParserCloser
 	// when this handler returns. Every later read goes to the session.
@@ -280,13 +281,13 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 }
 
 // handshake is the 101 response followed by the hello frame.
-func handshake(key, id, nick string) []byte {
+func handshake(key, id, nick, auth string) []byte {
 	sum := sha1.Sum([]byte(key + websocketGUID))
 	b := make([]byte, 0, 160)
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	b = base64.StdEncoding.AppendEncode(b, sum[:])
 	b = append(b, "\r\n\r\n"...)
-	return append(b, encodeHello(id, nick)...)
+	return append(b, encodeHello(id, nick, auth)...)
 }
 
 // socketOf finds the nbio socket under a hijacked connection, and what to

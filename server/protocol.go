@@ -40,14 +40,25 @@ const (
 	// errRateLimited.
 	errUnavailable = "unavailable"
 	// errNotAllowed refuses what the sender may not do: a signal between
-	// two members of a room who are not both in its call.
+	// two members of a room who are not both in its call, a host request
+	// from a member (meetings.go).
 	errNotAllowed = "not_allowed"
+	// Meetings and tokens (PROTOCOL.md, "Rooms that belong to someone",
+	// "Tokens").
+	errUnauthorized     = "unauthorized"
+	errPasscodeRequired = "passcode_required"
+	errBadPasscode      = "bad_passcode"
+	errTooManyAttempts  = "too_many_attempts"
+	errRoomLocked       = "room_locked"
+	errDenied           = "denied"
+	errBanned           = "banned"
 )
 
 // errorCodes lists every error code, for metrics.
 var errorCodes = [...]string{errBadJSON, errUnknownType, errBadField, errNotInRoom,
 	errNoSuchMember, errTooLarge, errRateLimited, errTooManyRooms, errCallFull,
-	errUnavailable, errNotAllowed}
+	errUnavailable, errNotAllowed, errUnauthorized, errPasscodeRequired, errBadPasscode,
+	errTooManyAttempts, errRoomLocked, errDenied, errBanned}
 
 // request is any client → server message. Fields a type does not use are
 // ignored, and unknown fields are allowed so that clients may add some.
@@ -63,6 +74,20 @@ type request struct {
 	Action string          `json:"action"`
 	To     string          `json:"to"`
 	Data   json.RawMessage `json:"data"`
+
+	// Meetings (meetings.go) and tokens (tokens.go). Passcode is a
+	// pointer because settings tells "" (remove it) from absent.
+	Passcode *string `json:"passcode"`
+	HostKey  string  `json:"host_key"`
+	Lobby    *bool   `json:"lobby"`
+	Locked   *bool   `json:"locked"`
+	Listed   *bool   `json:"listed"`
+	ID       string  `json:"id"`
+	Role     string  `json:"role"`
+	Audio    *bool   `json:"audio"`
+	Video    *bool   `json:"video"`
+	Screen   *bool   `json:"screen"`
+	Token    string  `json:"token"`
 }
 
 // reqError is a refused request: the code and message of its error frame.
@@ -97,6 +122,7 @@ func decodeRequest(b []byte, req *request) *reqError {
 	case "":
 		return &reqError{errBadJSON, "missing string field type"}
 	case "nick", "join", "leave", "say", "rooms", "call", "signal", "history":
+	case "auth", "settings", "role", "admit", "deny", "remove", "mute", "end", "media":
 	default:
 		return &reqError{errUnknownType, "unknown request type"}
 	}
@@ -121,6 +147,12 @@ func (r *request) validate() *reqError {
 		}
 		if len(r.Epoch) > 64 {
 			return &reqError{errBadField, "epoch is too long"}
+		}
+		if r.Passcode != nil && len(*r.Passcode) > maxPasscodeBytes {
+			return &reqError{errBadField, "passcode is too long"}
+		}
+		if len(r.HostKey) > maxHostKeyBytes {
+			return &reqError{errBadField, "host_key is too long"}
 		}
 	case "leave":
 		if !validRoom(r.Room) {
@@ -166,6 +198,9 @@ func (r *request) validate() *reqError {
 		if r.Limit != nil && (*r.Limit < 1 || *r.Limit > maxHistoryPage) {
 			return &reqError{errBadField, "limit must be 1-100"}
 		}
+	case "rooms":
+	default:
+		return r.validateMeeting()
 	}
 	return nil
 }
@@ -289,6 +324,25 @@ func appendMembers(b []byte, key string, ms []member) []byte {
 	return appendMemberArray(appendKey(b, key), ms)
 }
 
+// appendMemberRoles appends ms as a JSON array of {id,nick,role} objects,
+// for joined.members; roles[i] is ms[i]'s.
+func appendMemberRoles(b []byte, ms []member, roles []string) []byte {
+	b = append(b, '[')
+	for i, m := range ms {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		b = appendString(b, m.id)
+		b = append(b, `,"nick":`...)
+		b = appendString(b, m.nick)
+		b = append(b, `,"role":`...)
+		b = appendString(b, roles[i])
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
 // appendMemberArray appends ms as a JSON array of {id,nick} objects.
 func appendMemberArray(b []byte, ms []member) []byte {
 	b = append(b, '[')
@@ -305,11 +359,14 @@ func appendMemberArray(b []byte, ms []member) []byte {
 	return append(b, ']')
 }
 
-func encodeHello(id, nick string) []byte {
-	b := startObject(newFrame(64+len(nick)), "hello")
+// encodeHello is the first frame; auth is the token mode (PROTOCOL.md,
+// "Tokens"): none, optional or required.
+func encodeHello(id, nick, auth string) []byte {
+	b := startObject(newFrame(80+len(nick)), "hello")
 	b = appendStrField(b, "id", id)
 	b = appendStrField(b, "nick", nick)
 	b = appendIntField(b, "version", protocolVersion)
+	b = appendStrField(b, "auth", auth)
 	return frameOf(append(b, '}'))
 }
 
@@ -328,6 +385,11 @@ type joinedInfo struct {
 	withRecovered  bool
 	recovered      bool
 	historyPayload int // total bytes of history, to size the buffer once
+	// The joiner's role, the room's host key in clear for its creator only
+	// (else ""), and the settings (meetings.go).
+	role     string
+	hostKey  string
+	settings roomSettings
 }
 
 // encodeJoined builds a joined frame in three parts to be written back to
@@ -335,10 +397,15 @@ type joinedInfo struct {
 // member list as is, and tail (history and the rest). In a big room the list
 // is the bulk of the frame; this way a join copies none of it.
 func encodeJoined(j *joinedInfo) (head, members, tail []byte) {
-	h := startObject(newFrame(96+len(j.room)+len(j.epoch)), "joined")
+	h := startObject(newFrame(200+len(j.room)+len(j.epoch)), "joined")
 	h = appendStrField(h, "room", j.room)
 	h = appendStrField(h, "epoch", j.epoch)
 	h = appendIntField(h, "count", int64(j.count))
+	h = appendStrField(h, "role", j.role)
+	if j.hostKey != "" {
+		h = appendStrField(h, "host_key", j.hostKey)
+	}
+	h = appendSettings(h, j.settings)
 	h = appendKey(h, "members")
 
 	t := make([]byte, 0, 32+j.historyPayload)
@@ -445,10 +512,35 @@ func appendRoomCount(b []byte, r roomCount) []byte {
 	return append(b, '}')
 }
 
-func encodeCall(room string, peers []member) []byte {
-	b := startObject(newFrame(48+len(room)+len(peers)*48), "call")
+// encodeCall is the call frame: the room's call peers but skip, each with
+// its media state once it announced one (PROTOCOL.md, media), and whether
+// the server forwards the call's media (sfu).
+func encodeCall(room string, peers []callPeer, skip string, sfu bool) []byte {
+	b := startObject(newFrame(48+len(room)+len(peers)*96), "call")
 	b = appendStrField(b, "room", room)
-	b = appendMembers(b, "peers", peers)
+	b = append(appendKey(b, "peers"), '[')
+	first := true
+	for _, p := range peers {
+		if p.id == skip {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, `{"id":`...)
+		b = appendString(b, p.id)
+		b = append(b, `,"nick":`...)
+		b = appendString(b, p.nick)
+		if p.media.known {
+			b = appendMedia(b, p.media)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, ']')
+	if sfu {
+		b = appendBoolField(b, "sfu", true)
+	}
 	return frameOf(append(b, '}'))
 }
 

@@ -69,7 +69,7 @@ func TestDecodeRequest(t *testing.T) {
 func TestEncodersProduceValidJSON(t *testing.T) {
 	hostile := "\"\\\x00\x1f\n\t<script>é🦊\u2028"
 	frames := [][]byte{
-		encodeHello("a", hostile),
+		encodeHello("a", hostile, "none"),
 		encodeNick(hostile),
 		joinedFrame(&joinedInfo{room: "r", epoch: "e", count: 2, members: appendMemberArray(nil, []member{{"a", hostile}}),
 			history: [][]byte{[]byte(`{"type":"msg"}`)}, withRecovered: true, recovered: true}),
@@ -77,7 +77,7 @@ func TestEncodersProduceValidJSON(t *testing.T) {
 		encodePresence("r", "join", "a", hostile, 3),
 		encodeCount("r", 501),
 		encodeRooms([]roomCount{{"a", 2}, {"b", 1}}),
-		encodeCall("r", []member{}),
+		encodeCall("r", []callPeer{{id: "a", nick: hostile}}, "", true),
 		encodeCallPeer("r", "leave", "a", hostile),
 		encodeSignal("r", "a", hostile, []byte(`{"sdp":"x"}`)),
 		encodeError(errBadField, hostile, hostile),

@@ -90,7 +90,9 @@ func (h *hub) rebuildRooms() {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for name, r := range sh.rooms {
-			if n := r.count(); n > 0 {
+			// A room with a passcode, or not listed, is never shown
+			// (PROTOCOL.md, "Settings").
+			if n := r.count(); n > 0 && r.meet.listed() {
 				all = append(all, roomCount{name, n})
 			}
 		}

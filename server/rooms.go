@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math/bits"
+	"noom/server/auth"
 	"noom/server/broker"
 	"runtime"
 	"slices"
@@ -69,6 +70,14 @@ type hub struct {
 
 	clientsMu sync.RWMutex
 	clients   map[uint64]*client // by connection id, for signal and call
+
+	// Meetings (meetings.go, lobby.go, tokens.go): the token verifier (nil
+	// without a key), failed passcodes per address and room, removed
+	// members' bars, and the slots of the passcode hashes running.
+	verifier *auth.Verifier
+	attempts *auth.Attempts
+	bars     *auth.Bars
+	slowSem  chan struct{}
 }
 
 // shard is one lock's worth of rooms.
@@ -78,6 +87,8 @@ type shard struct {
 	// folded lists rooms above the presence limit whose count changed since
 	// the last count frame.
 	folded []*room
+	// orphans lists rooms left without a host or cohost (meetings.go).
+	orphans []*room
 	_      [32]byte // separate shards' locks onto their own cache lines
 }
 
@@ -128,6 +139,9 @@ type room struct {
 	inflight int
 	pubGen   uint32
 
+	// meet is its settings, roles and lobby (meetings.go).
+	meet meeting
+
 	parts [][]*client // parts[w]: members served by worker w; worker-owned
 }
 
@@ -152,6 +166,9 @@ func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 		slowFrame:  closeFrame(closeTryAgainLater, "slow consumer"),
 		flushAt:    min(64<<10, cfg.SendBuffer/2),
 		sweepParts: max(1, int(cfg.PingInterval/sweepEvery(cfg))),
+		attempts:   auth.NewAttempts(passAttempts, passWindow),
+		bars:       auth.NewBars(),
+		slowSem:    make(chan struct{}, slowChecks),
 	}
 	for i := range h.shards {
 		h.shards[i].rooms = make(map[string]*room)
@@ -271,6 +288,7 @@ func (h *hub) disconnect(c *client) bool {
 		c.w.push(job{op: jobLeave, room: h.lobby, c: c})
 	}
 	c.w.push(job{op: jobUnregister, c: c})
+	c.stopAuthClock()
 	h.clientsMu.Lock()
 	delete(h.clients, c.id)
 	h.clientsMu.Unlock()
@@ -284,6 +302,7 @@ func (h *hub) disconnect(c *client) bool {
 // frame, gets nothing more, so its rooms see it leave at once rather than
 // when its socket closes, up to closeGrace later. c.mu must not be held.
 func (h *hub) leaveRooms(c *client) int {
+	h.leaveLobbies(c)
 	c.mu.Lock()
 	rooms := c.rooms
 	c.rooms = nil
@@ -321,35 +340,51 @@ func (c *client) inRoom(r *room) bool {
 	return c.roomOf(r.name) == r
 }
 
-// join adds c to room name and answers joined; see PROTOCOL.md for since
-// and recovered, and the README for epoch.
-func (h *hub) join(c *client, name string, since *int64, epoch string) {
+// join adds c to room jr.room and answers joined, or waiting, or why not
+// (lobby.go); see PROTOCOL.md for since and recovered, and the README for
+// epoch.
+func (h *hub) join(c *client, jr joinReq) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	h.joinLocked(c, jr)
+}
+
+// joinLocked is join with c.mu held.
+func (h *hub) joinLocked(c *client, jr joinReq) {
 	if c.getState() == connClosed { // disconnect has run: add no room
 		return
 	}
+	name := jr.room
 	if r := c.roomOf(name); r != nil { // already in: just send the state again
 		sh := h.shardOf(name)
 		sh.mu.Lock()
 		if h.cl == nil || r.loaded { // else the first joined is on its way
-			head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
+			head, members, tail := encodeJoined(h.joinedFor(r, c, jr.since, jr.epoch))
 			c.w.push(job{op: jobSend, c: c, frame: head, more: &[2][]byte{members, tail}})
 		}
 		sh.mu.Unlock()
 		return
 	}
-	if len(c.rooms) >= h.cfg.MaxRooms {
+	if c.waitingIn(name) != nil {
+		c.send(encodeWaiting(name))
+		return
+	}
+	if len(c.rooms)+len(c.waits) >= h.cfg.MaxRooms {
 		c.replyError(errTooManyRooms, "already in "+strconv.Itoa(h.cfg.MaxRooms)+" rooms", "join")
+		return
+	}
+	if t := c.token(); t != nil && !t.claims.MayJoin(name) {
+		c.replyError(errNotAllowed, "your token does not let you join room "+name, "join")
 		return
 	}
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	r := sh.rooms[name]
+	created := false
 	if r == nil {
 		var err error
-		if r, err = h.loadRoom(name); err != nil {
+		if r, created, err = h.loadRoom(name); err != nil {
 			h.log.Warn("room not loaded", "room", name, "err", err)
 			c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
 			return
@@ -360,6 +395,38 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 		c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
 		h.dropIfEmpty(sh, r)
 		return
+	}
+	role := roleMember
+	switch {
+	case created, h.hostGrant(c, r, &jr):
+		role = roleHost
+	case !h.gate(sh, r, c, &jr):
+		h.dropIfEmpty(sh, r)
+		return
+	}
+	h.addMember(sh, r, c, &jr, role, created)
+}
+
+// addMember makes c a member of r with role and answers joined; created
+// says c's join created r, which makes the host key. c.mu and the shard
+// lock are held.
+func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string, created bool) {
+	m := &r.meet
+	var hostKey string
+	if created {
+		hostKey = auth.NewHostKey()
+		m.hostKeyHash = auth.HashHostKey(hostKey)
+		h.saveSettings(r)
+	}
+	rolesChanged := false
+	if role == roleHost {
+		for id, rl := range m.roles { // a room has one host: the one present steps down
+			if rl == roleHost {
+				m.roles[id] = roleCohost
+				rolesChanged = true
+			}
+		}
+		m.setRole(c.idStr, roleHost)
 	}
 	h.countChange(r, +1)
 	r.members = append(r.members, c)
@@ -372,13 +439,22 @@ func (h *hub) join(c *client, name string, since *int64, epoch string) {
 		c.w.push(job{op: jobLeave, room: h.lobby, c: c})
 	}
 	if h.cl != nil && !r.loaded { // joined once it is read from the stream (cluster_load.go)
-		r.waiting = append(r.waiting, waitingJoin{c, since, epoch})
+		r.waiting = append(r.waiting, waitingJoin{c, jr.since, jr.epoch})
 	} else {
-		head, members, tail := encodeJoined(h.joinedInfo(r, since, epoch))
+		j := h.joinedFor(r, c, jr.since, jr.epoch)
+		j.hostKey = hostKey
+		head, members, tail := encodeJoined(j)
 		c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
 	}
 	h.presence(sh, r, "join", c.idStr, c.nickname(), c)
 	h.cl.memberEvent(evJoin, r.name, c.idStr, c.nickname())
+	if rolesChanged || (role != roleMember && len(r.members) > 1) {
+		h.roomChanged(r)
+	}
+	if role != roleMember {
+		h.sendKnocks(r, c)
+	}
+	h.checkOrphan(sh, r)
 }
 
 // roomLocked returns room name, creating it. The shard lock must be held.
@@ -409,14 +485,15 @@ func (h *hub) countChange(r *room, delta int) {
 // on in the store (history.go) or, in a cluster, in the stream, from which
 // the next join loads them (cluster_load.go). The shard lock must be held.
 func (h *hub) dropIfEmpty(sh *shard, r *room) {
-	if r.count() == 0 && r.inflight == 0 && len(r.call) == 0 && sh.rooms[r.name] == r {
+	if r.count() == 0 && r.inflight == 0 && len(r.call) == 0 && len(r.meet.lobbyq) == 0 && sh.rooms[r.name] == r {
 		delete(sh.rooms, r.name)
 	}
 }
 
 // joinedInfo describes r for a joined frame. The shard lock must be held.
 func (h *hub) joinedInfo(r *room, since *int64, epoch string) *joinedInfo {
-	j := &joinedInfo{room: r.name, epoch: r.epoch, count: r.count(), members: r.memberList()}
+	j := &joinedInfo{room: r.name, epoch: r.epoch, count: r.count(), members: r.memberList(),
+		role: roleMember, settings: r.meet.settings()}
 	last := r.seq
 	if h.br != nil {
 		last = r.durable // seq may run ahead of what members have received
@@ -432,6 +509,14 @@ func (h *hub) joinedInfo(r *room, since *int64, epoch string) *joinedInfo {
 	return j
 }
 
+// joinedFor is joinedInfo for c's own joined frame: with its role. The
+// shard lock must be held.
+func (h *hub) joinedFor(r *room, c *client, since *int64, epoch string) *joinedInfo {
+	j := h.joinedInfo(r, since, epoch)
+	j.role = r.meet.roleOf(c.idStr)
+	return j
+}
+
 // memberList returns the JSON array of the room's first maxListMembers
 // members for joined frames. It is cached: in a big room every join would
 // otherwise encode the same hundred members again. The shard lock must be
@@ -440,16 +525,19 @@ func (r *room) memberList() []byte {
 	if r.listJSON == nil {
 		n := min(len(r.members), maxListMembers)
 		ms := make([]member, n, min(r.count(), maxListMembers))
+		roles := make([]string, n, cap(ms))
 		for i, m := range r.members[:n] {
 			ms[i] = member{m.idStr, m.nickname()}
+			roles[i] = r.meet.roleOf(m.idStr)
 		}
 		for id, m := range r.remote { // members on other nodes fill the rest
 			if len(ms) == cap(ms) {
 				break
 			}
 			ms = append(ms, member{id, m.nick})
+			roles = append(roles, roleMember)
 		}
-		r.listJSON = appendMemberArray(make([]byte, 0, 2+len(ms)*40), ms)
+		r.listJSON = appendMemberRoles(make([]byte, 0, 2+len(ms)*56), ms, roles)
 	}
 	return r.listJSON
 }
@@ -518,6 +606,15 @@ func (h *hub) presence(sh *shard, r *room, event, id, nick string, skip *client)
 func (h *hub) leave(c *client, name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if w := c.waitingIn(name); w != nil { // waiting in its lobby: wait no more
+		sh := h.shardOf(name)
+		sh.mu.Lock()
+		w.unwait(c)
+		h.dropIfEmpty(sh, w)
+		sh.mu.Unlock()
+		c.send(encodeLeft(name))
+		return
+	}
 	r := c.memberOf(name, "leave")
 	if r == nil {
 		return
@@ -554,8 +651,17 @@ func (h *hub) leaveLocked(c *client, r *room, reply []byte) {
 	r.partCount[c.w.id]--
 	c.w.push(job{op: jobLeave, room: r, c: c, frame: reply})
 	h.leaveCall(r, c)
-	h.presence(sh, r, "leave", c.idStr, c.nickname(), c)
+	if !r.meet.ending {
+		h.presence(sh, r, "leave", c.idStr, c.nickname(), c)
+	}
 	h.cl.memberEvent(evLeave, r.name, c.idStr, "")
+	if r.meet.isMod(c.idStr) {
+		r.meet.setRole(c.idStr, roleMember)
+		if !r.meet.ending {
+			h.roomChanged(r)
+		}
+	}
+	h.checkOrphan(sh, r)
 	h.dropIfEmpty(sh, r)
 }
 
@@ -599,10 +705,21 @@ func (h *hub) sayLocked(r *room, from, nick, text string) {
 
 // rename sets c's nick, answers nick and tells c's rooms.
 func (h *hub) rename(c *client, nick string) {
+	if t := c.token(); t != nil && t.claims.Name != "" {
+		c.replyError(errNotAllowed, "your token sets your nick", "nick")
+		return
+	}
+	c.mu.Lock()
+	c.send(encodeNick(nick))
+	c.mu.Unlock()
+	h.renameQuiet(c, nick)
+}
+
+// renameQuiet sets c's nick and tells c's rooms, without answering c.
+func (h *hub) renameQuiet(c *client, nick string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.setNickname(nick)
-	c.send(encodeNick(nick))
 	names := make([]string, 0, len(c.rooms))
 	for _, r := range c.rooms {
 		sh := h.shardOf(r.name)
@@ -632,6 +749,9 @@ func (h *hub) tick() {
 		}
 		clear(sh.folded)
 		sh.folded = sh.folded[:0]
+		if len(sh.orphans) > 0 {
+			h.promoteOrphans(sh, h.clock.now())
+		}
 		sh.mu.Unlock()
 	}
 	if h.roomsDirty.Swap(false) {

@@ -130,6 +130,9 @@ func (s *server) start() error {
 		// spin a core. A short pause lets closing connections free some.
 		time.Sleep(20 * time.Millisecond)
 	})
+	if err := s.loadAuth(); err != nil {
+		return err
+	}
 	if err := s.openHistory(); err != nil {
 		return err
 	}
