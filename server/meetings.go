@@ -241,8 +241,8 @@ func (h *hub) changeSettings(c *client, req *request) {
 
 // settingsChange is what one settings request changes.
 type settingsChange struct {
-	setPass              bool
-	passHash             string
+	setPass               bool
+	passHash              string
 	lobby, locked, listed *bool
 }
 

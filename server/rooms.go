@@ -89,7 +89,7 @@ type shard struct {
 	folded []*room
 	// orphans lists rooms left without a host or cohost (meetings.go).
 	orphans []*room
-	_      [32]byte // separate shards' locks onto their own cache lines
+	_       [32]byte // separate shards' locks onto their own cache lines
 }
 
 // room is one chat room. Fields are guarded by the shard's lock except
