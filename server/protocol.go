@@ -320,10 +320,6 @@ func startObject(b []byte, typ string) []byte {
 // member is an {id,nick} pair as listed in joined.members and call.peers.
 type member struct{ id, nick string }
 
-func appendMembers(b []byte, key string, ms []member) []byte {
-	return appendMemberArray(appendKey(b, key), ms)
-}
-
 // appendMemberRoles appends ms as a JSON array of {id,nick,role} objects,
 // for joined.members; roles[i] is ms[i]'s.
 func appendMemberRoles(b []byte, ms []member, roles []string) []byte {
