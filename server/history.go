@@ -201,6 +201,8 @@ func (r *room) page(before uint64, limit int) (msgs [][]byte, more bool) {
 // -history-keep go, and empty rooms with nothing kept for forgetAfter are
 // forgotten. Called by the housekeeping goroutine, off the poller.
 func (h *hub) expireHistory(now time.Time) {
+	h.attempts.Expire(now) // both are bounded; this frees what ended
+	h.bars.Expire(now)
 	if h.br == nil {
 		return
 	}

@@ -86,7 +86,7 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 			c.replyError(errPasscodeRequired, "room "+r.name+" needs a passcode", "join")
 			return false
 		}
-		addr := c.remoteIP()
+		addr := auth.AddrKey(c.remoteIP()) // an IPv6 host has a /64 of addresses
 		if !h.attempts.Allow(addr, r.name, now) {
 			c.replyError(errTooManyAttempts, "too many wrong passcodes for room "+r.name+"; wait a minute", "join")
 			return false
