@@ -103,6 +103,10 @@ const (
 	evNick      = "n"
 	evHeartbeat = "h"
 	evBye       = "b"
+	// evRole: a member's role changed; evCmd: a host's request for another
+	// node's members or lobby (cluster_meetings.go).
+	evRole = "r"
+	evCmd  = "c"
 )
 
 // nodeEvent is one message on noom.ev.<node>.
@@ -113,10 +117,12 @@ type nodeEvent struct {
 	Rooms []string `json:"rs,omitempty"` // evNick: the member's rooms
 	ID    string   `json:"i,omitempty"`
 	Nick  string   `json:"n,omitempty"`
+	Role  string   `json:"o,omitempty"` // evJoin, evRole
+	Cmd   *roomCmd `json:"c,omitempty"` // evCmd
 }
 
 // remoteMember is a member of a room on another node.
-type remoteMember struct{ node, nick string }
+type remoteMember struct{ node, nick, role string }
 
 // islandState is a room's cluster state, kept while the room runs alone.
 type islandState struct {
@@ -134,6 +140,7 @@ type cluster struct {
 	url    string // -nats as given, credentials included: never log it as is (cluster_conn.go)
 	nc     *nats.Conn
 	js     jetstream.JetStream
+	kv     jetstream.KeyValue // rooms' settings (cluster_meetings.go)
 	stream jetstream.Stream
 	epoch  string // the stream's creation time: the epoch of every room
 
@@ -264,6 +271,12 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 		sub.SetPendingLimits(-1, 256<<20) // a snapshot can be large; memory is bounded by bytes
 		cl.subs = append(cl.subs, sub)
 	}
+	sub, err := cl.subscribeSettings()
+	if err != nil {
+		cl.close()
+		return nil, err
+	}
+	cl.subs = append(cl.subs, sub)
 	cl.joinedAt.Store(time.Now().UnixNano())
 	cl.ready.Store(true)
 	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // the others answer with theirs: see onEvent
@@ -296,6 +309,9 @@ func (cl *cluster) setup(ctx context.Context) error {
 	}
 	cl.stream = st
 	cl.epoch = "c" + strconv.FormatInt(st.CachedInfo().Created.UnixMilli(), 36)
+	if err := cl.setupSettings(ctx); err != nil {
+		return fmt.Errorf("jetstream bucket %s: %w", settingsBucket, err)
+	}
 	return nil
 }
 

@@ -75,12 +75,13 @@ func (cl *cluster) closeEvents(last nodeEvent, wait time.Duration) {
 	}
 }
 
-// memberEvent tells the cluster a local member joined or left a room.
-func (cl *cluster) memberEvent(typ, room, id, nick string) {
+// memberEvent tells the cluster a local member joined (with its role) or
+// left a room.
+func (cl *cluster) memberEvent(typ, room, id, nick, role string) {
 	if cl == nil || !cl.ready.Load() {
 		return
 	}
-	cl.publishEvent(nodeEvent{Type: typ, Room: room, ID: id, Nick: nick})
+	cl.publishEvent(nodeEvent{Type: typ, Room: room, ID: id, Nick: nick, Role: role})
 }
 
 // nickEvent tells the cluster a local member has a new nick.
@@ -206,11 +207,11 @@ func (cl *cluster) onEvent(m *nats.Msg) {
 }
 
 // snapshotChunk is one reply message of a snapshot: up to snapshotBatch
-// members as [room, id, nick].
+// members as [room, id, nick, role].
 type snapshotChunk struct {
 	Seq     uint64      `json:"s"`
 	Last    bool        `json:"last"`
-	Members [][3]string `json:"m"`
+	Members [][4]string `json:"m"`
 }
 
 const snapshotBatch = 2000
@@ -263,7 +264,7 @@ func (cl *cluster) fetchSnapshot(node string) {
 	cl.nodesMu.Unlock()
 }
 
-func (cl *cluster) requestSnapshot(node string) ([][3]string, uint64, error) {
+func (cl *cluster) requestSnapshot(node string) ([][4]string, uint64, error) {
 	inbox := cl.nc.NewRespInbox()
 	sub, err := cl.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -274,7 +275,7 @@ func (cl *cluster) requestSnapshot(node string) ([][3]string, uint64, error) {
 	if err := cl.nc.PublishRequest(subjSnap+node, inbox, nil); err != nil {
 		return nil, 0, err
 	}
-	var members [][3]string
+	var members [][4]string
 	for {
 		m, err := sub.NextMsg(5 * time.Second)
 		if err != nil {

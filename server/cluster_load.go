@@ -72,6 +72,13 @@ func (cl *cluster) startLifetime(room, subj string) (published, error) {
 	return published{}, err
 }
 
+// gatedJoin is a local join that waits for the room's load before it is
+// checked against the room's settings (cluster_meetings.go).
+type gatedJoin struct {
+	c  *client
+	jr joinReq
+}
+
 // waitingJoin is a local join whose joined frame waits for the room's load.
 type waitingJoin struct {
 	c     *client
@@ -119,16 +126,22 @@ func (cl *cluster) load(r *room) bool {
 func (cl *cluster) doLoad(req pubReq) {
 	r := req.room
 	var msgs []streamMsg
+	var set settingsEntry
+	var key string
 	err := errors.New("NATS is out of reach")
 	if cl.online() {
-		msgs, err = cl.readRoom(r.name)
+		if set, key, err = cl.readSettings(r.name); err == nil {
+			msgs, err = cl.readRoom(r.name)
+		}
 	}
 	if err != nil {
 		cl.log.Warn("room not loaded", "room", r.name, "err", err)
 		cl.h.refuseLoad(r)
 		return
 	}
-	cl.h.finishLoad(r, msgs)
+	for _, g := range cl.h.finishLoad(r, msgs, set, key) {
+		cl.h.join(g.c, g.jr) // checked now, against the settings just read
+	}
 }
 
 // readRoom returns the messages the stream keeps of room, oldest first:
@@ -190,15 +203,23 @@ func (cl *cluster) readRoom(room string) ([]streamMsg, error) {
 }
 
 // finishLoad gives r the message state read from the stream (msgs, oldest
-// first) merged with what the consumer applied meanwhile, and sends the
-// waiting joins their joined frames.
-func (h *hub) finishLoad(r *room, msgs []streamMsg) {
+// first) merged with what the consumer applied meanwhile, and its
+// settings (key: its host key, if this load created it), sends the
+// waiting joins their joined frames, and returns the joins to check now.
+func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key string) []gatedJoin {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	gated := r.gated
+	r.gated = nil
 	if sh.rooms[r.name] != r || !r.loading { // everyone left meanwhile, and the room was dropped
-		return
+		return gated // they load it again
 	}
+	if m := &r.meet; set.V >= m.version { // else a newer put was applied meanwhile
+		m.version = set.V
+		m.passHash, m.lobby, m.locked, m.unlisted, m.hostKeyHash = set.Passcode, set.Lobby, set.Locked, set.Unlisted, set.HostKey
+	}
+	r.meet.pendingKey = key
 	all := append(msgs, r.early...)
 	slices.SortStableFunc(all, func(a, b streamMsg) int { return cmp.Compare(a.streamSeq, b.streamSeq) })
 	all = slices.CompactFunc(all, func(a, b streamMsg) bool { return a.streamSeq == b.streamSeq })
@@ -227,9 +248,10 @@ func (h *hub) finishLoad(r *room, msgs []streamMsg) {
 			continue
 		}
 		in[w.c] = false
-		head, members, tail := encodeJoined(h.joinedInfo(r, w.since, w.epoch))
+		head, members, tail := encodeJoined(h.joinedFor(r, w.c, w.since, w.epoch))
 		w.c.w.push(job{op: jobJoin, room: r, c: w.c, frame: head, more: &[2][]byte{members, tail}})
 	}
+	return gated
 }
 
 // refuseLoad answers the joins waiting for r's load with unavailable, and
@@ -237,11 +259,15 @@ func (h *hub) finishLoad(r *room, msgs []streamMsg) {
 func (h *hub) refuseLoad(r *room) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
-	waiting := r.waiting
-	r.waiting, r.loading, r.early = nil, false, nil
+	waiting, gated := r.waiting, r.gated
+	r.waiting, r.gated, r.loading, r.early = nil, nil, false, nil
+	h.dropIfEmpty(sh, r)
 	sh.mu.Unlock()
 	for _, w := range waiting {
 		h.refuseJoin(w.c, r)
+	}
+	for _, g := range gated {
+		g.c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
 	}
 }
 

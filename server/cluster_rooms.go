@@ -94,18 +94,25 @@ func (h *hub) applyCall(name string, streamSeq uint64, list []callPeer) {
 func (h *hub) applyEvent(node string, ev nodeEvent) {
 	switch ev.Type {
 	case evJoin:
-		h.remoteJoin(node, ev.Room, ev.ID, ev.Nick)
+		h.remoteJoin(node, ev.Room, ev.ID, ev.Nick, ev.Role)
 	case evLeave:
 		h.remoteLeave(ev.Room, ev.ID)
 	case evNick:
 		for _, room := range ev.Rooms {
-			h.remoteJoin(node, room, ev.ID, ev.Nick)
+			h.remoteJoin(node, room, ev.ID, ev.Nick, "")
+		}
+	case evRole:
+		h.remoteRole(ev.Room, ev.ID, ev.Role)
+	case evCmd:
+		if ev.Cmd != nil && (ev.Cmd.Node == "" || ev.Cmd.Node == h.cl.node) {
+			h.roomCommand(ev.Room, ev.Cmd)
 		}
 	}
 }
 
-// remoteJoin records member id of node in room, or its new nick.
-func (h *hub) remoteJoin(node, name, id, nick string) {
+// remoteJoin records member id of node in room, or its new nick; role,
+// unless "" (a rename), is its role there (cluster_meetings.go).
+func (h *hub) remoteJoin(node, name, id, nick, role string) {
 	if !validRoom(name) || id == "" {
 		return
 	}
@@ -117,8 +124,12 @@ func (h *hub) remoteJoin(node, name, id, nick string) {
 		r.remote = make(map[string]remoteMember)
 	}
 	if m, ok := r.remote[id]; ok {
+		if role != "" && role != m.role {
+			h.remoteRoleLocked(r, id, role)
+			m = r.remote[id]
+		}
 		if m.nick != nick {
-			r.remote[id] = remoteMember{node, nick}
+			r.remote[id] = remoteMember{node, nick, m.role}
 			r.listJSON = nil
 			if r.count() <= h.cfg.PresenceLimit {
 				h.presence(sh, r, "nick", id, nick, nil)
@@ -127,9 +138,12 @@ func (h *hub) remoteJoin(node, name, id, nick string) {
 		return
 	}
 	h.countChange(r, +1)
-	r.remote[id] = remoteMember{node, nick}
+	r.remote[id] = remoteMember{node, nick, roleMember}
 	r.listJSON = nil
 	h.presence(sh, r, "join", id, nick, nil)
+	if role != "" && role != roleMember {
+		h.remoteRoleLocked(r, id, role)
+	}
 }
 
 // remoteLeave forgets member id of room name.
@@ -150,7 +164,13 @@ func (h *hub) remoteLeaveLocked(sh *shard, r *room, id string) {
 	h.countChange(r, -1)
 	delete(r.remote, id)
 	r.listJSON = nil
-	h.presence(sh, r, "leave", id, m.nick, nil)
+	if !r.meet.ending {
+		h.presence(sh, r, "leave", id, m.nick, nil)
+	}
+	if m.role != roleMember && m.role != "" {
+		h.roomChanged(r)
+	}
+	h.checkOrphan(sh, r)
 	h.dropIfEmpty(sh, r)
 }
 
@@ -178,13 +198,13 @@ func (h *hub) dropRemote(node string) []*room {
 
 // replaceRemote makes members ([room, id, nick]) all that this node knows
 // of node's members: a snapshot.
-func (h *hub) replaceRemote(node string, members [][3]string) {
-	want := make(map[string]map[string]string) // room -> id -> nick
+func (h *hub) replaceRemote(node string, members [][4]string) {
+	want := make(map[string]map[string][2]string) // room -> id -> nick, role
 	for _, m := range members {
 		if want[m[0]] == nil {
-			want[m[0]] = make(map[string]string)
+			want[m[0]] = make(map[string][2]string)
 		}
-		want[m[0]][m[1]] = m[2]
+		want[m[0]][m[1]] = [2]string{m[2], m[3]}
 	}
 	for i := range h.shards {
 		sh := &h.shards[i]
@@ -199,21 +219,21 @@ func (h *hub) replaceRemote(node string, members [][3]string) {
 		sh.mu.Unlock()
 	}
 	for name, ids := range want {
-		for id, nick := range ids {
-			h.remoteJoin(node, name, id, nick)
+		for id, m := range ids {
+			h.remoteJoin(node, name, id, m[0], m[1])
 		}
 	}
 }
 
-// localMembers lists this node's members as [room, id, nick].
-func (h *hub) localMembers() [][3]string {
-	var out [][3]string
+// localMembers lists this node's members as [room, id, nick, role].
+func (h *hub) localMembers() [][4]string {
+	var out [][4]string
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for name, r := range sh.rooms {
 			for _, c := range r.members {
-				out = append(out, [3]string{name, c.idStr, c.nickname()})
+				out = append(out, [4]string{name, c.idStr, c.nickname(), r.meet.roleOf(c.idStr)})
 			}
 		}
 		sh.mu.Unlock()

@@ -23,27 +23,37 @@ func (h *hub) remove(c *client, name, id string) {
 		c.replyError(errNotAllowed, "to leave a room, send leave", "remove")
 		return
 	}
-	t := h.lookup(id)
-	if t == nil {
-		c.replyError(errNoSuchMember, "no member "+id+" in room "+name, "remove")
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.roomOf(name) != r {
-		c.replyError(errNoSuchMember, "no member "+id+" in room "+name, "remove")
-		return
-	}
 	sh := h.shardOf(name)
 	sh.mu.Lock()
-	mine, theirs := r.meet.roleOf(c.idStr), r.meet.roleOf(id)
+	mine, theirs := r.meet.roleOf(c.idStr), r.roleOfAny(id)
+	rm, remote := r.remote[id]
 	sh.mu.Unlock()
 	if mine == roleMember || (theirs == roleHost && mine != roleHost) {
 		c.replyError(errNotAllowed, "you may not remove "+id+" from room "+name, "remove")
 		return
 	}
-	h.bars.Bar(name, t.barKey(), time.Now().Add(barTime))
-	h.dropMember(t, r, encodeRoomBy("removed", name, c.idStr))
+	if remote { // its node removes it, bars it everywhere
+		h.cl.command(name, roomCmd{Op: "remove", Node: rm.node, ID: id, By: c.idStr})
+		return
+	}
+	t := h.lookup(id)
+	if t == nil || !t.inRoom(r) {
+		c.replyError(errNoSuchMember, "no member "+id+" in room "+name, "remove")
+		return
+	}
+	h.removeLocal(t, r, c.idStr)
+}
+
+// removeLocal takes local member t out of r, as removed by by, and bars it
+// here and on every other node. Neither t.mu nor the shard lock may be
+// held.
+func (h *hub) removeLocal(t *client, r *room, by string) {
+	who, until := t.barKey(), time.Now().Add(barTime)
+	h.bars.Bar(r.name, who, until)
+	h.cl.command(r.name, roomCmd{Op: "bar", Who: who, Until: until.UnixMilli()})
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h.dropMember(t, r, encodeRoomBy("removed", r.name, by))
 }
 
 // dropMember takes t out of r, sending it frame (removed, ended) once it
@@ -70,18 +80,33 @@ func (h *hub) mute(c *client, name, id string) {
 	}
 	sh := h.shardOf(name)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	t := r.localMember(id)
-	if t == nil {
+	rm, remote := r.remote[id]
+	sh.mu.Unlock()
+	switch {
+	case remote:
+		h.cl.command(name, roomCmd{Op: "mute", Node: rm.node, ID: id, By: c.idStr})
+	case t == nil:
 		c.replyError(errNoSuchMember, "no member "+id+" in room "+name, "mute")
+	default:
+		h.muteLocal(r, t, c.idStr)
+	}
+}
+
+// muteLocal mutes local member t of r, as asked by by.
+func (h *hub) muteLocal(r *room, t *client, by string) {
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if r.localMember(t.idStr) == nil {
 		return
 	}
-	if i := indexPeer(r.call, id); i >= 0 {
+	if i := indexPeer(r.call, t.idStr); i >= 0 {
 		r.call[i].muted = true
 		r.call[i].media.audio = false
-		h.callMuted(r, id, true)
+		h.callMuted(r, t.idStr, true)
 	}
-	t.send(encodeRoomBy("mute", name, c.idStr))
+	t.send(encodeRoomBy("mute", r.name, by))
 }
 
 // end handles end: every member, the host too, gets ended and is out of
@@ -92,13 +117,20 @@ func (h *hub) end(c *client, name string) {
 	if r == nil {
 		return
 	}
+	h.cl.command(name, roomCmd{Op: "end", By: c.idStr})
+	h.endLocal(r, c.idStr)
+}
+
+// endLocal ends r for its members and lobby on this node, as by asked.
+func (h *hub) endLocal(r *room, by string) {
+	name := r.name
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	members := slices.Clone(r.members)
 	r.meet.ending = true
 	sh.mu.Unlock()
 	h.denyAll(r)
-	frame := encodeRoomBy("ended", name, c.idStr)
+	frame := encodeRoomBy("ended", name, by)
 	for _, t := range members {
 		t.mu.Lock()
 		if t.roomOf(name) == r {

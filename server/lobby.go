@@ -129,6 +129,7 @@ func (h *hub) wait(sh *shard, r *room, c *client, jr *joinReq) {
 			t.send(knock)
 		}
 	}
+	h.cl.command(r.name, roomCmd{Op: "knock", ID: c.idStr, Nick: c.nickname()}) // hosts elsewhere
 }
 
 // sendKnocks tells t, newly a host or cohost of r, who waits in r's lobby.
@@ -194,6 +195,10 @@ func (h *hub) admit(c *client, name, id string, let bool) {
 	if r == nil {
 		return
 	}
+	if node := nodeOf(id); h.cl != nil && node != h.cl.node && node != "" { // waits on another node
+		h.cl.command(name, roomCmd{Op: ref, Node: node, ID: id, By: c.idStr})
+		return
+	}
 	t := h.lookup(id)
 	if t == nil || !h.admitWaiter(r, t, !let) {
 		c.replyError(errNoSuchMember, "nobody "+id+" waits in room "+name, ref)
@@ -219,7 +224,11 @@ func (h *hub) admitWaiter(r *room, t *client, deny bool) bool {
 	default:
 		// A room with a lobby queue stays in memory (dropIfEmpty), so r is
 		// still the room by its name.
-		h.bars.Lift(r.name, t.barKey())
+		who := t.barKey()
+		if h.bars.Barred(r.name, who, time.Now()) {
+			h.bars.Lift(r.name, who)
+			h.cl.command(r.name, roomCmd{Op: "lift", Who: who})
+		}
 		h.addMember(sh, r, t, &w.jr, roleMember, false)
 	}
 	h.dropIfEmpty(sh, r)

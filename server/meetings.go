@@ -24,10 +24,8 @@ import (
 // unavailable instead of queueing without bound), then come back here and
 // check everything again, since the room may have changed meanwhile.
 //
-// In a cluster (h.br == nil) settings and roles are this node's alone:
-// nobody is a room's creator, rooms start with default settings, and the
-// 20-second rule gives each node's longest-present member the cohost role.
-// Sharing them through the cluster is future work (README).
+// In a cluster (h.br == nil) settings live in NATS instead, and roles
+// travel with membership (cluster_meetings.go).
 
 // meeting is a room's settings, roles and lobby. Guarded by the shard lock.
 type meeting struct {
@@ -48,6 +46,11 @@ type meeting struct {
 	orphaned    bool
 	// ending is set while end takes everyone out: no presence frames.
 	ending bool
+	// In a cluster: the version of the settings entry applied, and the
+	// new room's host key while its creator's join is on its way
+	// (cluster_meetings.go).
+	version    uint64
+	pendingKey string
 }
 
 // waiter is a connection in a room's lobby and the join it made.
@@ -174,7 +177,16 @@ func (r *room) roleEntries() []roleEntry {
 			out = append(out, roleEntry{c.idStr, role})
 		}
 	}
-	return out
+	return r.remoteRoles(out)
+}
+
+// roleOfAny returns the role of member id, here or on another node. The
+// shard lock must be held.
+func (r *room) roleOfAny(id string) string {
+	if m, ok := r.remote[id]; ok && m.role != "" {
+		return m.role
+	}
+	return r.meet.roleOf(id)
 }
 
 // roomChanged tells r's members its settings or roles changed. The shard
@@ -221,6 +233,10 @@ func (h *hub) changeSettings(c *client, req *request) {
 	ch := settingsChange{lobby: req.Lobby, locked: req.Locked, listed: req.Listed}
 	if req.Passcode == nil || *req.Passcode == "" {
 		ch.setPass = req.Passcode != nil
+		if h.cl != nil {
+			go h.cl.changeSettings(c, r, ch) // waits for NATS: off the event loop
+			return
+		}
 		h.applySettings(c, r, ch)
 		return
 	}
@@ -233,6 +249,10 @@ func (h *hub) changeSettings(c *client, req *request) {
 			return
 		}
 		ch.setPass, ch.passHash = true, hash
+		if h.cl != nil {
+			h.cl.changeSettings(c, r, ch)
+			return
+		}
 		h.applySettings(c, r, ch)
 	}) {
 		c.replyError(errUnavailable, "the server is busy checking passcodes; try again", "settings")
@@ -258,18 +278,9 @@ func (h *hub) applySettings(c *client, r *room, ch settingsChange) {
 		return
 	}
 	m := &r.meet
-	if ch.setPass {
-		m.passHash = ch.passHash
-	}
-	if ch.lobby != nil {
-		m.lobby = *ch.lobby
-	}
-	if ch.locked != nil {
-		m.locked = *ch.locked
-	}
-	if ch.listed != nil {
-		m.unlisted = !*ch.listed
-	}
+	s := storedSettings{Passcode: m.passHash, Lobby: m.lobby, Locked: m.locked, Unlisted: m.unlisted}
+	ch.applyTo(&s)
+	m.passHash, m.lobby, m.locked, m.unlisted = s.Passcode, s.Lobby, s.Locked, s.Unlisted
 	var admit []waiter
 	if !m.lobby {
 		admit = slices.Clone(m.lobbyq) // admitWaiter takes each out
@@ -296,30 +307,34 @@ func (h *hub) changeRole(c *client, name, id, role string) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	t := r.localMember(id)
-	if t == nil {
+	rm, remote := r.remote[id]
+	if t == nil && !remote {
 		c.replyError(errNoSuchMember, "no member "+id+" in room "+name, "role")
 		return
 	}
 	m := &r.meet
-	mine, theirs := m.roleOf(c.idStr), m.roleOf(id)
+	mine, theirs := m.roleOf(c.idStr), r.roleOfAny(id)
 	switch {
 	case mine == roleHost && id == c.idStr:
 		c.replyError(errNotAllowed, "a host hands the host role to another member", "role")
 		return
-	case mine == roleHost:
-		if role == roleHost {
-			m.setRole(c.idStr, roleCohost)
-		}
-		m.setRole(id, role)
-	case mine == roleCohost && theirs == roleMember && role == roleCohost:
-		m.setRole(id, role)
+	case mine == roleHost, mine == roleCohost && theirs == roleMember && role == roleCohost:
 	default:
 		c.replyError(errNotAllowed, "that role change is not yours to make", "role")
 		return
 	}
+	if mine == roleHost && role == roleHost {
+		h.setLocalRole(r, c.idStr, roleCohost)
+	}
+	if remote { // its node gives it the role, and tells everyone
+		h.cl.command(name, roomCmd{Op: "role", Node: rm.node, ID: id, Role: role, By: c.idStr})
+		h.roomChanged(r)
+		return
+	}
+	h.setLocalRole(r, id, role)
 	h.roomChanged(r)
 	if theirs == roleMember && role != roleMember {
-		h.sendKnocks(r, t)
+		h.announceMod(r, t)
 	}
 	h.checkOrphan(sh, r)
 }
@@ -340,7 +355,7 @@ func (r *room) localMember(id string) *client {
 // The shard lock must be held.
 func (h *hub) checkOrphan(sh *shard, r *room) {
 	m := &r.meet
-	if len(m.roles) > 0 || len(r.members) == 0 {
+	if len(m.roles) > 0 || len(r.members) == 0 || r.remoteMods() {
 		m.orphanSince = 0
 		return
 	}
@@ -361,14 +376,16 @@ func (h *hub) promoteOrphans(sh *shard, now int64) {
 	for _, r := range sh.orphans {
 		m := &r.meet
 		switch {
-		case m.orphanSince == 0 || len(m.roles) > 0 || len(r.members) == 0 || sh.rooms[r.name] != r:
+		case m.orphanSince == 0 || len(m.roles) > 0 || len(r.members) == 0 || r.remoteMods() || sh.rooms[r.name] != r:
 			m.orphaned, m.orphanSince = false, 0
 		case now-m.orphanSince >= h.cfg.HostGrace.Milliseconds():
 			m.orphaned, m.orphanSince = false, 0
-			first := r.members[0] // members are in join order
-			m.setRole(first.idStr, roleCohost)
+			// Members are in join order. In a cluster each node promotes
+			// its own longest-present member: two cohosts rather than none.
+			first := r.members[0]
+			h.setLocalRole(r, first.idStr, roleCohost)
 			h.roomChanged(r)
-			h.sendKnocks(r, first)
+			h.announceMod(r, first)
 		default:
 			keep = append(keep, r)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"hash/maphash"
 	"log/slog"
@@ -126,6 +127,9 @@ type room struct {
 	loaded, loading bool
 	early           []streamMsg
 	waiting         []waitingJoin
+	// gated are local joins that wait for the load to be checked against
+	// the room's settings (cluster_meetings.go).
+	gated []gatedJoin
 	// callJoins counts this node's call joins queued and not yet decided
 	// (cluster_calls.go); atomic, as they are queued under c.mu only.
 	callJoins atomic.Int32
@@ -391,10 +395,17 @@ func (h *hub) joinLocked(c *client, jr joinReq) {
 		}
 		sh.rooms[name] = r
 	}
-	if h.cl != nil && !r.loaded && !h.cl.load(r) {
-		c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
-		h.dropIfEmpty(sh, r)
+	if h.cl != nil && !r.loaded { // its settings first: the join is checked once it is loaded
+		if !h.cl.load(r) {
+			c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
+			h.dropIfEmpty(sh, r)
+			return
+		}
+		r.gated = append(r.gated, gatedJoin{c, jr})
 		return
+	}
+	if r.meet.pendingKey != "" { // the cluster's room was created by the load of this join
+		created = true
 	}
 	role := roleMember
 	switch {
@@ -413,7 +424,10 @@ func (h *hub) joinLocked(c *client, jr joinReq) {
 func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string, created bool) {
 	m := &r.meet
 	var hostKey string
-	if created {
+	switch {
+	case created && m.pendingKey != "": // stored by the load (cluster_meetings.go)
+		hostKey, m.pendingKey = m.pendingKey, ""
+	case created:
 		hostKey = auth.NewHostKey()
 		m.hostKeyHash = auth.HashHostKey(hostKey)
 		h.saveSettings(r)
@@ -422,11 +436,11 @@ func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string,
 	if role == roleHost {
 		for id, rl := range m.roles { // a room has one host: the one present steps down
 			if rl == roleHost {
-				m.roles[id] = roleCohost
+				h.setLocalRole(r, id, roleCohost)
 				rolesChanged = true
 			}
 		}
-		m.setRole(c.idStr, roleHost)
+		m.setRole(c.idStr, roleHost) // told to the cluster with the join below
 	}
 	h.countChange(r, +1)
 	r.members = append(r.members, c)
@@ -447,12 +461,12 @@ func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string,
 		c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
 	}
 	h.presence(sh, r, "join", c.idStr, c.nickname(), c)
-	h.cl.memberEvent(evJoin, r.name, c.idStr, c.nickname())
-	if rolesChanged || (role != roleMember && len(r.members) > 1) {
+	h.cl.memberEvent(evJoin, r.name, c.idStr, c.nickname(), role)
+	if rolesChanged || (role != roleMember && r.count() > 1) {
 		h.roomChanged(r)
 	}
 	if role != roleMember {
-		h.sendKnocks(r, c)
+		h.announceMod(r, c)
 	}
 	h.checkOrphan(sh, r)
 }
@@ -485,7 +499,7 @@ func (h *hub) countChange(r *room, delta int) {
 // on in the store (history.go) or, in a cluster, in the stream, from which
 // the next join loads them (cluster_load.go). The shard lock must be held.
 func (h *hub) dropIfEmpty(sh *shard, r *room) {
-	if r.count() == 0 && r.inflight == 0 && len(r.call) == 0 && len(r.meet.lobbyq) == 0 && sh.rooms[r.name] == r {
+	if r.count() == 0 && r.inflight == 0 && len(r.call) == 0 && len(r.meet.lobbyq) == 0 && len(r.gated) == 0 && sh.rooms[r.name] == r {
 		delete(sh.rooms, r.name)
 	}
 }
@@ -535,7 +549,7 @@ func (r *room) memberList() []byte {
 				break
 			}
 			ms = append(ms, member{id, m.nick})
-			roles = append(roles, roleMember)
+			roles = append(roles, cmp.Or(m.role, roleMember))
 		}
 		r.listJSON = appendMemberRoles(make([]byte, 0, 2+len(ms)*56), ms, roles)
 	}
@@ -654,7 +668,7 @@ func (h *hub) leaveLocked(c *client, r *room, reply []byte) {
 	if !r.meet.ending {
 		h.presence(sh, r, "leave", c.idStr, c.nickname(), c)
 	}
-	h.cl.memberEvent(evLeave, r.name, c.idStr, "")
+	h.cl.memberEvent(evLeave, r.name, c.idStr, "", "")
 	if r.meet.isMod(c.idStr) {
 		r.meet.setRole(c.idStr, roleMember)
 		if !r.meet.ending {
