@@ -510,3 +510,37 @@ func TestRoomsListHidesPrivateRooms(t *testing.T) {
 		t.Fatalf("rooms frame lists the unlisted room: %v", m)
 	}
 }
+
+// TestSecretsStayHidden: the host key and passcode reach nobody but the
+// creator's own joined frame: no other member's frames, no log line, no
+// /api or /metrics answer.
+func TestSecretsStayHidden(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	a, b, key := hostRoom(t, srv, "sec")
+	const pass = "hunter2-passcode"
+	a.send(map[string]any{"type": "settings", "room": "sec", "passcode": pass, "lobby": true})
+	a.waitFor("room")
+	w := dial(t, srv)
+	w.send(map[string]any{"type": "join", "room": "sec", "passcode": pass})
+	w.expect("waiting")
+	a.send(map[string]any{"type": "admit", "room": "sec", "id": w.id})
+	w.expect("joined")
+	a.send(map[string]any{"type": "role", "room": "sec", "id": b.id, "role": "cohost"})
+	b.waitFor("room")
+	a.send(map[string]any{"type": "join", "room": "sec", "host_key": key}) // again, with the key
+	a.waitFor("joined")
+	seenBy := map[string]string{"member": string(b.seen), "admitted": string(w.seen)}
+	_, api := httpGet(t, srv, "/api/rooms")
+	_, cfg := httpGet(t, srv, "/api/config")
+	_, metrics := adminGet(t, srv, "/metrics")
+	seenBy["/api/rooms"], seenBy["/api/config"], seenBy["/metrics"], seenBy["log"] = api, cfg, metrics, logsOf(srv)
+	for where, text := range seenBy {
+		if strings.Contains(text, key) || strings.Contains(text, pass) {
+			t.Errorf("a secret is in %s", where)
+		}
+	}
+	if n := strings.Count(string(a.seen), key); n != 1 {
+		t.Errorf("the host key is in %d of the host's frames, want 1 (its first joined)", n)
+	}
+}
