@@ -9,10 +9,12 @@ import (
 )
 
 // pionLogs bridges pion's leveled loggers into the SFU's slog.Logger, so
-// pion's warnings land in the server's log with the same format instead
-// of on stderr. pion's Info is chatty (every state change of every
-// transport), so it goes to Debug; Debug and Trace are dropped unless the
-// slog handler wants them.
+// pion's messages land in the server's log with the same format instead
+// of on stderr. pion is chatty: its Info is every state change, and its
+// Warn fires on every normal close ("Failed to accept RTP stream is
+// already closed", reads on closed pipes), so both go to Debug; pion's
+// Error becomes a Warn. What an operator must act on, the SFU logs itself
+// (a failed connection, a page that does not answer).
 type pionLogs struct{ log *slog.Logger }
 
 // NewLogger implements logging.LoggerFactory.
@@ -38,7 +40,7 @@ func (l pionLogger) Debug(msg string)                  { l.out(slog.LevelDebug-4
 func (l pionLogger) Debugf(format string, args ...any) { l.outf(slog.LevelDebug-4, format, args...) }
 func (l pionLogger) Info(msg string)                   { l.out(slog.LevelDebug, msg) }
 func (l pionLogger) Infof(format string, args ...any)  { l.outf(slog.LevelDebug, format, args...) }
-func (l pionLogger) Warn(msg string)                   { l.out(slog.LevelWarn, msg) }
-func (l pionLogger) Warnf(format string, args ...any)  { l.outf(slog.LevelWarn, format, args...) }
-func (l pionLogger) Error(msg string)                  { l.out(slog.LevelError, msg) }
-func (l pionLogger) Errorf(format string, args ...any) { l.outf(slog.LevelError, format, args...) }
+func (l pionLogger) Warn(msg string)                   { l.out(slog.LevelDebug, msg) }
+func (l pionLogger) Warnf(format string, args ...any)  { l.outf(slog.LevelDebug, format, args...) }
+func (l pionLogger) Error(msg string)                  { l.out(slog.LevelWarn, msg) }
+func (l pionLogger) Errorf(format string, args ...any) { l.outf(slog.LevelWarn, format, args...) }

@@ -20,6 +20,10 @@ const (
 	// peer is dropped. Pages answer at once (see the package doc), but a
 	// loaded machine or a permission prompt in the way deserve slack.
 	answerTimeout = 30 * time.Second
+	// connectTimeout is how long after its first answer a peer has to
+	// connect (ICE and DTLS) before it is dropped as unreachable: pion
+	// alone can stay "checking" forever when no candidate pair exists.
+	connectTimeout = 30 * time.Second
 	// maxEarlyCandidates bounds the page's ICE candidates kept while its
 	// first answer is not in yet.
 	maxEarlyCandidates = 64
@@ -37,6 +41,8 @@ type Peer struct {
 	up         [mediaCount]*webrtc.RTPTransceiver
 	audioMuted atomic.Bool
 	left       atomic.Bool
+	connected  atomic.Bool // ICE and DTLS were up once
+	reported   sync.Once   // the "never connected" warning
 	done       chan struct{}
 
 	// negMu serialises everything that touches the peer connection's
@@ -347,6 +353,15 @@ func (p *Peer) answer(sdp string) error {
 	var firstErr error
 	if !p.answered {
 		p.answered = true
+		wait := p.call.sfu.cfg.connectTimeout
+		if wait == 0 {
+			wait = connectTimeout
+		}
+		time.AfterFunc(wait, func() {
+			if !p.connected.Load() {
+				p.unreachable(fmt.Sprintf("not connected %v after the answer", wait))
+			}
+		})
 		for _, c := range p.early {
 			if err := p.pc.AddICECandidate(c); err != nil && firstErr == nil {
 				firstErr = fmt.Errorf("sfu: signal: candidate: %w", err)
@@ -485,18 +500,47 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 }
 
 // onState drops a peer whose connection failed for good, saying what to
-// check. pion calls it on a goroutine of its own.
+// check, or that the page closed (pion closes the connection when the
+// page's DTLS close arrives). pion calls it on a goroutine of its own.
 func (p *Peer) onState(st webrtc.PeerConnectionState) {
-	if st != webrtc.PeerConnectionStateFailed || p.left.Load() {
+	if p.left.Load() {
 		return
 	}
 	s := p.call.sfu
-	p.negMu.Lock()
-	tried := append([]string(nil), p.tried...)
-	p.negMu.Unlock()
-	s.log.Warn("sfu: peer connection failed; dropping the peer. Check that the page can reach the media port over UDP "+
-		"(or TCP), and -rtc-public-ip if the server is behind NAT or in a container",
-		"peer", p.id, "call", p.call.id, "media_port", s.udpAt.String(), "public_ips", s.cfg.PublicIPs,
-		"page_candidates", tried)
+	switch st {
+	case webrtc.PeerConnectionStateConnected:
+		p.connected.Store(true)
+		return
+	case webrtc.PeerConnectionStateClosed:
+		s.log.Debug("sfu: the page closed its peer connection", "peer", p.id, "call", p.call.id)
+	case webrtc.PeerConnectionStateFailed:
+		if p.connected.Load() {
+			s.log.Info("sfu: lost the page's connection (no packets); dropping the peer", "peer", p.id, "call", p.call.id)
+			break
+		}
+		p.unreachable("ICE failed")
+		return
+	default:
+		return
+	}
+	p.Leave()
+}
+
+// unreachable logs, once, why a peer never connected and what to check,
+// and drops it.
+func (p *Peer) unreachable(why string) {
+	if p.left.Load() {
+		return
+	}
+	p.reported.Do(func() {
+		s := p.call.sfu
+		p.negMu.Lock()
+		tried := append([]string(nil), p.tried...)
+		p.negMu.Unlock()
+		s.log.Warn("sfu: peer connection never connected; dropping the peer. Check that the page can reach the media port "+
+			"over UDP (or TCP), and -rtc-public-ip if the server is behind NAT or in a container",
+			"peer", p.id, "call", p.call.id, "why", why, "media_port", s.udpAt.String(), "public_ips", s.cfg.PublicIPs,
+			"page_candidates", tried)
+	})
 	p.Leave()
 }

@@ -42,6 +42,8 @@ type Config struct {
 	// iceDisconnected and iceFailed shorten pion's ICE timeouts in tests
 	// (zero: iceDisconnectedTimeout and iceFailedTimeout).
 	iceDisconnected, iceFailed time.Duration
+	// connectTimeout shortens the package's connectTimeout in tests.
+	connectTimeout time.Duration
 }
 
 const (
