@@ -44,8 +44,8 @@ func (h *hub) callAction(c *client, name, action string) {
 		c.replyCallFull()
 		return
 	}
-	c.send(callReply(name, next, c.idStr, join))
-	h.setCall(r, next)
+	c.send(callReply(name, next, c.idStr, join, r.sfu || h.sfuWanted(len(next))))
+	h.setCall(r, next, c.idStr)
 }
 
 // replyCallFull refuses a call join.
@@ -70,11 +70,11 @@ func (h *hub) nextCall(cur []callPeer, c *client, join bool) (next []callPeer, f
 
 // callReply is the call frame that answers id: after a join, the other
 // peers, whom the newcomer then offers to; after a leave, none.
-func callReply(room string, list []callPeer, id string, joined bool) []byte {
+func callReply(room string, list []callPeer, id string, joined, sfu bool) []byte {
 	if !joined {
-		list = nil
+		list, sfu = nil, false
 	}
-	return encodeCall(room, list, id, false)
+	return encodeCall(room, list, id, sfu)
 }
 
 func indexPeer(list []callPeer, id string) int {
@@ -82,10 +82,12 @@ func indexPeer(list []callPeer, id string) int {
 }
 
 // setCall makes next r's call and tells r's local call peers who left and
-// who joined. The shard lock must be held.
-func (h *hub) setCall(r *room, next []callPeer) {
+// who joined, and the SFU (calls_sfu.go; answered is the peer whose call
+// reply went out already). The shard lock must be held.
+func (h *hub) setCall(r *room, next []callPeer, answered string) {
 	prev := r.call
 	r.call = next
+	defer h.sfuSetCall(r, prev, answered)
 	for _, p := range prev {
 		if indexPeer(next, p.id) < 0 {
 			h.notifyCall(r, "leave", p)
@@ -120,7 +122,7 @@ func (h *hub) leaveCall(r *room, c *client) {
 		return
 	}
 	next, _ := h.nextCall(r.call, c, false)
-	h.setCall(r, next)
+	h.setCall(r, next, "")
 }
 
 // signal relays data from c to member to of room name, on this node or,
@@ -138,6 +140,10 @@ func (h *hub) signal(c *client, name, to string, data []byte) {
 	r := c.memberOf(name, "signal")
 	c.mu.Unlock()
 	if r == nil {
+		return
+	}
+	if to == sfuPeerID && h.sfu != nil {
+		h.sfuSignal(c, r, data)
 		return
 	}
 	t := h.lookup(to)

@@ -111,7 +111,7 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 			req.c.replyCallFull()
 		} else if !full {
 			cl.replyCall(req, next)
-			cl.h.setCall(r, next)
+			cl.h.setCall(r, next, "")
 		}
 		sh.mu.Unlock()
 	}
@@ -119,7 +119,7 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 
 func (cl *cluster) replyCall(req pubReq, list []callPeer) {
 	if req.kind == reqCall && req.reply {
-		req.c.send(callReply(req.room.name, list, req.c.idStr, req.join))
+		req.c.send(callReply(req.room.name, list, req.c.idStr, req.join, false)) // a cluster's calls are a mesh (calls_sfu.go)
 	}
 }
 

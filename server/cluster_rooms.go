@@ -85,7 +85,7 @@ func (h *hub) applyCall(name string, streamSeq uint64, list []callPeer) {
 		return
 	}
 	r.callSeq = streamSeq
-	h.setCall(r, list)
+	h.setCall(r, list, "")
 	h.flushSignals(r)
 	h.dropIfEmpty(sh, r)
 }

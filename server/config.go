@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"syscall"
 	"time"
@@ -81,8 +82,23 @@ type Config struct {
 	// PresenceLimit is the member count above which presence events are
 	// folded into one count frame a second. Default 500.
 	PresenceLimit int
-	// CallLimit is the most peers in one room's video call. Default 6.
+	// CallLimit is the most peers in one room's video call. Default 0:
+	// 25 with the SFU (-sfu auto or on), 6 for a mesh (-sfu off).
 	CallLimit int
+	// SFU says how calls carry media: "auto" (default: calls of more than
+	// two peers go through the server's SFU), "on" (every call) or "off"
+	// (a WebRTC mesh between the pages, at most 6).
+	SFU string
+	// RTCUDP is the one UDP address of the SFU's media. Default :7882.
+	// Left at the default and taken, the server starts without the SFU
+	// and warns; an address given explicitly must bind.
+	RTCUDP string
+	// RTCTCP, if set, also takes ICE over TCP on this address, for
+	// clients whose network blocks UDP. Default none.
+	RTCTCP string
+	// RTCPublicIPs are the addresses advertised to browsers instead of the
+	// local ones: a server behind 1:1 NAT or in a container. Default none.
+	RTCPublicIPs []string
 	// MaxConns caps WebSocket connections; further upgrades get 503.
 	// Default: the open-file limit minus a reserve for listeners, HTTP
 	// requests and the process's own files.
@@ -241,7 +257,22 @@ func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.HistoryKeep, "history-keep", c.HistoryKeep, "messages the store keeps per room")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long the store keeps a message")
 	fs.IntVar(&c.PresenceLimit, "presence-limit", c.PresenceLimit, "members above which presence events fold into one count frame a second")
-	fs.IntVar(&c.CallLimit, "call-limit", c.CallLimit, "peers in one room's video call")
+	fs.IntVar(&c.CallLimit, "call-limit", c.CallLimit, "peers in one room's video call (0: 25 with the SFU, 6 for a mesh)")
+	fs.StringVar(&c.SFU, "sfu", c.SFU, "media of calls: auto (through the server above 2 peers), on (always), off (a mesh between the pages)")
+	fs.StringVar(&c.RTCUDP, "rtc-udp", c.RTCUDP, "UDP `address` of all the SFU's media (one port)")
+	fs.StringVar(&c.RTCTCP, "rtc-tcp", c.RTCTCP, "TCP `address` for ICE over TCP, for clients whose network blocks UDP (empty: off)")
+	fs.Func("rtc-public-ip", "comma-separated IP `addresses` the SFU advertises instead of its own (1:1 NAT, containers)", func(s string) error {
+		c.RTCPublicIPs = nil
+		for _, ip := range strings.Split(s, ",") {
+			if ip = strings.TrimSpace(ip); ip != "" {
+				if net.ParseIP(ip) == nil {
+					return fmt.Errorf("%q is not an IP address", ip)
+				}
+				c.RTCPublicIPs = append(c.RTCPublicIPs, ip)
+			}
+		}
+		return nil
+	})
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "WebSocket connections in all (over it: 503); the default leaves 2% of the open-file limit for other files")
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "WebSocket connections per remote address (over it: 429); 0 is off")
 	fs.IntVar(&c.SendBuffer, "send-buffer", c.SendBuffer, "unsent `bytes` a connection may have queued before it is closed with 1013")
@@ -306,7 +337,8 @@ func defaultConfig() Config {
 		HistoryKeep:     10000,
 		Retention:       30 * 24 * time.Hour,
 		PresenceLimit:   500,
-		CallLimit:       6,
+		SFU:             sfuAuto,
+		RTCUDP:          defaultRTCUDP,
 		MaxConns:        defaultMaxConns(),
 		SendBuffer:      1 << 20,
 		PingInterval:    25 * time.Second,
@@ -357,6 +389,21 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("-retention must be positive"))
 	}
 	positive("presence-limit", c.PresenceLimit)
+	switch c.SFU {
+	case sfuAuto, sfuOn:
+		if c.CallLimit == 0 {
+			c.CallLimit = 25
+		}
+	case sfuOff:
+		if c.CallLimit == 0 {
+			c.CallLimit = 6
+		}
+	default:
+		errs = append(errs, errors.New("-sfu must be auto, on or off"))
+	}
+	if c.SFU != sfuOff && c.RTCUDP == "" {
+		errs = append(errs, errors.New("-rtc-udp is needed for the SFU (or -sfu off)"))
+	}
 	positive("call-limit", c.CallLimit)
 	positive("max-conns", c.MaxConns)
 	positive("send-buffer", c.SendBuffer)

@@ -119,6 +119,7 @@ func startServer(t testing.TB, mutate func(*Config)) *server {
 	cfg.AdminAddr = "127.0.0.1:0" // a port of its own: parallel tests never meet on the default
 	cfg.Data = ""                 // in memory; tests of the store on disk give a directory
 	cfg.MaxConns = 5000
+	cfg.RTCUDP = "127.0.0.1:0" // the SFU's media port: a free one per server
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -178,4 +178,8 @@ func (h *hub) media(c *client, name string, audio, video, screen bool) {
 // callMuted is where a host's mute reaches the media: nothing to do in a
 // mesh, where each page sends its own; the SFU stops forwarding. The
 // shard lock is held.
-func (h *hub) callMuted(r *room, id string, muted bool) {}
+func (h *hub) callMuted(r *room, id string, muted bool) {
+	if h.sfu != nil && r.sfu {
+		h.sfu.push(sfuOp{kind: sfuMute, room: r.name, id: id, muted: muted})
+	}
+}

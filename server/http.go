@@ -117,7 +117,11 @@ func (s *server) apiConfig(w http.ResponseWriter, r *http.Request) {
 	if ice == nil {
 		ice = []ICEServer{}
 	}
-	writeJSON(w, map[string]any{"iceServers": ice, "callLimit": s.cfg.CallLimit})
+	mode := s.cfg.SFU
+	if s.hub.sfu == nil {
+		mode = sfuOff
+	}
+	writeJSON(w, map[string]any{"iceServers": ice, "callLimit": s.cfg.CallLimit, "sfu": mode})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

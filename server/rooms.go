@@ -75,6 +75,10 @@ type hub struct {
 	// Meetings (meetings.go, lobby.go, tokens.go): the token verifier (nil
 	// without a key), failed passcodes per address and room, removed
 	// members' bars, and the slots of the passcode hashes running.
+	// sfu forwards calls' media (calls_sfu.go); nil with -sfu off or in a
+	// cluster.
+	sfu *sfuGlue
+
 	verifier *auth.Verifier
 	attempts *auth.Attempts
 	bars     *auth.Bars
@@ -109,6 +113,7 @@ type room struct {
 	listJSON  []byte     // cached JSON of the first members, see memberList
 	partCount []int32    // members served by each worker
 	call      []callPeer // the room's video call
+	sfu       bool       // its media goes through the SFU (calls_sfu.go)
 	announced int        // last count sent in a presence or count frame
 	inFolded  bool       // queued in shard.folded
 

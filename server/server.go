@@ -147,7 +147,15 @@ func (s *server) start() error {
 		s.closeHistory()
 		return err
 	}
+	if err := s.startSFU(); err != nil {
+		s.stopCluster()
+		s.hub.stop()
+		s.stopAdmin()
+		s.closeHistory()
+		return fmt.Errorf("SFU: %w", err)
+	}
 	if err := s.engine.Start(); err != nil {
+		s.stopSFU()
 		s.stopCluster()
 		s.hub.stop()
 		s.stopAdmin()
@@ -218,6 +226,7 @@ wait:
 	if e := s.engine.Shutdown(ectx); e != nil && !errors.Is(e, context.DeadlineExceeded) {
 		err = errors.Join(err, e)
 	}
+	s.stopSFU()
 	s.stopCluster()
 	// Before the workers stop: the store writes what is queued and hands
 	// those messages to the fan-out.
