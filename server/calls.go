@@ -85,9 +85,16 @@ func indexPeer(list []callPeer, id string) int {
 // who joined, and the SFU (calls_sfu.go; answered is the peer whose call
 // reply went out already). The shard lock must be held.
 func (h *hub) setCall(r *room, next []callPeer, answered string) {
-	prev := r.call
-	r.call = next
-	defer h.sfuSetCall(r, prev, answered)
+	// Once through the SFU, a call stays there until it empties: moving
+	// back to a mesh would have both pages of a two-peer call offer.
+	h.setCallSFU(r, next, len(next) > 0 && (r.sfu || h.sfuWanted(len(next))), answered)
+}
+
+// setCallSFU is setCall with the call's media mode decided: sfu.
+func (h *hub) setCallSFU(r *room, next []callPeer, sfu bool, answered string) {
+	prev, prevSFU := r.call, r.sfu
+	r.call, r.sfu = next, sfu
+	defer h.sfuSetCall(r, prev, prevSFU, answered)
 	for _, p := range prev {
 		if indexPeer(next, p.id) < 0 {
 			h.notifyCall(r, "leave", p)
@@ -142,7 +149,7 @@ func (h *hub) signal(c *client, name, to string, data []byte) {
 	if r == nil {
 		return
 	}
-	if to == sfuPeerID && h.sfu != nil {
+	if to == sfuPeerID {
 		h.sfuSignal(c, r, data)
 		return
 	}

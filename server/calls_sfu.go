@@ -58,9 +58,10 @@ type sfuOp struct {
 	kind  sfuOpKind
 	room  string
 	id    string
-	c     *client // join: where its signals go; signal: who to answer
+	c     *client // join: where its signals go; signal: who to answer (nil: on another node)
 	data  []byte  // signal
 	muted bool    // mute
+	seq   uint64  // join: the call list's stream sequence, for relayed signals
 }
 
 type sfuOpKind uint8
@@ -72,12 +73,11 @@ const (
 	sfuMute
 )
 
-// startSFU opens the SFU's port unless -sfu off or in a cluster (calls
-// there stay a mesh: README). A default port that is taken leaves the SFU
+// startSFU opens the SFU's port unless -sfu off. A default port that is taken leaves the SFU
 // off with a warning; an explicit one must bind.
 func (s *server) startSFU() error {
 	cfg := &s.cfg
-	if cfg.SFU == sfuOff || s.hub.cl != nil {
+	if cfg.SFU == sfuOff {
 		return nil
 	}
 	ice := make([]webrtc.ICEServer, 0, len(cfg.ICEServers))
@@ -154,14 +154,20 @@ func (g *sfuGlue) run() {
 			if old := g.peers[k]; old != nil { // joined again: a fresh connection
 				old.Leave()
 			}
-			room, c := op.room, op.c
-			call := g.s.Call(room, func(ids []string) { g.h.speakers(room, ids) })
-			p, err := call.Join(op.id, func(data []byte) {
-				c.send(encodeSignal(room, sfuPeerID, sfuPeerID, data))
-			})
+			room, c, id, seq := op.room, op.c, op.id, op.seq
+			call := g.s.Call(room, func(ids []string) { g.h.speakers(room, ids, true) })
+			send := func(data []byte) { c.send(encodeSignal(room, sfuPeerID, sfuPeerID, data)) }
+			if c == nil { // a peer on another node: its signals go through NATS
+				send = func(data []byte) {
+					g.h.cl.relaySignal(nodeOf(id), signalRelay{Room: room, To: id, From: sfuPeerID, Nick: sfuPeerID, Data: data, CallSeq: seq})
+				}
+			}
+			p, err := call.Join(op.id, send)
 			if err != nil {
 				g.h.log.Warn("SFU join", "room", room, "peer", op.id, "err", err)
-				c.replyError(errUnavailable, "the call's media could not be set up; join the call again", "call")
+				if c != nil {
+					c.replyError(errUnavailable, "the call's media could not be set up; join the call again", "call")
+				}
 				continue
 			}
 			g.peers[k] = p
@@ -172,15 +178,21 @@ func (g *sfuGlue) run() {
 			}
 		case sfuSignal:
 			p := g.peers[k]
-			if p == nil {
-				op.c.replyError(errNotAllowed, "no media connection to the SFU in room "+op.room+"; join the call", "signal")
-				continue
-			}
-			if err := p.Signal(op.data); err != nil {
-				if errors.Is(err, sfu.ErrClosed) {
-					continue
+			var err error
+			switch {
+			case p == nil:
+				err = errors.New("no media connection to the SFU in room " + op.room + "; join the call")
+			default:
+				if err = p.Signal(op.data); errors.Is(err, sfu.ErrClosed) {
+					err = nil
 				}
-				op.c.replyError(errBadField, "signal data for the SFU: "+err.Error(), "signal")
+			}
+			switch {
+			case err == nil:
+			case op.c != nil:
+				op.c.replyError(errBadField, "signal for the SFU: "+err.Error(), "signal")
+			default:
+				g.h.log.Debug("relayed signal for the SFU", "room", op.room, "peer", op.id, "err", err)
 			}
 		case sfuMute:
 			if p := g.peers[k]; p != nil {
@@ -198,63 +210,94 @@ func (h *hub) sfuWanted(n int) bool {
 	return h.sfu != nil && (h.cfg.SFU == sfuOn || n > 2)
 }
 
-// sfuSetCall brings the SFU in step with r's call going from prev to
-// r.call: the call moves to the SFU when it grows past the mesh (every
-// local peer but answered, whose call reply said so already, gets a new
-// call frame), peers that joined get a pion peer, those that left lose it.
-// The shard lock must be held.
-func (h *hub) sfuSetCall(r *room, prev []callPeer, answered string) {
-	if h.sfu == nil {
-		return
+// sfuHome is the node whose SFU carries a call's media: the node of its
+// first peer, the one in it longest ("" standalone, where ids name no
+// node). Every node computes the same from the same list.
+func sfuHome(call []callPeer) string {
+	if len(call) == 0 {
+		return ""
 	}
-	next := r.call
-	if len(next) == 0 {
+	return nodeOf(call[0].id)
+}
+
+// thisNode is this node's name in a cluster, "" standalone.
+func (h *hub) thisNode() string {
+	if h.cl == nil {
+		return ""
+	}
+	return h.cl.node
+}
+
+// sfuSetCall brings the SFU in step with r's call going from prev (through
+// the SFU if prevSFU) to r.call (if r.sfu): the call moves to the SFU, or
+// to another node's SFU when its first peer left, and every local peer
+// but answered, whose call reply said so already, gets a new call frame;
+// this node's SFU, if it is the call's home, gets a pion peer for each
+// peer that joined (on any node) and drops those that left. The shard
+// lock must be held.
+func (h *hub) sfuSetCall(r *room, prev []callPeer, prevSFU bool, answered string) {
+	me := h.thisNode()
+	prevHome, home := sfuHome(prev), sfuHome(r.call)
+	moving := r.sfu && (!prevSFU || home != prevHome)
+	if h.sfu != nil && prevSFU && prevHome == me {
 		for _, p := range prev {
-			h.sfu.push(sfuOp{kind: sfuLeave, room: r.name, id: p.id})
-		}
-		r.sfu = false
-		return
-	}
-	moving := !r.sfu && h.sfuWanted(len(next))
-	if !r.sfu && !moving {
-		return
-	}
-	r.sfu = true
-	for _, p := range prev {
-		if indexPeer(next, p.id) < 0 {
-			h.sfu.push(sfuOp{kind: sfuLeave, room: r.name, id: p.id})
+			if !r.sfu || home != me || indexPeer(r.call, p.id) < 0 {
+				h.sfu.push(sfuOp{kind: sfuLeave, room: r.name, id: p.id})
+			}
 		}
 	}
-	for _, p := range next {
-		if p.c == nil || (!moving && indexPeer(prev, p.id) >= 0) {
+	if !r.sfu {
+		return
+	}
+	if moving {
+		for _, p := range r.call {
+			if p.c != nil && p.id != answered {
+				p.c.send(encodeCall(r.name, r.call, p.id, true))
+			}
+		}
+	}
+	if h.sfu == nil || home != me {
+		return
+	}
+	for _, p := range r.call {
+		if !moving && prevHome == me && indexPeer(prev, p.id) >= 0 {
 			continue
 		}
-		if moving && p.id != answered {
-			p.c.send(encodeCall(r.name, next, p.id, true))
-		}
-		h.sfu.push(sfuOp{kind: sfuJoin, room: r.name, id: p.id, c: p.c})
+		h.sfu.push(sfuOp{kind: sfuJoin, room: r.name, id: p.id, c: p.c, seq: r.callSeq})
 		if p.muted {
 			h.sfu.push(sfuOp{kind: sfuMute, room: r.name, id: p.id, muted: true})
 		}
 	}
 }
 
-// sfuSignal passes a signal from call peer c to the SFU.
+// sfuSignal passes a signal from call peer c to the SFU of the call's
+// home: here, or through NATS on another node.
 func (h *hub) sfuSignal(c *client, r *room, data []byte) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	ok := r.sfu && indexPeer(r.call, c.idStr) >= 0
+	home, seq := sfuHome(r.call), r.callSeq
 	sh.mu.Unlock()
 	switch {
 	case !ok:
 		c.replyError(errNotAllowed, "the call in room "+r.name+" does not go through the server", "signal")
+	case home != h.thisNode() && h.cl != nil:
+		if !h.cl.relaySignal(home, signalRelay{Room: r.name, To: sfuPeerID, From: c.idStr, Nick: c.nickname(), Data: data, CallSeq: seq}) {
+			c.replyError(errUnavailable, "the signal could not reach the call's node; try again", "signal")
+		}
+	case h.sfu == nil:
+		c.replyError(errNotAllowed, "this server forwards no media", "signal")
 	case !h.sfu.push(sfuOp{kind: sfuSignal, room: r.name, id: c.idStr, c: c, data: data}):
 		c.replyError(errUnavailable, "the server is busy; try again", "signal")
 	}
 }
 
-// speakers tells room's local call peers who speaks, loudest first.
-func (h *hub) speakers(room string, ids []string) {
+// speakers tells room's local call peers who speaks, loudest first, and
+// with tell, the other nodes' (cluster_meetings.go).
+func (h *hub) speakers(room string, ids []string, tell bool) {
+	if tell {
+		h.cl.command(room, roomCmd{Op: "speakers", IDs: ids})
+	}
 	sh := h.shardOf(room)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -381,7 +381,8 @@ func (cl *cluster) apply(m jetstream.Msg) {
 	case strings.HasPrefix(subj, subjMsg):
 		cl.h.applyMsg(roomOfSubject(subj, subjMsg), cl.msgOf(m.Headers(), m.Data(), sseq))
 	case strings.HasPrefix(subj, subjCall):
-		cl.h.applyCall(roomOfSubject(subj, subjCall), sseq, decodeCallList(m.Data(), cl.h))
+		list, sfu := decodeCallList(m.Data(), cl.h)
+		cl.h.applyCall(roomOfSubject(subj, subjCall), sseq, list, sfu, nil)
 	}
 	if sseq > cl.applied.Load() {
 		cl.applied.Store(sseq)

@@ -54,7 +54,7 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 		}
 	}
 	for deadline := time.Now().Add(casPatience); cl.online(); {
-		cur, sseq := cl.callState(r, last[subj])
+		cur, curSFU, sseq := cl.callState(r, last[subj])
 		var next []callPeer
 		full := false
 		if req.kind == reqPurge {
@@ -68,19 +68,20 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 			}
 			return
 		}
-		if sameCall(cur, next) {
-			cl.replyCall(req, next)
+		nextSFU := len(next) > 0 && (curSFU || cl.h.sfuWanted(len(next)))
+		if sameCall(cur, next) && curSFU == nextSFU {
+			cl.replyCall(req, next, nextSFU)
 			return
 		}
-		ack, err := cl.publish(&nats.Msg{Subject: subj, Data: encodeCallList(next)}, sseq)
+		ack, err := cl.publish(&nats.Msg{Subject: subj, Data: encodeCallList(next, nextSFU)}, sseq)
 		switch {
 		case err == nil:
-			last[subj] = published{streamSeq: ack.Sequence, call: next}
+			last[subj] = published{streamSeq: ack.Sequence, call: next, callSFU: nextSFU}
 			// Applied here at once, not when the consumer reads it back:
 			// the newcomer offers as soon as it has the call frame, and
 			// its signals are checked against this node's list.
-			cl.h.applyCall(r.name, ack.Sequence, next)
-			cl.replyCall(req, next)
+			cl.replyCall(req, next, nextSFU) // first: the SFU's offer follows it
+			cl.h.applyCall(r.name, ack.Sequence, next, nextSFU, req.c)
 			return
 		case isWrongLastSeq(err):
 			cl.casRetries.Add(1)
@@ -110,30 +111,30 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 		if full && req.reply {
 			req.c.replyCallFull()
 		} else if !full {
-			cl.replyCall(req, next)
-			cl.h.setCall(r, next, "")
+			cl.replyCall(req, next, false)
+			cl.h.setCallSFU(r, next, false, "") // an island's call is a mesh: the SFU's home may be out of reach
 		}
 		sh.mu.Unlock()
 	}
 }
 
-func (cl *cluster) replyCall(req pubReq, list []callPeer) {
+func (cl *cluster) replyCall(req pubReq, list []callPeer, sfu bool) {
 	if req.kind == reqCall && req.reply {
-		req.c.send(callReply(req.room.name, list, req.c.idStr, req.join, false)) // a cluster's calls are a mesh (calls_sfu.go)
+		req.c.send(callReply(req.room.name, list, req.c.idStr, req.join, sfu))
 	}
 }
 
 // callState returns r's call list and its stream sequence, the newer of
 // the applied one and this publisher's own.
-func (cl *cluster) callState(r *room, mine published) ([]callPeer, uint64) {
+func (cl *cluster) callState(r *room, mine published) ([]callPeer, bool, uint64) {
 	sh := cl.h.shardOf(r.name)
 	sh.mu.Lock()
-	cur, sseq := r.call, r.callSeq
+	cur, sfu, sseq := r.call, r.sfu, r.callSeq
 	sh.mu.Unlock()
 	if mine.streamSeq > sseq {
-		return mine.call, mine.streamSeq
+		return mine.call, mine.callSFU, mine.streamSeq
 	}
-	return cur, sseq
+	return cur, sfu, sseq
 }
 
 // withoutGone returns list without the peers that are gone: of node (just
@@ -215,25 +216,35 @@ type callEntry struct {
 	Nick string `json:"nick"`
 }
 
-func encodeCallList(list []callPeer) []byte {
+// callRecord is a call list as stored: its peers, and whether its media go
+// through the SFU (decided by the node that stored it, so that every node
+// agrees; calls_sfu.go). Lists stored before it existed are a bare array.
+type callRecord struct {
+	Peers []callEntry `json:"p"`
+	SFU   bool        `json:"sfu,omitempty"`
+}
+
+func encodeCallList(list []callPeer, sfu bool) []byte {
 	entries := make([]callEntry, len(list))
 	for i, p := range list {
 		entries[i] = callEntry{p.id, p.nick}
 	}
-	b, _ := json.Marshal(entries)
+	b, _ := json.Marshal(callRecord{entries, sfu})
 	return b
 }
 
 // decodeCallList reads a stored call list, finding the local peers'
 // connections.
-func decodeCallList(b []byte, h *hub) []callPeer {
-	var entries []callEntry
-	if err := json.Unmarshal(b, &entries); err != nil {
-		return nil
+func decodeCallList(b []byte, h *hub) ([]callPeer, bool) {
+	var rec callRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		if json.Unmarshal(b, &rec.Peers) != nil {
+			return nil, false
+		}
 	}
-	list := make([]callPeer, len(entries))
-	for i, e := range entries {
+	list := make([]callPeer, len(rec.Peers))
+	for i, e := range rec.Peers {
 		list[i] = callPeer{id: e.ID, nick: e.Nick, c: h.lookup(e.ID)}
 	}
-	return list
+	return list, rec.SFU
 }

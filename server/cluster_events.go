@@ -359,6 +359,18 @@ func (cl *cluster) onSignal(m *nats.Msg) {
 // deliverSignal sends s to its target, a local peer of r's call, if its
 // sender is a peer of that call too. The shard lock must be held.
 func (h *hub) deliverSignal(r *room, s signalRelay) {
+	switch {
+	case s.To == sfuPeerID: // for this node's SFU, the call's home
+		if h.sfu != nil && r.sfu && sfuHome(r.call) == h.thisNode() && indexPeer(r.call, s.From) >= 0 {
+			h.sfu.push(sfuOp{kind: sfuSignal, room: r.name, id: s.From, data: s.Data})
+		}
+		return
+	case s.From == sfuPeerID: // from the SFU of the call's home
+		if i := indexPeer(r.call, s.To); i >= 0 && r.call[i].c != nil && r.sfu {
+			r.call[i].c.send(encodeSignal(r.name, sfuPeerID, sfuPeerID, s.Data))
+		}
+		return
+	}
 	i := indexPeer(r.call, s.To)
 	if i < 0 || r.call[i].c == nil || indexPeer(r.call, s.From) < 0 {
 		return

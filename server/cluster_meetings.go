@@ -65,6 +65,8 @@ type roomCmd struct {
 	Nick  string `json:"nick,omitempty"`
 	Who   string `json:"who,omitempty"`   // bar, lift: the barKey
 	Until int64  `json:"until,omitempty"` // bar: Unix ms
+	// IDs: speakers, the call's speakers, loudest first (calls_sfu.go).
+	IDs []string `json:"ids,omitempty"`
 }
 
 // setupSettings creates or opens the bucket and follows its changes. Its
@@ -365,6 +367,12 @@ func (h *hub) roomCommand(name string, cmd *roomCmd) {
 		sh.mu.Unlock()
 	case "end":
 		h.endLocal(r, cmd.By)
+	case "speakers":
+		h.speakers(name, cmd.IDs, false)
+	case "sfumute": // this node is the call's home
+		if h.sfu != nil {
+			h.sfu.push(sfuOp{kind: sfuMute, room: name, id: cmd.ID, muted: cmd.Role == "on"})
+		}
 	}
 }
 

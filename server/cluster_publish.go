@@ -42,6 +42,7 @@ type published struct {
 	seq, streamSeq uint64
 	epoch          string // a message's
 	call           []callPeer
+	callSFU        bool
 }
 
 var pubSeed = maphash.MakeSeed()
@@ -228,7 +229,8 @@ func (cl *cluster) lastMsg(subj string) (published, error) {
 // publishedOf describes a stored message or call list.
 func (cl *cluster) publishedOf(m *jetstream.RawStreamMsg) published {
 	if strings.HasPrefix(m.Subject, subjCall) {
-		return published{streamSeq: m.Sequence, call: decodeCallList(m.Data, cl.h)}
+		list, sfu := decodeCallList(m.Data, cl.h)
+		return published{streamSeq: m.Sequence, call: list, callSFU: sfu}
 	}
 	e := cl.msgOf(m.Header, m.Data, m.Sequence)
 	return published{seq: e.seq, streamSeq: e.streamSeq, epoch: e.epoch}

@@ -179,7 +179,15 @@ func (h *hub) media(c *client, name string, audio, video, screen bool) {
 // mesh, where each page sends its own; the SFU stops forwarding. The
 // shard lock is held.
 func (h *hub) callMuted(r *room, id string, muted bool) {
-	if h.sfu != nil && r.sfu {
+	switch home := sfuHome(r.call); {
+	case !r.sfu:
+	case home != h.thisNode(): // the call's media is on another node
+		on := "off"
+		if muted {
+			on = "on"
+		}
+		h.cl.command(r.name, roomCmd{Op: "sfumute", Node: home, ID: id, Role: on})
+	case h.sfu != nil:
 		h.sfu.push(sfuOp{kind: sfuMute, room: r.name, id: id, muted: muted})
 	}
 }

@@ -21,10 +21,12 @@ import (
 // into the first offer's transceivers and counts what it receives, per
 // publishing peer (the stream id) and track.
 type rtcPeer struct {
-	t    *testing.T
-	ws   *wsConn
-	room string
-	pc   *webrtc.PeerConnection
+	t        *testing.T
+	ws       *wsConn
+	room     string
+	api      *webrtc.API
+	pc       *webrtc.PeerConnection // replaced when the call moves: only read touches it
+	sfuCalls int                    // call frames with sfu true seen
 
 	audio, camera *webrtc.TrackLocalStaticSample
 	offers        atomic.Int32
@@ -50,14 +52,34 @@ func newRTCPeer(t *testing.T, srv *server, room string) *rtcPeer {
 		t.Fatal(err)
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se))
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &rtcPeer{t: t, ws: dial(t, srv), room: room, pc: pc, got: map[string]*atomic.Int64{},
+	p := &rtcPeer{t: t, ws: dial(t, srv), room: room, api: api, got: map[string]*atomic.Int64{},
 		frames: make(chan msg, 1024), stop: make(chan struct{})}
 	p.audio, _ = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "mine")
 	p.camera, _ = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "camera", "mine")
+	if err := p.newPC(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.close)
+	p.ws.join(room)
+	p.ws.send(map[string]any{"type": "call", "room": room, "action": "join"})
+	p.stopped.Add(2)
+	go p.read()
+	go p.publish()
+	return p
+}
+
+// newPC makes the peer's connection to the SFU, as a page does for each
+// call frame that says sfu (the first, and one per move of the call).
+func (p *rtcPeer) newPC() error {
+	pc, err := p.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return err
+	}
+	if p.pc != nil {
+		_ = p.pc.Close()
+	}
+	p.pc = pc
+	p.offers.Store(0)
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c != nil {
 			init := c.ToJSON()
@@ -82,13 +104,7 @@ func newRTCPeer(t *testing.T, srv *server, room string) *rtcPeer {
 			}
 		}()
 	})
-	t.Cleanup(p.close)
-	p.ws.join(room)
-	p.ws.send(map[string]any{"type": "call", "room": room, "action": "join"})
-	p.stopped.Add(2)
-	go p.read()
-	go p.publish()
-	return p
+	return nil
 }
 
 // signal sends data to the SFU. Safe from pion's goroutines: net.Conn
@@ -120,6 +136,13 @@ func (p *rtcPeer) read() {
 		if json.Unmarshal(f.payload, &m) != nil {
 			p.fail(fmt.Errorf("bad JSON %q", f.payload))
 			continue
+		}
+		if m.str("type") == "call" && m["sfu"] == true {
+			if p.sfuCalls++; p.sfuCalls > 1 { // the call moved: start over, as the page does
+				if err := p.newPC(); err != nil {
+					p.fail(err)
+				}
+			}
 		}
 		if m.str("type") == "signal" && m.str("from") == sfuPeerID {
 			if err := p.onSignal(m["data"].(map[string]any)); err != nil {
@@ -222,9 +245,9 @@ func (p *rtcPeer) close() {
 	default:
 	}
 	close(p.stop)
-	_ = p.pc.Close()
 	_ = p.ws.c.Close()
 	p.stopped.Wait()
+	_ = p.pc.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, err := range p.errs {
@@ -319,4 +342,40 @@ func TestSFUSignalRules(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &cfg); err != nil || cfg["sfu"] != "auto" || cfg["callLimit"] != float64(25) {
 		t.Fatalf("/api/config %s", body)
 	}
+}
+
+// TestClusterSFUCall: a call's media lives on the node of its first peer;
+// peers on the other nodes reach it through signals relayed over NATS.
+// When that peer leaves, the call moves to the next one's node and every
+// peer connects there.
+func TestClusterSFUCall(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	nodes := startNodes(t, ns.ClientURL(), 3, func(c *Config) { c.Rate, c.Burst = 1000, 1000 })
+	a := newRTCPeer(t, nodes[0], "media")
+	a.waitFrame("call")
+	b := newRTCPeer(t, nodes[1], "media")
+	b.waitFrame("call")
+	c := newRTCPeer(t, nodes[2], "media")
+	for _, p := range []*rtcPeer{a, b, c} {
+		for m := p.waitFrame("call"); m["sfu"] != true; m = p.waitFrame("call") {
+		}
+	}
+	flowing(t, []*rtcPeer{a, b, c})
+	if st := nodes[0].hub.sfu.s.Stats(); st.Peers != 3 {
+		t.Fatalf("the first peer's node has %d SFU peers, want all 3", st.Peers)
+	}
+	if st := nodes[1].hub.sfu.s.Stats(); st.Peers != 0 {
+		t.Fatalf("another node has %d SFU peers, want 0", st.Peers)
+	}
+	a.ws.send(map[string]any{"type": "call", "room": "media", "action": "leave"})
+	for _, p := range []*rtcPeer{b, c} { // moved to b's node
+		for m := p.waitFrame("call"); m["sfu"] != true; m = p.waitFrame("call") {
+		}
+	}
+	eventually(t, 30*time.Second, "b and c to reach each other through b's node", func() bool {
+		bb, cb := b.packets(c.ws.id, "camera"), c.packets(b.ws.id, "camera")
+		return nodes[1].hub.sfu.s.Stats().Peers == 2 && bb > 0 && cb > 0 && nodes[0].hub.sfu.s.Stats().Peers == 0
+	})
+	cv := c.packets(b.ws.id, "camera")
+	eventually(t, 30*time.Second, "media to flow through the new home", func() bool { return c.packets(b.ws.id, "camera") > cv+30 })
 }
