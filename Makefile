@@ -91,11 +91,11 @@ fuzz:
 NATS_PORT ?= 4222
 cluster: build
 	$(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
-	@echo "NATS nats://127.0.0.1:$(NATS_PORT); nodes http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083; metrics http://127.0.0.1:9091/metrics 9092 9093"
+	@echo "NATS nats://127.0.0.1:$(NATS_PORT); nodes http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083; metrics http://127.0.0.1:9091/metrics 9092 9093; media UDP 127.0.0.1:7881-7883"
 	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM; \
 	$(BIN)/nats-server -a 127.0.0.1 -p $(NATS_PORT) -js -sd $${TMPDIR:-/tmp}/noom-cluster-nats & \
 	sleep 1; \
-	for n in 1 2 3; do $(BIN)/noom -addr 127.0.0.1:808$$n -admin-addr 127.0.0.1:909$$n -nats nats://127.0.0.1:$(NATS_PORT) $(FLAGS) & done; \
+	for n in 1 2 3; do $(BIN)/noom -addr 127.0.0.1:808$$n -admin-addr 127.0.0.1:909$$n -rtc-udp 127.0.0.1:788$$n -nats nats://127.0.0.1:$(NATS_PORT) $(FLAGS) & done; \
 	wait
 
 clean:

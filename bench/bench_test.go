@@ -54,7 +54,7 @@ func startTestServer(t *testing.T, bin string, admin bool, extra ...string) []st
 	}
 	args := []string{"-addr", addr}
 	if admin {
-		args = append(args, "-admin-addr", "127.0.0.1:0", "-data", t.TempDir())
+		args = append(args, "-admin-addr", "127.0.0.1:0", "-rtc-udp", "127.0.0.1:0", "-data", t.TempDir())
 	}
 	srv, err := startServer(context.Background(), bin, append(args, extra...), false, admin)
 	if err != nil {

@@ -175,7 +175,7 @@ func runAgainst(ctx context.Context, cfg *Config, s serverUnderTest, stderr io.W
 	}
 	args := []string{"-addr", addr}
 	if s.admin {
-		args = append(args, "-admin-addr", "127.0.0.1:0") // before s.args: -server-args can override it
+		args = append(args, "-admin-addr", "127.0.0.1:0", "-rtc-udp", "127.0.0.1:0") // before s.args: -server-args can override it
 		// noom's store on disk, as it runs by default, in a directory of
 		// this run's own: a store left by an earlier run would only grow.
 		dir, err := os.MkdirTemp("", "noom-bench-data-")
