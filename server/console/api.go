@@ -411,7 +411,7 @@ func (c *Console) connections(w http.ResponseWriter, r *http.Request, _ caller) 
 	ctx, cancel := context.WithTimeout(r.Context(), c.opt.Timeout)
 	defer cancel()
 	conns, err := c.src.Connections(ctx, q)
-	if err != nil {
+	if err != nil && conns == nil {
 		jsonError(w, statusOf(err), err.Error())
 		return
 	}
@@ -429,7 +429,11 @@ func (c *Console) connections(w http.ResponseWriter, r *http.Request, _ caller) 
 	if conns == nil {
 		conns = []Conn{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"connections": conns[:min(total, maxList)], "total": total})
+	ans := map[string]any{"connections": conns[:min(total, maxList)], "total": total}
+	if err != nil { // some nodes did not answer: what the others said, and who they are
+		ans["warning"] = err.Error()
+	}
+	writeJSON(w, http.StatusOK, ans)
 }
 
 // badRequest is an error answered 400.

@@ -84,7 +84,9 @@ type Source interface {
 	// Room describes one room.
 	Room(ctx context.Context, name string) (RoomDetail, error)
 	// Connections lists the connections whose id, nick or address contains
-	// q (any case), on every node.
+	// q (any case), on every node. An error that comes with a non-nil slice,
+	// empty or not, is a partial answer (a node did not answer): both are
+	// served.
 	Connections(ctx context.Context, q string) ([]Conn, error)
 	// Disconnect closes connection id, on whichever node holds it.
 	Disconnect(ctx context.Context, id, by string) error
