@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,6 +36,10 @@ type adminConsole struct {
 	started time.Time
 	sem     chan struct{} // bounds the other nodes' requests in flight (cluster_admin.go)
 	subs    []*nats.Subscription
+	// ready is set once start has wired everything (the cluster link
+	// above all): the admin listener serves before that, and its console
+	// reads nothing of the server until it sees ready.
+	ready atomic.Bool
 }
 
 // adminState returns the console's state, making it on first use (in
@@ -95,6 +100,7 @@ func (s *server) newConsole() (*console.Console, error) {
 // because both read the hub's cluster link, set while starting.
 func (s *server) startConsole() {
 	st := s.adminState()
+	st.ready.Store(true)
 	if cl := s.hub.cl; cl != nil {
 		if err := s.serveClusterAdmin(cl); err != nil {
 			s.log.Warn("other nodes' consoles cannot reach this node", "err", err)
@@ -116,14 +122,23 @@ func (s *server) stopConsole() {
 	}
 }
 
-// consoleSource is console.Source over this server.
+// consoleSource is console.Source over this server. Every method answers
+// ErrUnavailable until the server has started (adminConsole.ready).
 type consoleSource struct{ s *server }
 
 var _ console.Source = (*consoleSource)(nil)
 
+// errStarting answers the console while the server starts.
+var errStarting = fmt.Errorf("the server is still starting: %w", console.ErrUnavailable)
+
+func (src *consoleSource) started() bool { return src.s.console.ready.Load() }
+
 // Nodes implements console.Source: this node, and in a cluster every other
 // that answers within gatherWait, and those that did not as missing.
 func (src *consoleSource) Nodes(ctx context.Context) ([]console.Node, error) {
+	if !src.started() {
+		return nil, errStarting
+	}
 	s := src.s
 	self := s.nodeState()
 	self.Self = true
@@ -145,12 +160,18 @@ func (src *consoleSource) Nodes(ctx context.Context) ([]console.Node, error) {
 // Rooms implements console.Source from this node's room table alone: in a
 // cluster it holds every room with members anywhere (localRooms).
 func (src *consoleSource) Rooms(_ context.Context, q string) ([]console.Room, error) {
+	if !src.started() {
+		return nil, errStarting
+	}
 	return src.s.localRooms(q), nil
 }
 
 // Room implements console.Source. A room this node holds only for members
 // elsewhere has no messages here: a node of one of them tells them.
 func (src *consoleSource) Room(ctx context.Context, name string) (console.RoomDetail, error) {
+	if !src.started() {
+		return console.RoomDetail{}, errStarting
+	}
 	s := src.s
 	d, found, loaded, remote := s.roomDetail(name)
 	if !found {
@@ -168,6 +189,9 @@ func (src *consoleSource) Room(ctx context.Context, name string) (console.RoomDe
 // node's that answers. Nodes that did not answer are named in an error
 // that comes with what the others said.
 func (src *consoleSource) Connections(ctx context.Context, q string) ([]console.Conn, error) {
+	if !src.started() {
+		return nil, errStarting
+	}
 	s := src.s
 	conns := append([]console.Conn{}, s.localConns(q)...) // not nil: a partial answer is still one
 	cl := s.hub.cl
@@ -186,6 +210,9 @@ func (src *consoleSource) Connections(ctx context.Context, q string) ([]console.
 
 // Disconnect implements console.Source, on the node the id names.
 func (src *consoleSource) Disconnect(ctx context.Context, id, by string) error {
+	if !src.started() {
+		return errStarting
+	}
 	s := src.s
 	if node := src.remoteNode(id); node != "" {
 		_, err := s.hub.cl.ask(ctx, node, adminReq{Op: opDisconnect, ID: id, By: by})
@@ -199,6 +226,9 @@ func (src *consoleSource) Disconnect(ctx context.Context, id, by string) error {
 
 // Remove implements console.Source, on the node the id names.
 func (src *consoleSource) Remove(ctx context.Context, room, id, by string) error {
+	if !src.started() {
+		return errStarting
+	}
 	s := src.s
 	if node := src.remoteNode(id); node != "" {
 		_, err := s.hub.cl.ask(ctx, node, adminReq{Op: opRemove, Room: room, ID: id, By: by})
@@ -219,6 +249,9 @@ func (src *consoleSource) Lock(context.Context, string, bool, string) error {
 // End implements console.Source: this node's members leave the room, and
 // every other node with members in it is asked to do the same.
 func (src *consoleSource) End(ctx context.Context, room, by string) (int, error) {
+	if !src.started() {
+		return 0, errStarting
+	}
 	s := src.s
 	nodes, found := s.roomNodes(room)
 	if !found {
@@ -246,21 +279,37 @@ func (src *consoleSource) End(ctx context.Context, room, by string) (int, error)
 
 // Drain implements console.Source (drain).
 func (src *consoleSource) Drain(_ context.Context, by string) error {
+	if !src.started() {
+		return errStarting
+	}
 	src.s.drain(by)
 	return nil
 }
 
 // remoteNode is the node connection id lives on if that is another one;
-// "" for this node's (and every id, standalone).
+// "" for this node's (and every id, standalone). An id whose node part
+// could be no node's name (node names are base 36: no dot, no wildcard,
+// which would make a NATS subject of several nodes) is taken as this
+// node's, where it is not found; so is one of another length than node
+// names have ("all" among them, the subject every node listens to).
 func (src *consoleSource) remoteNode(id string) string {
 	cl := src.s.hub.cl
 	if cl == nil {
 		return ""
 	}
-	if node := nodeOf(id); node != "" && node != cl.node {
+	if node := nodeOf(id); node != "" && node != cl.node && len(node) == len(cl.node) && isBase36(node) {
 		return node
 	}
 	return ""
+}
+
+func isBase36(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 // notFound words a node's "not here" (ask returns the bare ErrNotFound

@@ -308,6 +308,7 @@ func TestClusterConsole(t *testing.T) {
 	bob.expectClose(closePolicy)
 	wantStatus(t, a, "POST", "/admin/api/connections/"+nodes[1].hub.cl.node+"-zz/disconnect", 404, "no connection")
 	wantStatus(t, a, "POST", "/admin/api/connections/nonode-1/disconnect", 404, "not in the cluster")
+	wantStatus(t, a, "POST", "/admin/api/connections/all-1/disconnect", 404, "no connection")
 	// End on A takes cat, on C, out of r; remove on A then finds nothing.
 	eventually(t, 10*time.Second, "A to see bob leave r", func() bool {
 		consoleDo(t, a, "GET", "/admin/api/rooms", "", &rooms)

@@ -30,6 +30,7 @@ type fakeSource struct {
 	conns   []Conn
 	actions []string
 	err     error // returned by every action when set
+	connErr error // returned with the connections when set
 }
 
 func (f *fakeSource) record(s string) error {
@@ -70,7 +71,7 @@ func (f *fakeSource) Room(_ context.Context, name string) (RoomDetail, error) {
 	return RoomDetail{}, fmt.Errorf("no room %s: %w", name, ErrNotFound)
 }
 
-func (f *fakeSource) Connections(context.Context, string) ([]Conn, error) { return f.conns, nil }
+func (f *fakeSource) Connections(context.Context, string) ([]Conn, error) { return f.conns, f.connErr }
 
 func (f *fakeSource) Disconnect(_ context.Context, id, by string) error {
 	return f.record("disconnect " + id + " by " + by)
@@ -441,6 +442,17 @@ func TestEndpoints(t *testing.T) {
 		!strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
 		t.Fatalf("page: %d %s %v", resp.StatusCode, body, resp.Header)
 	}
+
+	// A partial answer is served with what failed; no answer at all is an error.
+	f.src.conns, f.src.connErr = []Conn{{ID: "b-2", Node: "b"}, {ID: "a-10", Node: "a"}, {ID: "a-9", Node: "a"}}, fmt.Errorf("nodes c did not answer: %w", ErrUnavailable)
+	resp, body = f.do("GET", "/admin/api/connections", "", auth)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"warning":"nodes c did not answer: unavailable"`) ||
+		!strings.Contains(body, `"connections":[{"id":"a-9"`) || !strings.Contains(body, `"total":3`) {
+		t.Fatalf("a partial answer: %d %s", resp.StatusCode, body)
+	}
+	f.src.conns = nil
+	resp, body = f.do("GET", "/admin/api/connections", "", auth)
+	wantError(t, "no answer", resp, body, http.StatusServiceUnavailable, "nodes c did not answer")
 
 	f.src.err = fmt.Errorf("node x did not answer: %w", ErrUnavailable)
 	resp, body = f.do("POST", "/admin/api/connections/x-1/disconnect", "", auth)
