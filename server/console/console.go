@@ -204,8 +204,8 @@ type Conn struct {
 	FramesOut *uint64  `json:"frames_out,omitempty"`
 }
 
-// Options configure a Console. The zero value of each field but Source's
-// companions is its default.
+// Options configure a Console. The zero value of each field is its
+// default.
 type Options struct {
 	// Password turns the console on. Empty: off, every route 404.
 	Password []byte
@@ -284,7 +284,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Start samples the Source every SampleEvery until Close; it does nothing
-// while the console is off, as nobody could read the samples.
+// while the console is off, as nobody could read the samples. Start and
+// Close are called by whoever owns the console, one at a time.
 func (c *Console) Start() {
 	if c.auth == nil || c.stop != nil {
 		return
