@@ -87,11 +87,13 @@ fuzz:
 # A three-node cluster by hand: a NATS server with JetStream (built from the
 # module cache, nats-server/v2) and three noom nodes. Open any of the three
 # pages; Ctrl-C stops everything. Node N serves http://127.0.0.1:808N and
-# its admin listener (/metrics) on 127.0.0.1:909N.
+# its admin listener (/metrics, and the console at /admin/ when
+# NOOM_ADMIN_PASSWORD is set: NOOM_ADMIN_PASSWORD=... make cluster) on
+# 127.0.0.1:909N.
 NATS_PORT ?= 4222
 cluster: build
 	$(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
-	@echo "NATS nats://127.0.0.1:$(NATS_PORT); nodes http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083; metrics http://127.0.0.1:9091/metrics 9092 9093; media UDP 127.0.0.1:7881-7883"
+	@echo "NATS nats://127.0.0.1:$(NATS_PORT); nodes http://127.0.0.1:8081 http://127.0.0.1:8082 http://127.0.0.1:8083; metrics http://127.0.0.1:9091/metrics 9092 9093; console http://127.0.0.1:9091/admin/ (with NOOM_ADMIN_PASSWORD); media UDP 127.0.0.1:7881-7883"
 	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM; \
 	$(BIN)/nats-server -a 127.0.0.1 -p $(NATS_PORT) -js -sd $${TMPDIR:-/tmp}/noom-cluster-nats & \
 	sleep 1; \

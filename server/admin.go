@@ -15,9 +15,10 @@ import (
 )
 
 // The admin listener is for the machine's operators: /metrics (process
-// internals: memory, goroutines, open files, counters) and, with -pprof,
-// Go's profiler, which can cost a core for as long as a client asks. None
-// of it belongs on the public listener, which keeps only /healthz for load
+// internals: memory, goroutines, open files, counters), with a password the
+// operator's console at /admin/ (console_source.go), and with -pprof Go's
+// profiler, which can cost a core for as long as a client asks. None of it
+// belongs on the public listener, which keeps only /healthz for load
 // balancers.
 //
 // It is a standard library http.Server on its own listener, with a
@@ -35,6 +36,7 @@ const adminReadHeaderTimeout = 10 * time.Second
 func (s *server) adminRoutes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.Handle("/admin/", s.adminState().ui) // the console (console_source.go); off, it says how to turn it on
 	if s.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index) // also the named profiles: heap, goroutine, …
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -51,8 +53,16 @@ func (s *server) adminRoutes() http.Handler {
 // defaultAdminAddr): taken, the server runs without it and says so.
 func (s *server) startAdmin() error {
 	if s.cfg.AdminAddr == "" {
+		if pw, _ := adminPassword(&s.cfg); len(pw) > 0 {
+			s.log.Warn("console off: it is served on the admin listener, and -admin-addr is empty")
+		}
 		return nil
 	}
+	ui, err := s.newConsole()
+	if err != nil {
+		return err
+	}
+	s.adminState().ui = ui
 	ln, err := net.Listen("tcp", s.cfg.AdminAddr)
 	if err != nil {
 		if s.cfg.AdminAddr == defaultAdminAddr && errors.Is(err, syscall.EADDRINUSE) {
@@ -85,6 +95,7 @@ func (s *server) startAdmin() error {
 // finish (a profile being taken is cut off), then their connections are
 // closed. It does nothing when the listener is off.
 func (s *server) stopAdmin() {
+	s.stopConsole()
 	if s.admin == nil {
 		return
 	}

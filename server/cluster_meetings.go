@@ -142,35 +142,48 @@ func (cl *cluster) readSettings(room string) (e settingsEntry, key string, err e
 // asked, and then here at once (the others hear the put). Off the event
 // loop: it waits for NATS.
 func (cl *cluster) changeSettings(c *client, r *room, ch settingsChange) {
+	err := cl.storeSettings(r, ch, func() bool { return cl.h.stillMod(c, r) })
+	switch {
+	case errors.Is(err, errNoLongerMod):
+		c.replyError(errNotAllowed, "settings is for hosts and cohosts of room "+r.name, "settings")
+	case err != nil:
+		c.replyError(errUnavailable, "the settings could not be stored; try again", "settings")
+	}
+}
+
+var errNoLongerMod = errors.New("no longer a host or cohost")
+
+// storeSettings applies ch to room r's entry by compare-and-set, if allowed
+// (nil: the operator) still says yes, and then here at once.
+func (cl *cluster) storeSettings(r *room, ch settingsChange, allowed func() bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*publishTimeout)
 	defer cancel()
 	k := subjectRoom(r.name)
 	for attempt := 0; attempt < 5; attempt++ {
 		got, err := cl.kv.Get(ctx, k)
 		if err != nil {
-			break
+			return err
 		}
 		var e settingsEntry
-		if json.Unmarshal(got.Value(), &e) != nil {
-			break
+		if err := json.Unmarshal(got.Value(), &e); err != nil {
+			return err
 		}
-		if !cl.h.stillMod(c, r) {
-			c.replyError(errNotAllowed, "settings is for hosts and cohosts of room "+r.name, "settings")
-			return
+		if allowed != nil && !allowed() {
+			return errNoLongerMod
 		}
 		ch.applyTo(&e.storedSettings)
 		e.V++
 		b, _ := json.Marshal(e)
 		if _, err = cl.kv.Update(ctx, k, b, got.Revision()); err == nil {
 			cl.h.applySettingsEntry(r.name, e, true)
-			return
+			return nil
 		}
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
-			break
+			return err
 		}
 	}
-	c.replyError(errUnavailable, "the settings could not be stored; try again", "settings")
+	return errors.New("room settings: too many conflicts")
 }
 
 // applyTo makes the change in s.

@@ -25,6 +25,15 @@ type Config struct {
 	// because what it shows is for the machine's operators, not the
 	// network.
 	AdminAddr string
+	// AdminPasswordFile is a file holding the password of the operator's
+	// console, which the admin listener then serves at /admin/
+	// (console_source.go, server/console); the environment variable
+	// NOOM_ADMIN_PASSWORD may hold it instead. Never a flag's value: the
+	// process list shows those. Default none: the console is off.
+	AdminPasswordFile string
+	// AdminReadOnly lets the console look but refuses every action.
+	// Default off.
+	AdminReadOnly bool
 	// Hosts lists the host names (or IP literals, no ports) the server
 	// answers to: a request whose Host names another gets 421, and a
 	// WebSocket's own origin must name one of them too (hosts.go).
@@ -236,6 +245,8 @@ func defaultMaxConns() int {
 func (c *Config) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen `address` for HTTP and WebSocket")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "listen `address` for operators: /metrics, and /debug/pprof/ with -pprof (port 0: a free port, logged; empty: off)")
+	fs.StringVar(&c.AdminPasswordFile, "admin-password-file", c.AdminPasswordFile, "`file` holding the password of the operator's console at /admin/ on -admin-addr (or set NOOM_ADMIN_PASSWORD); without either the console is off")
+	fs.BoolVar(&c.AdminReadOnly, "admin-readonly", c.AdminReadOnly, "the console shows everything and refuses every action")
 	fs.Func("hosts", "comma-separated host `names` (no ports) the server answers to; other Hosts get 421 (default: any, with a warning at start when -addr is not loopback)", func(s string) error {
 		hosts, err := parseHosts(s)
 		c.Hosts = hosts

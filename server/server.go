@@ -30,6 +30,7 @@ type server struct {
 	addr     string // the listener's address once started
 
 	admin     *http.Server  // the -admin-addr listener, nil when off (admin.go)
+	console   *adminConsole // the operator's console and the cluster's admin subjects (console_source.go)
 	adminAddr string        // its address once started, "" when off
 	adminDone chan struct{} // closed when its Serve returns
 
@@ -166,6 +167,7 @@ func (s *server) start() error {
 	s.warnAnyHost() // hosts.go
 	s.tlsStarted()
 	go s.housekeeping()
+	s.startConsole()
 	return nil
 }
 

@@ -63,7 +63,11 @@ conn.addEventListener('frame', ({ detail: frame }) => {
       if (frame.ref === 'call' || frame.ref === 'signal') call.onError(frame);
       else chat.onError(frame);
       break;
-    // `left` needs nothing: the tab closed when the user clicked Leave.
+    case 'left':
+      // An answer to the user's Leave finds the tab closed already; any
+      // other means the server took this page out of the room.
+      chat.onLeft(frame);
+      break;
   }
 });
 

@@ -3,7 +3,8 @@
 //
 // Events (CustomEvent, detail: room name or null):
 //   active  the shown room changed
-//   leave   the user left a room (the server also ends their part in its call)
+//   leave   the user left a room, or the server took the page out of one
+//           (the server also ends their part in its call)
 
 import { byId, h, hash, nickClass, toast } from './dom.js';
 import { Room } from './room.js';
@@ -197,6 +198,22 @@ export class ChatView extends EventTarget {
       room.stick = true;
     }
     this.#render();
+  }
+
+  /**
+   * onLeft handles a `left` the page did not ask for: the server took it
+   * out of the room (an operator removed it, or ended the room). The answer
+   * to the user's own Leave finds the tab closed already, and so does one
+   * that comes before the answer to a join of the same room, sent after a
+   * Leave.
+   */
+  onLeft(frame) {
+    const name = frame.room;
+    if (!this.#rooms.has(name) || this.#pendingJoins.includes(name)) return;
+    this.#remove(name);
+    this.dispatchEvent(new CustomEvent('leave', { detail: name }));
+    toast(`You are no longer in ${name}: the server took you out of the room.`, 'info');
+    this.#requestRoomsSoon();
   }
 
   onMsg(frame) {
