@@ -463,6 +463,12 @@ func TestManyPeers(t *testing.T) {
 	if st := s.Stats(); st.ForwardedTracks != 25*24*2 {
 		t.Errorf("stats %+v", st)
 	}
+	// Measured, not asserted: how many offers the debounce let through.
+	lo, hi := int64(1<<62), int64(0)
+	for _, c := range tc.clients {
+		lo, hi = min(lo, c.offers.Load()), max(hi, c.offers.Load())
+	}
+	t.Logf("offers per peer for 25 joins: %d to %d", lo, hi)
 	tc.checkClients()
 }
 
