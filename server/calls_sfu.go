@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net"
+	"sync"
 	"syscall"
 
 	"github.com/pion/webrtc/v4"
@@ -49,6 +50,9 @@ type sfuGlue struct {
 	// peers are the SFU's peers by room and connection id; only run
 	// touches it.
 	peers map[sfuKey]*sfu.Peer
+
+	mu     sync.Mutex // guards closed, and q's closing against push
+	closed bool
 }
 
 type sfuKey struct{ room, id string }
@@ -62,6 +66,7 @@ type sfuOp struct {
 	data  []byte  // signal
 	muted bool    // mute
 	seq   uint64  // join: the call list's stream sequence, for relayed signals
+	peer  *sfu.Peer // gone: the peer the SFU dropped
 }
 
 type sfuOpKind uint8
@@ -71,6 +76,7 @@ const (
 	sfuLeave
 	sfuSignal
 	sfuMute
+	sfuGone // the SFU dropped a peer by itself (its ICE failed, it never answered)
 )
 
 // startSFU opens the SFU's port unless -sfu off. A default port that is taken leaves the SFU
@@ -126,7 +132,10 @@ func (s *server) stopSFU() {
 	if g == nil {
 		return
 	}
+	g.mu.Lock()
+	g.closed = true
 	close(g.q)
+	g.mu.Unlock()
 	<-g.done
 	if err := g.s.Close(); err != nil {
 		s.log.Warn("SFU close", "err", err)
@@ -136,6 +145,11 @@ func (s *server) stopSFU() {
 // push queues op. A full queue drops it and says so: the peer's page sees
 // its call fail and can join again; the event loop must not wait.
 func (g *sfuGlue) push(op sfuOp) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
 	select {
 	case g.q <- op:
 		return true
@@ -171,6 +185,15 @@ func (g *sfuGlue) run() {
 				continue
 			}
 			g.peers[k] = p
+			go func() { // the SFU may drop it by itself: take it out of the call then
+				<-p.Done()
+				g.push(sfuOp{kind: sfuGone, room: room, id: id, peer: p})
+			}()
+		case sfuGone:
+			if g.peers[k] == op.peer { // not left through the hub
+				delete(g.peers, k)
+				g.h.sfuDropped(op.room, op.id)
+			}
 		case sfuLeave:
 			if p := g.peers[k]; p != nil {
 				delete(g.peers, k)
@@ -267,6 +290,20 @@ func (h *hub) sfuSetCall(r *room, prev []callPeer, prevSFU bool, answered string
 		if p.muted {
 			h.sfu.push(sfuOp{kind: sfuMute, room: r.name, id: p.id, muted: true})
 		}
+	}
+}
+
+// sfuDropped takes peer id out of room's call: the SFU dropped its media
+// connection (ICE failed, or it never answered an offer). On another node
+// the peer's own node does it.
+func (h *hub) sfuDropped(room, id string) {
+	if node := nodeOf(id); node != h.thisNode() {
+		h.cl.command(room, roomCmd{Op: "sfudrop", Node: node, ID: id})
+		return
+	}
+	if c := h.lookup(id); c != nil {
+		c.replyError(errUnavailable, "the call's media connection failed; join the call again", "call")
+		h.callAction(c, room, "leave")
 	}
 }
 

@@ -382,6 +382,8 @@ func (h *hub) roomCommand(name string, cmd *roomCmd) {
 		h.endLocal(r, cmd.By)
 	case "speakers":
 		h.speakers(name, cmd.IDs, false)
+	case "sfudrop": // the call's home dropped this node's peer's media
+		h.sfuDropped(name, cmd.ID)
 	case "sfumute": // this node is the call's home
 		if h.sfu != nil {
 			h.sfu.push(sfuOp{kind: sfuMute, room: name, id: cmd.ID, muted: cmd.Role == "on"})
