@@ -223,7 +223,9 @@ export class ChatView extends EventTarget {
     const room = this.#rooms.get(frame.room);
     if (!room) return;
     room.waiting = true;
-    room.clear();
+    // A first join drops "Joining…"; a rejoin (after a restart the lobby
+    // holds members too) keeps what the page showed, hidden while it waits.
+    if (!room.history.joined) room.clear();
     this.#notice(room, 'Waiting for the host to let you in');
     if (room.name === this.#active) this.#activate(room.name);
     this.#render();

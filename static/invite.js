@@ -19,7 +19,7 @@ export function readLink(location) {
 /** inviteURL is the link to room on this page's address, with passcode if one is given. */
 export function inviteURL(location, room, passcode = '') {
   const url = new URL(location.href);
-  url.search = '';
+  url.search = ''; // The page's own query, if any, is the sender's, not the room's.
   const params = new URLSearchParams({ room });
   if (passcode) params.set('passcode', passcode);
   url.hash = params.toString();
