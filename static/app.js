@@ -50,6 +50,23 @@ conn.addEventListener('frame', ({ detail: frame }) => {
     case 'rooms':
       chat.onRooms(frame);
       break;
+    case 'waiting':
+      chat.onWaiting(frame);
+      break;
+    case 'room':
+      chat.onRoom(frame);
+      break;
+    case 'knock':
+      chat.onKnock(frame);
+      break;
+    case 'removed':
+    case 'ended':
+      chat.onOut(frame); // Its `leave` event ends the page's part in the call.
+      break;
+    case 'mute':
+      call.onMute(frame);
+      chat.onMute(frame);
+      break;
     case 'call':
       call.onCall(frame);
       break;
@@ -60,7 +77,7 @@ conn.addEventListener('frame', ({ detail: frame }) => {
       call.onSignal(frame);
       break;
     case 'error':
-      if (frame.ref === 'call' || frame.ref === 'signal') call.onError(frame);
+      if (frame.ref === 'call' || frame.ref === 'signal' || frame.ref === 'media') call.onError(frame);
       else chat.onError(frame);
       break;
     case 'left':
@@ -78,4 +95,6 @@ fetch('api/config')
   .then((config) => call.setConfig(config))
   .catch((err) => toast(`Could not load the call settings (${err.message}); calls use defaults.`, 'info'));
 
+// A link to a room (invite.js) opens it; the join goes out after `hello`.
+chat.openLink();
 conn.start();

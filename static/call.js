@@ -12,10 +12,32 @@
 // up before the first offer. Switching camera, sharing the screen and coming
 // back are then RTCRtpSender.replaceTrack on the video sender: no
 // renegotiation, so no second offer and no glare to avoid.
+//
+// Each peer announces what it sends with `media` (on joining the call and
+// on every change), and the tiles show the others' microphone and camera
+// from it. A host's `mute` turns this page's microphone off; only the user
+// turns it on again.
 
 import { byId, h, toast } from './dom.js';
 
 const KINDS = ['audio', 'video'];
+
+/**
+ * TileFlags is a tile's media state in words: "Microphone off" shown on
+ * the tile, "Camera off" for screen readers (the tile shows it large).
+ */
+class TileFlags {
+  mic = h('span', { class: 'tile-flag', text: 'Microphone off', hidden: true });
+  camera = h('span', { class: 'visually-hidden', text: 'Camera off', hidden: true });
+  el = h('p', { class: 'tile-flags' }, this.mic, this.camera);
+
+  /** set shows the state on tile: micOff and cameraOff true for what is off. */
+  set(tile, micOff, cameraOff) {
+    this.mic.hidden = !micOff;
+    this.camera.hidden = !cameraOff;
+    tile.classList.toggle('camera-off', cameraOff);
+  }
+}
 
 /** One other peer in the call: its connection and its tile. */
 class Peer {
@@ -30,7 +52,9 @@ class Peer {
     this.video = h('video', { autoplay: true, playsinline: true });
     this.caption = h('span', { class: 'tile-name', text: nick });
     this.state = h('span', { class: 'tile-state', text: 'Connecting…' });
-    this.tile = h('figure', { class: 'tile remote' }, this.video, h('figcaption', {}, this.caption, this.state));
+    // The flags sit outside the caption: the figure's name stays the nickname.
+    this.flags = new TileFlags();
+    this.tile = h('figure', { class: 'tile remote' }, this.video, this.flags.el, h('figcaption', {}, this.caption, this.state));
 
     this.pc.addEventListener('icecandidate', (e) => {
       if (e.candidate) signal({ kind: 'ice', candidate: e.candidate.toJSON() });
@@ -67,6 +91,11 @@ class Peer {
 
   rename(nick) {
     this.caption.textContent = nick;
+  }
+
+  /** setMedia shows what the peer announced it sends: {audio, video, screen}. */
+  setMedia({ audio, video, screen }) {
+    this.flags.set(this.tile, audio === false, video === false && screen !== true);
   }
 
   close() {
@@ -108,6 +137,9 @@ export class Call {
   /** screen is the shared screen's track while sharing, sent instead of the camera. */
   #screen = null;
   #peers = new Map();
+  /** announced is the last `media` state sent on this call membership ('' for none yet). */
+  #announced = '';
+  #localFlags = new TileFlags();
 
   #els = {
     stage: byId('call'),
@@ -121,7 +153,13 @@ export class Call {
     leaveCall: byId('leave-call'),
   };
   #preview = h('video', { autoplay: true, playsinline: true });
-  #localTile = h('figure', { class: 'tile local' }, this.#preview, h('figcaption', {}, h('span', { class: 'tile-name', text: 'You' })));
+  #localTile = h(
+    'figure',
+    { class: 'tile local' },
+    this.#preview,
+    this.#localFlags.el,
+    h('figcaption', {}, h('span', { class: 'tile-name', text: 'You' })),
+  );
 
   constructor(conn) {
     this.#conn = conn;
@@ -189,6 +227,7 @@ export class Call {
   onStatus(status) {
     if (status === 'online') return;
     this.#requested = false;
+    this.#announced = '';
     this.#closePeers();
     this.#render();
   }
@@ -207,14 +246,17 @@ export class Call {
   /** onCall: the server let this page in; offer to every peer already there. */
   onCall(frame) {
     if (frame.room !== this.#room) return;
-    for (const { id, nick } of frame.peers ?? []) {
-      const peer = this.#addPeer(id, nick);
+    for (const entry of frame.peers ?? []) {
+      const peer = this.#addPeer(entry.id, entry.nick);
+      if (typeof entry.audio === 'boolean') peer.setMedia(entry); // Announced before this page came.
       this.#enqueue(peer, async () => {
         await peer.attach(this.#tracks());
         await peer.pc.setLocalDescription(await peer.pc.createOffer());
         this.#signal(peer.id, { kind: 'offer', sdp: peer.pc.localDescription.sdp });
       });
     }
+    this.#announced = ''; // A new membership: the peers know nothing of this page's media yet.
+    this.#announce();
     this.#render();
   }
 
@@ -225,8 +267,19 @@ export class Call {
     } else if (frame.event === 'leave') {
       this.#peers.get(frame.id)?.close();
       this.#peers.delete(frame.id);
+    } else if (frame.event === 'media') {
+      this.#peers.get(frame.id)?.setMedia(frame);
     }
     this.#render();
+  }
+
+  /** onMute: a host turned this page's microphone off. The user may turn it on again. */
+  onMute(frame) {
+    if (frame.room !== this.#room || this.#mic?.enabled !== true) return;
+    this.#mic.enabled = false;
+    toast('A host muted your microphone. Unmute to speak again.', 'info');
+    this.#render();
+    this.#announce();
   }
 
   onSignal(frame) {
@@ -271,7 +324,8 @@ export class Call {
       this.#end();
     }
     // A `signal` refused with no_such_member or not_allowed means that peer
-    // just left the room or the call; its call_peer leave is on the way.
+    // just left the room or the call; its call_peer leave is on the way. A
+    // `media` refused not_allowed was sent as this page left the call.
   }
 
   // ---- internals ----
@@ -282,6 +336,14 @@ export class Call {
 
   #signal(to, data) {
     this.#conn.send({ type: 'signal', room: this.#room, to, data });
+  }
+
+  /** announce tells the call's peers what this page sends (`media`), if that changed since the last time. */
+  #announce() {
+    if (!this.#room || !this.#requested) return;
+    const media = { audio: this.#mic?.enabled === true, video: this.#camera?.enabled === true, screen: this.#screen !== null };
+    const key = JSON.stringify(media);
+    if (key !== this.#announced && this.#conn.send({ type: 'media', room: this.#room, ...media })) this.#announced = key;
   }
 
   #addPeer(id, nick) {
@@ -353,6 +415,7 @@ export class Call {
     this.#preview.srcObject = stream;
     await this.#sendVideo(this.#screen);
     this.#render();
+    this.#announce();
   }
 
   async #stopSharing() {
@@ -362,6 +425,7 @@ export class Call {
     this.#preview.srcObject = this.#local;
     await this.#sendVideo(this.#camera);
     this.#render();
+    this.#announce();
   }
 
   /** sendVideo puts track on every connection's video sender, without renegotiating. */
@@ -373,6 +437,7 @@ export class Call {
     if (!track) return;
     track.enabled = !track.enabled;
     this.#render();
+    this.#announce();
   }
 
   #closePeers() {
@@ -390,6 +455,7 @@ export class Call {
     this.#els.cameraSelect.replaceChildren();
     this.#room = null;
     this.#requested = false;
+    this.#announced = '';
     this.#render();
   }
 
@@ -413,7 +479,7 @@ export class Call {
     els.share.textContent = this.#screen ? 'Stop sharing' : 'Share screen';
     els.share.disabled = !navigator.mediaDevices?.getDisplayMedia;
     this.#localTile.classList.toggle('mirror', !this.#screen);
-    this.#localTile.classList.toggle('camera-off', !this.#screen && this.#camera?.enabled !== true);
+    this.#localFlags.set(this.#localTile, this.#mic?.enabled === false, !this.#screen && this.#camera?.enabled !== true);
   }
 }
 

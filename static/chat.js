@@ -1,27 +1,22 @@
 // The chat view: nickname, the list of open rooms, one tab per joined room
-// with its message log (room.js) and members, and the composer.
+// with its message log (room.js) and members, and the composer. The way in
+// (passcodes, the lobby, host keys) is access.js's, the host controls
+// meeting.js's; this file decides when a room opens and closes.
 //
 // Events (CustomEvent, detail: room name or null):
-//   active  the shown room changed
-//   leave   the user left a room, or the server took the page out of one
-//           (the server also ends their part in its call)
+//   active  the room where a call can start changed: the one on show, or
+//           null when none is, or while it waits in a lobby
+//   leave   the page is out of a room: the user left, was removed, or the
+//           host or an operator ended it (the server also ended its part
+//           in the call)
 
-import { byId, h, hash, nickClass, toast } from './dom.js';
+import { ACCESS_CODES, hostKeys, JoinDialog } from './access.js';
+import { byId, h, hash, plural, toast } from './dom.js';
+import { readLink, showRoom } from './invite.js';
+import { MEMBER_LIMIT, Meeting } from './meeting.js';
 import { Room } from './room.js';
+import { RoomList } from './roomlist.js';
 
-/** MEMBER_LIMIT bounds each room's member list; the rest shows as "and N more". */
-const MEMBER_LIMIT = 500;
-/**
- * ROOMS_REFRESH_MS is how often the open-rooms list is asked for while the
- * page is in a room: the server pushes it only to connections in no room.
- */
-const ROOMS_REFRESH_MS = 5000;
-/**
- * ROOMS_SETTLE_MS is how long after a join or a leave the list is asked
- * for: the server rebuilds it once a second, so a list asked for at once
- * may not show the change yet.
- */
-const ROOMS_SETTLE_MS = 1200;
 const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const NICK_STORE = 'noom.nick';
 const encoder = new TextEncoder();
@@ -58,18 +53,16 @@ export class ChatView extends EventTarget {
   #nick = localStorage.getItem(NICK_STORE) ?? '';
   /** serverNick is the nickname the server knows this connection by, a guest name included. */
   #serverNick = '';
-  #openRooms = [];
   #tabSeq = 0;
-  #refreshTimer = 0;
-  #settleTimer = 0;
+  #roomList;
+  #meeting;
+  #dialog;
 
   #els = {
     nickForm: byId('nick-form'),
     nick: byId('nick'),
     joinForm: byId('join-form'),
     roomInput: byId('room'),
-    roomList: byId('room-list'),
-    roomListEmpty: byId('room-list-empty'),
     welcome: byId('welcome'),
     roomView: byId('room-view'),
     tabs: byId('tabs'),
@@ -77,8 +70,12 @@ export class ChatView extends EventTarget {
     title: byId('room-title'),
     count: byId('room-count'),
     leave: byId('leave-room'),
+    main: byId('main'),
+    roomBody: byId('room-body'),
+    waiting: byId('waiting'),
+    waitingText: byId('waiting-text'),
+    stopWaiting: byId('stop-waiting'),
     logs: byId('logs'),
-    members: byId('members'),
     composer: byId('composer'),
     message: byId('message'),
   };
@@ -86,6 +83,9 @@ export class ChatView extends EventTarget {
   constructor(conn) {
     super();
     this.#conn = conn;
+    this.#meeting = new Meeting(conn);
+    this.#roomList = new RoomList(conn, (name) => this.join(name));
+    this.#dialog = new JoinDialog((name, passcode) => this.join(name, { passcode }));
     const els = this.#els;
     els.nick.value = this.#nick;
     els.nickForm.addEventListener('submit', (e) => {
@@ -104,10 +104,10 @@ export class ChatView extends EventTarget {
       this.#send();
     });
     els.leave.addEventListener('click', () => this.leave(this.#active));
+    els.stopWaiting.addEventListener('click', () => this.leave(this.#active));
+    // A link pasted into this tab's address bar opens its room too.
+    window.addEventListener('hashchange', () => this.openLink());
     els.tabs.addEventListener('keydown', (e) => this.#tabKey(e));
-    document.addEventListener('visibilitychange', () => {
-      if (!document.hidden) this.#requestRooms();
-    });
     this.#render();
   }
 
@@ -116,8 +116,11 @@ export class ChatView extends EventTarget {
     return this.#nick;
   }
 
-  /** join switches to room, joining it first if the page is not in it. */
-  join(name) {
+  /**
+   * join switches to room, joining it first if the page is not in it;
+   * passcode goes with that join (and every rejoin) if given.
+   */
+  join(name, { passcode = '' } = {}) {
     if (!ROOM_NAME.test(name)) {
       this.#els.roomInput.setCustomValidity('Use 1–64 letters, digits, _ - or .');
       this.#els.roomInput.reportValidity();
@@ -125,20 +128,30 @@ export class ChatView extends EventTarget {
     }
     if (!this.#rooms.has(name)) {
       const room = new Room(name, `tab-${++this.#tabSeq}`, () => this.#loadOlder(room));
+      room.passcode = passcode;
       room.tab.addEventListener('click', () => this.#activate(name));
       this.#rooms.set(name, room);
       this.#els.tabs.append(room.tab);
       this.#els.logs.append(room.log);
       this.#notice(room, 'Joining…');
+      this.#banner(null);
       // Offline, the rejoin after the next `hello` will send it.
-      if (this.#conn.send(room.history.joinFrame(name))) this.#pendingJoins.push(name);
+      if (this.#conn.send(this.#joinFrame(room))) this.#pendingJoins.push(name);
     }
     this.#els.roomInput.value = '';
     this.#activate(name);
     this.#els.message.focus();
   }
 
-  /** leave leaves room and closes its tab. */
+  /** openLink joins the room the page's address names (invite.js), with the link's passcode. */
+  openLink() {
+    const link = readLink(location);
+    if (!link) return;
+    if (ROOM_NAME.test(link.room)) this.join(link.room, { passcode: link.passcode });
+    else toast('That link names no room noom knows: a room name has 1–64 letters, digits, _ - or .');
+  }
+
+  /** leave leaves room (or stops waiting in its lobby) and closes its tab. */
   leave(name) {
     if (!this.#rooms.has(name)) return;
     // Offline there is nothing to tell: the server forgot the room with the
@@ -146,7 +159,7 @@ export class ChatView extends EventTarget {
     this.#conn.send({ type: 'leave', room: name });
     this.#remove(name);
     this.dispatchEvent(new CustomEvent('leave', { detail: name }));
-    this.#requestRoomsSoon();
+    this.#roomList.requestSoon();
   }
 
   // ---- server frames ----
@@ -154,11 +167,12 @@ export class ChatView extends EventTarget {
   onHello(frame) {
     this.#myId = frame.id;
     this.#setNick(frame.nick);
-    this.#requestRooms();
+    this.#roomList.request();
     // Rejoin every room, asking only for what this page has not shown.
     this.#pendingJoins = [];
     for (const [name, room] of this.#rooms) {
-      this.#conn.send(room.history.joinFrame(name));
+      room.lobby.clear(); // Knocks come again with the join.
+      this.#conn.send(this.#joinFrame(room));
       this.#pendingJoins.push(name);
     }
   }
@@ -170,7 +184,7 @@ export class ChatView extends EventTarget {
     for (const room of this.#rooms.values()) {
       if (room.members.has(this.#myId)) room.members.set(this.#myId, frame.nick);
     }
-    this.#renderMembers();
+    this.#renderMeeting();
   }
 
   onJoined(frame) {
@@ -181,9 +195,12 @@ export class ChatView extends EventTarget {
     room.members = new Map();
     for (const m of frame.members ?? []) room.members.set(m.id, m.nick);
     room.count = frame.count ?? room.members.size;
+    const admitted = room.waiting;
+    room.waiting = false;
+    this.#meeting.onJoined(room, frame);
     if (!resumed) {
       room.clear(); // Drop "Joining…".
-      this.#requestRoomsSoon(); // The list will have this room, or its new count.
+      this.#roomList.requestSoon(); // The list will have this room, or its new count.
     }
     for (const msg of messages) this.#showMessage(room, msg);
     if (resumed) {
@@ -196,16 +213,64 @@ export class ChatView extends EventTarget {
     if (room.name === this.#active) {
       room.scrollToEnd();
       room.stick = true;
+      if (admitted) this.#activate(room.name); // The call can start now.
     }
     this.#render();
   }
 
+  /** onWaiting: the join waits in the room's lobby until a host or cohost lets the page in. */
+  onWaiting(frame) {
+    this.#pendingJoins = this.#pendingJoins.filter((name) => name !== frame.room);
+    const room = this.#rooms.get(frame.room);
+    if (!room) return;
+    room.waiting = true;
+    // A first join drops "Joining…"; a rejoin (after a restart the lobby
+    // holds members too) keeps what the page showed, hidden while it waits.
+    if (!room.history.joined) room.clear();
+    this.#notice(room, 'Waiting for the host to let you in');
+    if (room.name === this.#active) this.#activate(room.name);
+    this.#render();
+  }
+
+  /** onRoom takes a change of the room's settings or roles. */
+  onRoom(frame) {
+    const room = this.#rooms.get(frame.room);
+    if (!room) return;
+    const was = room.role;
+    this.#meeting.onRoom(room, frame, this.#myId);
+    if (room.role !== was) this.#notice(room, `You are now ${room.role === 'member' ? 'a member' : `a ${room.role}`} of ${room.name}.`);
+    this.#renderMeeting();
+  }
+
+  /** onKnock: someone waits in the lobby of a room this page hosts. */
+  onKnock(frame) {
+    const room = this.#rooms.get(frame.room);
+    if (!room) return;
+    this.#meeting.onKnock(room, frame);
+    // Someone looking at the room sees the lobby list; anyone else is told.
+    if (room.name !== this.#active || document.hidden) toast(`${frame.nick} is waiting to join ${room.name}.`, 'info');
+    this.#renderMeeting();
+  }
+
+  /** onOut closes a room the server took the page out of: `removed` or `ended`. */
+  onOut(frame) {
+    if (!this.#rooms.has(frame.room)) return;
+    this.#remove(frame.room);
+    this.dispatchEvent(new CustomEvent('leave', { detail: frame.room }));
+    this.#banner(
+      frame.type === 'removed'
+        ? `You were removed from the room ${frame.room}.`
+        : `The host ended the meeting in ${frame.room}.`,
+    );
+    this.#roomList.requestSoon();
+  }
+
   /**
    * onLeft handles a `left` the page did not ask for: the server took it
-   * out of the room (an operator removed it, or ended the room). The answer
-   * to the user's own Leave finds the tab closed already, and so does one
-   * that comes before the answer to a join of the same room, sent after a
-   * Leave.
+   * out of the room some other way than removed or ended (an operator's
+   * console uses those too). The answer to the user's own Leave finds the
+   * tab closed already, and so does one that comes before the answer to a
+   * join of the same room, sent after a Leave.
    */
   onLeft(frame) {
     const name = frame.room;
@@ -213,7 +278,15 @@ export class ChatView extends EventTarget {
     this.#remove(name);
     this.dispatchEvent(new CustomEvent('leave', { detail: name }));
     toast(`You are no longer in ${name}: the server took you out of the room.`, 'info');
-    this.#requestRoomsSoon();
+    this.#roomList.requestSoon();
+  }
+
+  /** onMute says in the room that a host turned this page's microphone off (call.js turns it off). */
+  onMute(frame) {
+    const room = this.#rooms.get(frame.room);
+    if (!room) return;
+    const by = room.members.get(frame.by) ?? 'A host';
+    this.#notice(room, `${by} muted your microphone. Only you can turn it on again.`);
   }
 
   onMsg(frame) {
@@ -240,6 +313,7 @@ export class ChatView extends EventTarget {
     const room = this.#rooms.get(frame.room);
     if (!room) return;
     room.count = frame.count ?? room.count;
+    this.#meeting.onPresence(room, frame);
     const old = room.members.get(frame.id);
     switch (frame.event) {
       case 'join':
@@ -266,7 +340,7 @@ export class ChatView extends EventTarget {
   }
 
   onRooms(frame) {
-    this.#openRooms = Array.isArray(frame.rooms) ? frame.rooms : [];
+    this.#roomList.onRooms(frame);
     this.#renderRoomList();
   }
 
@@ -274,9 +348,10 @@ export class ChatView extends EventTarget {
     const what = frame.message || frame.code;
     switch (frame.ref) {
       case 'join': {
-        const name = this.#pendingJoins.shift();
+        const name = this.#refusedJoin(frame);
         if (name !== undefined && this.#rooms.has(name)) this.#remove(name);
-        toast(name ? `Could not join ${name}: ${what}` : `Could not join: ${what}`);
+        if (name !== undefined && ACCESS_CODES.has(frame.code)) this.#dialog.ask(name, frame.code);
+        else toast(name ? `Could not join ${name}: ${what}` : `Could not join: ${what}`);
         break;
       }
       case 'nick':
@@ -307,7 +382,34 @@ export class ChatView extends EventTarget {
     if (status !== 'online') this.#failOlder('');
   }
 
+  /**
+   * refusedJoin returns the room a join error is about. An error names no
+   * room: it is the oldest join not yet answered, except that a passcode
+   * is checked off the server's event loop, so bad_passcode may overtake
+   * a quicker answer (it is the oldest join that carried a passcode), and
+   * denied answers a join that waits in a lobby, not an open one (the one
+   * its message names, if several wait).
+   */
+  #refusedJoin(frame) {
+    if (frame.code === 'denied') {
+      const waiting = [...this.#rooms.values()].filter((r) => r.waiting);
+      return (waiting.find((r) => String(frame.message).includes(`room ${r.name} `)) ?? waiting[0])?.name;
+    }
+    let i = 0;
+    if (frame.code === 'bad_passcode') i = Math.max(0, this.#pendingJoins.findIndex((name) => this.#rooms.get(name)?.passcode));
+    return this.#pendingJoins.splice(i, 1)[0];
+  }
+
   // ---- actions ----
+
+  /** joinFrame is room's `join` (or rejoin), with the host key this browser keeps for it and its passcode. */
+  #joinFrame(room) {
+    const frame = room.history.joinFrame(room.name);
+    const hostKey = hostKeys.get(room.name);
+    if (hostKey) frame.host_key = hostKey;
+    if (room.passcode) frame.passcode = room.passcode;
+    return frame;
+  }
 
   #saveNick() {
     const input = this.#els.nick;
@@ -364,16 +466,6 @@ export class ChatView extends EventTarget {
     this.#pendingOlder.clear();
   }
 
-  #requestRooms() {
-    this.#conn.send({ type: 'rooms' });
-  }
-
-  /** requestRoomsSoon asks for the list once the server's next rebuild has seen a change. */
-  #requestRoomsSoon() {
-    clearTimeout(this.#settleTimer);
-    this.#settleTimer = setTimeout(() => this.#requestRooms(), ROOMS_SETTLE_MS);
-  }
-
   /** remove closes a room's tab and forgets it, left or refused. */
   #remove(name) {
     const room = this.#rooms.get(name);
@@ -387,6 +479,7 @@ export class ChatView extends EventTarget {
 
   #activate(name) {
     this.#active = name;
+    showRoom(name);
     for (const room of this.#rooms.values()) {
       const on = room.name === name;
       room.tab.setAttribute('aria-selected', String(on));
@@ -398,7 +491,8 @@ export class ChatView extends EventTarget {
         if (room.stick) room.scrollToEnd();
       }
     }
-    this.dispatchEvent(new CustomEvent('active', { detail: name }));
+    const callable = name !== null && !this.#rooms.get(name).waiting;
+    this.dispatchEvent(new CustomEvent('active', { detail: callable ? name : null }));
     this.#render();
   }
 
@@ -431,19 +525,29 @@ export class ChatView extends EventTarget {
     room.notice(text);
   }
 
+  /**
+   * banner says, above the room view, why a room closed on the page
+   * (removed, ended) until dismissed or the next join; null removes it.
+   * It is built afresh each time: an alert inserted is read out at once.
+   */
+  #banner(text) {
+    this.#els.main.querySelector(':scope > .banner')?.remove();
+    if (text === null) return;
+    const banner = h(
+      'div',
+      { class: 'banner', role: 'alert' },
+      h('p', { text }),
+      h('button', { type: 'button', text: 'Dismiss', onclick: () => banner.remove() }),
+    );
+    this.#els.main.prepend(banner);
+  }
+
   #render() {
     const any = this.#rooms.size > 0;
     this.#els.welcome.hidden = any;
     this.#els.roomView.hidden = !any;
     // Only connections in no room get the list pushed; in rooms, poll it.
-    if (any && !this.#refreshTimer) {
-      this.#refreshTimer = setInterval(() => {
-        if (!document.hidden) this.#requestRooms();
-      }, ROOMS_REFRESH_MS);
-    } else if (!any && this.#refreshTimer) {
-      clearInterval(this.#refreshTimer);
-      this.#refreshTimer = 0;
-    }
+    this.#roomList.poll(any);
     this.#renderRoomHead();
     this.#renderRoomList();
     this.#renderTitle();
@@ -458,59 +562,26 @@ export class ChatView extends EventTarget {
   #renderRoomHead() {
     const room = this.#rooms.get(this.#active);
     const els = this.#els;
+    const waiting = room?.waiting === true;
     els.title.replaceChildren(...(room ? [hash(), room.name] : []));
-    els.count.textContent = room ? plural(room.count, 'member') : '';
-    els.message.disabled = !room;
+    els.count.textContent = room && !waiting ? plural(room.count, 'member') : '';
+    // Waiting in a lobby, the page sees nothing of the room: only how to stop waiting.
+    els.waiting.hidden = !waiting;
+    els.waitingText.textContent = waiting ? 'Waiting for the host to let you in' : '';
+    els.roomBody.hidden = waiting;
+    els.composer.hidden = waiting;
+    els.leave.hidden = waiting;
+    els.message.disabled = !room || waiting;
     els.message.placeholder = room ? `Message ${room.name}` : '';
-    this.#renderMembers();
+    this.#renderMeeting();
   }
 
-  #renderMembers() {
-    const room = this.#rooms.get(this.#active);
-    if (!room) {
-      this.#els.members.replaceChildren();
-      return;
-    }
-    const sorted = [...room.members].sort((a, b) => a[1].localeCompare(b[1]));
-    const items = sorted.map(([id, nick]) =>
-      h(
-        'li',
-        { class: 'member' },
-        h('span', { class: `avatar ${nickClass(nick)}`, 'aria-hidden': 'true', text: initial(nick) }),
-        h('span', { class: 'member-nick', text: nick }),
-        id === this.#myId ? h('span', { class: 'you', text: '(you)' }) : '',
-      ),
-    );
-    const more = room.count - room.members.size;
-    if (more > 0) items.push(h('li', { class: 'member more', text: `and ${more} more` }));
-    this.#els.members.replaceChildren(...items);
+  #renderMeeting() {
+    this.#meeting.render(this.#rooms.get(this.#active) ?? null, this.#myId);
   }
 
   #renderRoomList() {
-    const items = this.#openRooms.map(({ room: name, count }) => {
-      const joined = this.#rooms.get(name);
-      // In a joined room the live count is fresher than the last list.
-      const n = joined ? joined.count : count;
-      return h(
-        'li',
-        {},
-        h(
-          'button',
-          {
-            type: 'button',
-            class: `room-item${joined ? ' joined' : ''}`,
-            // Shown as "# lobby   3", read out as "lobby, 3 members".
-            'aria-label': `${name}, ${plural(n, 'member')}`,
-            'aria-current': name === this.#active ? 'true' : undefined,
-            onclick: () => this.join(name),
-          },
-          h('span', { class: 'room-name' }, hash(), name),
-          h('span', { class: 'room-count', text: String(n) }),
-        ),
-      );
-    });
-    this.#els.roomList.replaceChildren(...items);
-    this.#els.roomListEmpty.hidden = items.length > 0;
+    this.#roomList.render(this.#rooms, this.#active);
   }
 
   #renderTitle() {
@@ -518,12 +589,4 @@ export class ChatView extends EventTarget {
     for (const room of this.#rooms.values()) unread += room.unread;
     document.title = unread > 0 ? `(${unread}) noom` : 'noom';
   }
-}
-
-function plural(n, word) {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
-}
-
-function initial(nick) {
-  return ([...nick.trim()][0] ?? '?').toUpperCase();
 }

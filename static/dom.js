@@ -57,3 +57,27 @@ export function nickClass(key) {
 export function hash() {
   return h('span', { class: 'hash', 'aria-hidden': 'true', text: '#' });
 }
+
+/**
+ * confirmAction asks in the page's confirmation dialog whether to go on
+ * with something that cannot be undone. It resolves true when the user
+ * presses the button named confirm, false on Cancel or Escape.
+ */
+export function confirmAction(title, text, confirm) {
+  const dialog = byId('confirm-dialog');
+  byId('confirm-title').textContent = title;
+  byId('confirm-text').textContent = text;
+  const ok = byId('confirm-ok');
+  ok.textContent = confirm;
+  dialog.returnValue = '';
+  dialog.showModal();
+  byId('confirm-cancel').focus(); // the safe choice is the one under Enter
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+  });
+}
+
+/** plural is "1 member", "2 members". */
+export function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}

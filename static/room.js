@@ -5,6 +5,7 @@
 
 import { h, hash, nickClass } from './dom.js';
 import { PAGE, RoomHistory } from './history.js';
+import { DEFAULT_SETTINGS } from './meeting.js';
 
 /**
  * LOG_LIMIT bounds a log that follows the newest messages: a message added
@@ -49,6 +50,20 @@ export class Room {
     /** members maps connection id to nickname. */
     this.members = new Map();
     this.count = 0;
+    // The room's meeting state, kept by meeting.js: this page's role, the
+    // hosts and cohosts (id to role), the settings, and who knocks (id to
+    // nickname, for hosts and cohosts).
+    this.role = 'member';
+    this.roles = new Map();
+    this.settings = { ...DEFAULT_SETTINGS };
+    this.lobby = new Map();
+    /** waiting is true while this page waits in the room's lobby. */
+    this.waiting = false;
+    /**
+     * passcode is the one this page joined with or set, sent again with
+     * every rejoin; '' for none. Kept in memory only, never stored.
+     */
+    this.passcode = '';
     this.unread = 0;
     this.stick = true;
     // aria-disabled rather than disabled while loading: a disabled button

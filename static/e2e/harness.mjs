@@ -78,7 +78,8 @@ export class Server {
     // of them, locked by the first, and outlive the run. A restart then
     // starts the rooms afresh, under new epochs. this.args come last so that
     // a test can still choose its own (-data DIR for a store on disk).
-    const args = ['-addr', `127.0.0.1:${this.port}`, '-admin-addr', '127.0.0.1:0', '-data', '', ...tlsArgs, ...this.args];
+    // Its SFU's media on a free loopback port, for the same reason.
+    const args = ['-addr', `127.0.0.1:${this.port}`, '-admin-addr', '127.0.0.1:0', '-rtc-udp', '127.0.0.1:0', '-data', '', ...tlsArgs, ...this.args];
     const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#proc = proc;
     proc.stdout.pipe(this.log, { end: false });

@@ -1,10 +1,12 @@
 // Unit tests of the page's DOM-free logic: which messages are new after a
 // rejoin, which older messages a `history` reply adds, the reconnect backoff,
-// the WebSocket address and the nickname rules.
+// the WebSocket address, the nickname rules, invite links and join refusals in words.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { joinProblem } from '../access.js';
 import { nickProblem } from '../chat.js';
+import { inviteURL, readLink } from '../invite.js';
 import { backoffDelay, BASE_MS, CAP_MS, wsURL } from '../connection.js';
 import { PAGE, RoomHistory } from '../history.js';
 
@@ -198,4 +200,22 @@ test('nicknames follow PROTOCOL.md: 1 to 32 characters, no control characters', 
   assert.notEqual(nickProblem(''), '');
   assert.notEqual(nickProblem('x'.repeat(33)), '');
   assert.notEqual(nickProblem('a\u0007b'), '');
+});
+
+test('invite links name the room in the fragment, the passcode only when given', () => {
+  const page = new URL('https://meet.example/noom/?x=1#room=old');
+  assert.equal(inviteURL(page, 'standup'), 'https://meet.example/noom/#room=standup');
+  assert.equal(inviteURL(page, 'standup', 'a b&c#d'), 'https://meet.example/noom/#room=standup&passcode=a+b%26c%23d');
+  assert.deepEqual(readLink(new URL(inviteURL(page, 'standup', 'a b&c#d'))), { room: 'standup', passcode: 'a b&c#d' });
+  assert.deepEqual(readLink(new URL('https://meet.example/#room=x')), { room: 'x', passcode: '' });
+  assert.equal(readLink(new URL('https://meet.example/')), null);
+  assert.equal(readLink(new URL('https://meet.example/#passcode=only')), null);
+});
+
+test('every join refusal the page explains is said in words', () => {
+  for (const code of ['passcode_required', 'bad_passcode', 'too_many_attempts', 'room_locked', 'banned', 'denied']) {
+    const text = joinProblem(code, 'standup');
+    assert.ok(!text.includes('_'), `${code} is not shown as a code: ${text}`);
+    assert.ok(text.endsWith('.'), text);
+  }
 });
