@@ -111,6 +111,7 @@ func (s *server) startSFU() error {
 	}
 	g := &sfuGlue{h: s.hub, s: sf, q: make(chan sfuOp, sfuQueue), done: make(chan struct{}), peers: make(map[sfuKey]*sfu.Peer)}
 	s.hub.sfu = g
+	s.hub.sfuLive.Store(sf)
 	go g.run()
 	s.log.Info("SFU listening", "udp", sf.UDPAddr().String(), "tcp", cfg.RTCTCP, "public", cfg.RTCPublicIPs, "mode", cfg.SFU)
 	return nil

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"noom/server/sfu"
 )
 
 // stats are the server's counters. Hot paths bump plain atomics (the
@@ -67,6 +69,8 @@ type statsCollector struct {
 	connections, rooms, upgrades, framesIn, bytesIn, framesOut, bytesOut,
 	deliveries, slow, droppedReq, droppedFrames, errors, closes, rejected, misdirected, storeErrors,
 	clusterNodes, clusterDegraded, clusterPublished, clusterRetries *prometheus.Desc
+
+	sfuCalls, sfuPeers, sfuPublished, sfuForwarded, sfuPackets, sfuBytes, sfuRetransmits, sfuKeyframes *prometheus.Desc
 }
 
 func newStatsCollector(st *stats, h *hub) *statsCollector {
@@ -96,6 +100,15 @@ func newStatsCollector(st *stats, h *hub) *statsCollector {
 		clusterDegraded:  d("cluster_degraded", "1 while NATS is unreachable and the node serves its local members alone."),
 		clusterPublished: d("cluster_published_total", "Messages this node stored in the cluster's stream."),
 		clusterRetries:   d("cluster_cas_retries_total", "Compare-and-set conflicts: another node took the seq first."),
+
+		sfuCalls:       d("sfu_calls", "Calls whose media this node's SFU forwards."),
+		sfuPeers:       d("sfu_peers", "Peers connected to this node's SFU."),
+		sfuPublished:   d("sfu_tracks_published", "Tracks the SFU receives from peers."),
+		sfuForwarded:   d("sfu_tracks_forwarded", "Tracks the SFU sends to peers (each published track times its subscribers)."),
+		sfuPackets:     d("sfu_packets_forwarded_total", "RTP packets the SFU sent to subscribers, retransmissions excluded."),
+		sfuBytes:       d("sfu_bytes_forwarded_total", "Bytes of RTP the SFU sent to subscribers."),
+		sfuRetransmits: d("sfu_retransmits_total", "Packets resent from the SFU's buffers to answer NACKs."),
+		sfuKeyframes:   d("sfu_keyframe_requests_total", "Picture-loss requests the SFU sent to publishers."),
 	}
 }
 
@@ -156,6 +169,18 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(sc.clusterPublished, pub)
 	counter(sc.clusterRetries, retries)
+	var ss sfu.Stats
+	if s := sc.hub.sfuLive.Load(); s != nil {
+		ss = s.Stats()
+	}
+	gauge(sc.sfuCalls, float64(ss.Calls))
+	gauge(sc.sfuPeers, float64(ss.Peers))
+	gauge(sc.sfuPublished, float64(ss.PublishedTracks))
+	gauge(sc.sfuForwarded, float64(ss.ForwardedTracks))
+	counter(sc.sfuPackets, ss.PacketsForwarded)
+	counter(sc.sfuBytes, ss.BytesForwarded)
+	counter(sc.sfuRetransmits, ss.Retransmits)
+	counter(sc.sfuKeyframes, ss.KeyframeRequests)
 }
 
 // newRegistry builds the /metrics registry: noom's counters plus the Go

@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"noom/server/auth"
 	"noom/server/broker"
+	"noom/server/sfu"
 	"runtime"
 	"slices"
 	"strconv"
@@ -78,6 +79,9 @@ type hub struct {
 	// sfu forwards calls' media (calls_sfu.go); nil with -sfu off or in a
 	// cluster.
 	sfu *sfuGlue
+	// sfuLive is the SFU for /metrics, whose scrapes may come before
+	// startSFU sets sfu (the admin listener starts first).
+	sfuLive atomic.Pointer[sfu.SFU]
 
 	verifier *auth.Verifier
 	attempts *auth.Attempts
