@@ -62,10 +62,10 @@ type sfuOp struct {
 	kind  sfuOpKind
 	room  string
 	id    string
-	c     *client // join: where its signals go; signal: who to answer (nil: on another node)
-	data  []byte  // signal
-	muted bool    // mute
-	seq   uint64  // join: the call list's stream sequence, for relayed signals
+	c     *client   // join: where its signals go; signal: who to answer (nil: on another node)
+	data  []byte    // signal
+	muted bool      // mute
+	seq   uint64    // join: the call list's stream sequence, for relayed signals
 	peer  *sfu.Peer // gone: the peer the SFU dropped
 }
 
