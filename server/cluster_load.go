@@ -267,7 +267,7 @@ func (h *hub) refuseLoad(r *room) {
 		h.refuseJoin(w.c, r)
 	}
 	for _, g := range gated {
-		g.c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
+		g.c.replyJoinError(errUnavailable, "the room could not be loaded; try again", r.name)
 	}
 }
 
@@ -285,5 +285,5 @@ func (h *hub) refuseJoin(c *client, r *room) {
 	if len(c.rooms) == 0 {
 		c.w.push(job{op: jobJoin, room: h.lobby, c: c})
 	}
-	c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
+	c.replyJoinError(errUnavailable, "the room could not be loaded; try again", r.name)
 }

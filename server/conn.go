@@ -111,6 +111,14 @@ func (c *client) replyError(code, msg, ref string) {
 	c.send(encodeError(code, msg, ref))
 }
 
+// replyJoinError refuses a join of room: the error frame names the room,
+// so a client with several joins on their way (a passcode is checked off
+// the event loop, a lobby answers later) knows which one was refused.
+func (c *client) replyJoinError(code, msg, room string) {
+	c.w.hub.stats.countError(code)
+	c.send(encodeRoomError(code, msg, "join", room))
+}
+
 // pending is how many bytes nbio holds that the kernel has not taken yet.
 func (c *client) pending() int {
 	return int(c.handed.Load() - c.written.Load())

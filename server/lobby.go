@@ -75,33 +75,33 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 	barred := h.bars.Barred(r.name, c.barKey(), now)
 	switch {
 	case barred && !m.lobby:
-		c.replyError(errBanned, "you were removed from room "+r.name+"; try again later", "join")
+		c.replyJoinError(errBanned, "you were removed from room "+r.name+"; try again later", r.name)
 		return false
 	case m.locked:
-		c.replyError(errRoomLocked, "room "+r.name+" is locked", "join")
+		c.replyJoinError(errRoomLocked, "room "+r.name+" is locked", r.name)
 		return false
 	}
 	if m.passHash != "" && jr.passHash != m.passHash {
 		if jr.passcode == "" {
-			c.replyError(errPasscodeRequired, "room "+r.name+" needs a passcode", "join")
+			c.replyJoinError(errPasscodeRequired, "room "+r.name+" needs a passcode", r.name)
 			return false
 		}
 		addr := auth.AddrKey(c.remoteIP()) // an IPv6 host has a /64 of addresses
 		if !h.attempts.Allow(addr, r.name, now) {
-			c.replyError(errTooManyAttempts, "too many wrong passcodes for room "+r.name+"; wait a minute", "join")
+			c.replyJoinError(errTooManyAttempts, "too many wrong passcodes for room "+r.name+"; wait a minute", r.name)
 			return false
 		}
 		hash, try := m.passHash, *jr
 		if !h.slow(func() {
 			if !auth.CheckPasscode(hash, try.passcode) {
 				h.attempts.Fail(addr, try.room, time.Now())
-				c.replyError(errBadPasscode, "wrong passcode for room "+try.room, "join")
+				c.replyJoinError(errBadPasscode, "wrong passcode for room "+try.room, try.room)
 				return
 			}
 			try.passHash = hash
 			h.join(c, try)
 		}) {
-			c.replyError(errUnavailable, "the server is busy checking passcodes; try again", "join")
+			c.replyJoinError(errUnavailable, "the server is busy checking passcodes; try again", r.name)
 		}
 		return false
 	}
@@ -117,7 +117,7 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 func (h *hub) wait(sh *shard, r *room, c *client, jr *joinReq) {
 	m := &r.meet
 	if len(m.lobbyq) >= lobbyLimit {
-		c.replyError(errUnavailable, "the lobby of room "+r.name+" is full; try again later", "join")
+		c.replyJoinError(errUnavailable, "the lobby of room "+r.name+" is full; try again later", r.name)
 		return
 	}
 	m.lobbyq = append(m.lobbyq, waiter{c, *jr})
@@ -219,7 +219,7 @@ func (h *hub) admitWaiter(r *room, t *client, deny bool) bool {
 	case !ok:
 		return false
 	case deny:
-		t.replyError(errDenied, "a host of room "+r.name+" did not let you in", "join")
+		t.replyJoinError(errDenied, "a host of room "+r.name+" did not let you in", r.name)
 	case t.getState() == connClosed:
 	default:
 		// A room with a lobby queue stays in memory (dropIfEmpty), so r is

@@ -162,7 +162,9 @@ func TestPasscode(t *testing.T) {
 	c.send(map[string]any{"type": "join", "room": "p"})
 	c.expectError(errPasscodeRequired, "join")
 	c.send(map[string]any{"type": "join", "room": "p", "passcode": "wrong"})
-	c.expectError(errBadPasscode, "join")
+	if m := c.expectError(errBadPasscode, "join"); m.str("room") != "p" {
+		t.Fatalf("a refused join's error %v: want the room", m)
+	}
 	c.send(map[string]any{"type": "join", "room": "p", "passcode": pass})
 	if j := c.expect("joined"); j.str("role") != roleMember || settingsOf(j)["passcode"] != true {
 		t.Fatalf("joined with the passcode: %v", j)

@@ -558,6 +558,17 @@ func encodeSignal(room, from, nick string, data []byte) []byte {
 	return frameOf(append(b, '}'))
 }
 
+// encodeRoomError is an error frame with the room of the request it
+// refuses (a field PROTOCOL.md allows to add).
+func encodeRoomError(code, msg, ref, room string) []byte {
+	b := startObject(newFrame(80+len(msg)+len(ref)+len(room)), "error")
+	b = appendStrField(b, "code", code)
+	b = appendStrField(b, "message", msg)
+	b = appendStrField(b, "ref", ref)
+	b = appendStrField(b, "room", room)
+	return frameOf(append(b, '}'))
+}
+
 func encodeError(code, msg, ref string) []byte {
 	b := startObject(newFrame(64+len(msg)+len(ref)), "error")
 	b = appendStrField(b, "code", code)

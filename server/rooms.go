@@ -383,11 +383,11 @@ func (h *hub) joinLocked(c *client, jr joinReq) {
 		return
 	}
 	if len(c.rooms)+len(c.waits) >= h.cfg.MaxRooms {
-		c.replyError(errTooManyRooms, "already in "+strconv.Itoa(h.cfg.MaxRooms)+" rooms", "join")
+		c.replyJoinError(errTooManyRooms, "already in "+strconv.Itoa(h.cfg.MaxRooms)+" rooms", name)
 		return
 	}
 	if t := c.token(); t != nil && !t.claims.MayJoin(name) {
-		c.replyError(errNotAllowed, "your token does not let you join room "+name, "join")
+		c.replyJoinError(errNotAllowed, "your token does not let you join room "+name, name)
 		return
 	}
 	sh := h.shardOf(name)
@@ -399,14 +399,14 @@ func (h *hub) joinLocked(c *client, jr joinReq) {
 		var err error
 		if r, created, err = h.loadRoom(name); err != nil {
 			h.log.Warn("room not loaded", "room", name, "err", err)
-			c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
+			c.replyJoinError(errUnavailable, "the room could not be loaded; try again", name)
 			return
 		}
 		sh.rooms[name] = r
 	}
 	if h.cl != nil && !r.loaded { // its settings first: the join is checked once it is loaded
 		if !h.cl.load(r) {
-			c.replyError(errUnavailable, "the room could not be loaded; try again", "join")
+			c.replyJoinError(errUnavailable, "the room could not be loaded; try again", name)
 			h.dropIfEmpty(sh, r)
 			return
 		}
