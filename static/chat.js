@@ -257,11 +257,13 @@ export class ChatView extends EventTarget {
     if (!this.#rooms.has(frame.room)) return;
     this.#remove(frame.room);
     this.dispatchEvent(new CustomEvent('leave', { detail: frame.room }));
-    this.#banner(
-      frame.type === 'removed'
-        ? `You were removed from the room ${frame.room}.`
-        : `The host ended the meeting in ${frame.room}.`,
-    );
+    // The server's console acts as a host would, with by "operator".
+    const operator = frame.by === 'operator';
+    if (frame.type === 'removed') {
+      this.#banner(operator ? `An operator removed you from the room ${frame.room}.` : `You were removed from the room ${frame.room}.`);
+    } else {
+      this.#banner(operator ? `An operator ended the meeting in ${frame.room}.` : `The host ended the meeting in ${frame.room}.`);
+    }
     this.#roomList.requestSoon();
   }
 

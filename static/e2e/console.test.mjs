@@ -98,9 +98,9 @@ test('the console finds a room, follows its count, ends it; the chat pages leave
   await dialog.getByRole('button', { name: 'End room', exact: true }).click();
   await admin.getByText(`Room ${ROOM} ended: 2 members left.`).waitFor();
 
-  // Both chat pages show they left the room.
+  // Both chat pages show the room ended, by an operator.
   for (const page of [alice, bob]) {
-    await page.getByText(`You are no longer in ${ROOM}`).waitFor();
+    await page.getByText(`An operator ended the meeting in ${ROOM}.`).waitFor();
     await page.getByRole('tab', { name: ROOM }).waitFor({ state: 'detached' });
     assert.deepEqual(page.problems, []);
   }
