@@ -176,9 +176,7 @@ func (h *hub) leaveLobbies(c *client) {
 		r := c.waits[0]
 		sh := h.shardOf(r.name)
 		sh.mu.Lock()
-		if _, ok := r.unwait(c); !ok {
-			c.waits = c.waits[1:] // not in the lobby any more; forget it
-		}
+		r.unwait(c) // takes r out of c.waits, and c out of r's lobby
 		h.dropIfEmpty(sh, r)
 		sh.mu.Unlock()
 	}
@@ -221,6 +219,7 @@ func (h *hub) admitWaiter(r *room, t *client, deny bool) bool {
 	case deny:
 		t.replyJoinError(errDenied, "a host of room "+r.name+" did not let you in", r.name)
 	case t.getState() == connClosed:
+		return false // gone: nobody to let in
 	default:
 		// A room with a lobby queue stays in memory (dropIfEmpty), so r is
 		// still the room by its name.

@@ -283,6 +283,34 @@ func TestLobbyLeave(t *testing.T) {
 	c.expect("left")
 	a.send(map[string]any{"type": "admit", "room": "q", "id": c.id})
 	a.expectError(errNoSuchMember, "admit")
+	// Waiting in two lobbies and gone: neither keeps it.
+	a2 := dial(t, srv)
+	a2.join("q2")
+	a2.send(map[string]any{"type": "settings", "room": "q2", "lobby": true})
+	a2.waitFor("room")
+	two := dial(t, srv)
+	for _, r := range []string{"q", "q2"} {
+		two.send(map[string]any{"type": "join", "room": r})
+		two.expect("waiting")
+	}
+	a.waitFor("knock")
+	a2.waitFor("knock")
+	_ = two.c.Close()
+	eventually(t, 10*time.Second, "the server to see the connection gone", func() bool { return srv.hub.lookup(two.id) == nil })
+	for _, x := range []struct {
+		host *wsConn
+		room string
+	}{{a, "q"}, {a2, "q2"}} {
+		sh := srv.hub.shardOf(x.room)
+		sh.mu.Lock()
+		n := len(sh.rooms[x.room].meet.lobbyq)
+		sh.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("lobby of %s keeps %d after its only waiter closed", x.room, n)
+		}
+		x.host.send(map[string]any{"type": "admit", "room": x.room, "id": two.id})
+		x.host.waitError(errNoSuchMember, "admit")
+	}
 	var last *wsConn
 	for i := 0; i < lobbyLimit; i++ {
 		last = dial(t, srv)
