@@ -108,6 +108,14 @@ type callPeer struct {
 	wg       sync.WaitGroup
 }
 
+// callPacketsPerSecond is what one peer publishes a second on schedule:
+// its audio packets and its camera frames' packets.
+func callPacketsPerSecond() float64 {
+	vp8 := rtp.NewPacketizer(callMTU, 96, 0, &codecs.VP8Payloader{}, rtp.NewRandomSequencer(), 90000)
+	perFrame := len(vp8.Packetize(make([]byte, callFrameSize), 1))
+	return float64(time.Second)/float64(callAudioEvery) + float64(perFrame)*float64(time.Second)/float64(callFrameEvery)
+}
+
 var (
 	callAPIOnce sync.Once
 	callAPIVal  *webrtc.API

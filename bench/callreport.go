@@ -28,6 +28,7 @@ type CallResult struct {
 	PacketsPerSecond float64 `json:"packets_per_second"` // received, all peers
 	MbitPerSecond    float64 `json:"mbit_per_second"`    // RTP bytes received, all peers
 	OfferedPerSecond float64 `json:"offered_per_second"` // published × (peers in the call − 1)
+	NominalPerSecond float64 `json:"nominal_per_second"` // what the schedule asks for: peers × (peers − 1) × callPacketsPerSecond
 	Delivered        float64 `json:"delivered_fraction"` // PacketsPerSecond / OfferedPerSecond
 	TracksMin        int     `json:"tracks_min"`         // per peer, received tracks with packets in the window
 	TracksMax        int     `json:"tracks_max"`
@@ -106,6 +107,7 @@ func (r *Result) mergeCall() {
 		c.OffersMean = float64(offers) / float64(c.Joined)
 	}
 	c.OfferedPerSecond = sentRate * float64(max(c.Joined-1, 0))
+	c.NominalPerSecond = float64(c.Joined*max(c.Joined-1, 0)) * callPacketsPerSecond()
 	if c.OfferedPerSecond > 0 {
 		c.Delivered = c.PacketsPerSecond / c.OfferedPerSecond
 	}
@@ -164,6 +166,10 @@ func writeCallText(w io.Writer, r *Result) {
 		c.FullFlow, c.Peers, c.WantTracks, last, ms(c.FlowLatency.P50), ms(c.FlowLatency.Max))
 	pf("packets        %s/s forwarded (%.1f Mbit/s), counted at the %s; %s/s published × (peers − 1): %.1f%%",
 		num(c.PacketsPerSecond), c.MbitPerSecond, c.PacketsCountedAt, num(c.OfferedPerSecond), 100*c.Delivered)
+	if c.NominalPerSecond > 0 && c.OfferedPerSecond < 0.95*c.NominalPerSecond {
+		pf("warning        the peers published %.0f%% of their schedule's %s/s (the harness's machine is busy): the load is lower than nominal",
+			100*c.OfferedPerSecond/c.NominalPerSecond, num(c.NominalPerSecond))
+	}
 	pf("               tracks flowing in the window per peer %d–%d of %d; %d of %d peers received every one",
 		c.TracksMin, c.TracksMax, c.WantTracks, c.PeersFlowing, c.Joined)
 	if c.CPUPerPacket > 0 {
