@@ -166,12 +166,12 @@ func writeCallText(w io.Writer, r *Result) {
 		c.FullFlow, c.Peers, c.WantTracks, last, ms(c.FlowLatency.P50), ms(c.FlowLatency.Max))
 	pf("packets        %s/s forwarded (%.1f Mbit/s), counted at the %s; %s/s published × (peers − 1): %.1f%%",
 		num(c.PacketsPerSecond), c.MbitPerSecond, c.PacketsCountedAt, num(c.OfferedPerSecond), 100*c.Delivered)
+	pf("               tracks flowing in the window per peer %d–%d of %d; %d of %d peers received every one",
+		c.TracksMin, c.TracksMax, c.WantTracks, c.PeersFlowing, c.Joined)
 	if c.NominalPerSecond > 0 && c.OfferedPerSecond < 0.95*c.NominalPerSecond {
 		pf("warning        the peers published %.0f%% of their schedule's %s/s (the harness's machine is busy): the load is lower than nominal",
 			100*c.OfferedPerSecond/c.NominalPerSecond, num(c.NominalPerSecond))
 	}
-	pf("               tracks flowing in the window per peer %d–%d of %d; %d of %d peers received every one",
-		c.TracksMin, c.TracksMax, c.WantTracks, c.PeersFlowing, c.Joined)
 	if c.CPUPerPacket > 0 {
 		pf("server         cpu %.0f%% of a core in the window, %.2f µs per forwarded packet", c.ServerCPUPercent, c.CPUPerPacket)
 		pf("               RSS %s at the window's end (%s before the call: %s per peer); heap %s (%s per peer); goroutines %.0f (%.0f before)",
