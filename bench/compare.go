@@ -110,6 +110,9 @@ func runCompare(ctx context.Context, cfg *Config, stdout, stderr io.Writer) erro
 // get in the way of a benchmark: publishers sending more than the default
 // 20 a second would be answered rate_limited.
 func noomArgs(cfg *Config) ([]string, string) {
+	if cfg.Scenario == scenarioCall {
+		return []string{"-sfu", "on"}, "(the SFU from the call's first peer)"
+	}
 	if cfg.Scenario == scenarioConnect || cfg.Publishers == 0 {
 		return nil, "(defaults)"
 	}

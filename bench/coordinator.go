@@ -142,10 +142,7 @@ func scrapeAfter(ctx context.Context, urls []string, before *Sample) *Sample {
 
 // makePlans splits the run into shares, one per process.
 func makePlans(cfg *Config, now time.Time) []*Plan {
-	workers := cfg.Workers
-	if workers == 0 {
-		workers = (cfg.Conns + maxPerProcess - 1) / maxPerProcess
-	}
+	workers := cfg.workerCount()
 	var id [3]byte
 	_, _ = rand.Read(id[:])
 	base := Plan{
@@ -175,8 +172,11 @@ func makePlans(cfg *Config, now time.Time) []*Plan {
 		Origin:     now.UnixNano(),
 		Seconds:    seriesSeconds(cfg),
 	}
-	if cfg.Scenario == scenarioConnect {
+	switch cfg.Scenario {
+	case scenarioConnect:
 		base.Rate, base.Warmup = 0, 0 // nothing to warm up: the hold is -duration
+	case scenarioCall:
+		base.Rate, base.Publishers = 0, 0 // the media is the load, not messages
 	}
 	plans := make([]*Plan, workers)
 	for w := range plans {
@@ -189,10 +189,25 @@ func makePlans(cfg *Config, now time.Time) []*Plan {
 	return plans
 }
 
+// workerCount returns the number of shares: -workers, or one per
+// maxPerProcess connections (call: one per callPerProcess peers).
+func (cfg *Config) workerCount() int {
+	switch {
+	case cfg.Workers > 0:
+		return cfg.Workers
+	case cfg.Scenario == scenarioCall:
+		return (cfg.Conns + callPerProcess - 1) / callPerProcess
+	}
+	return (cfg.Conns + maxPerProcess - 1) / maxPerProcess
+}
+
 // seriesSeconds sizes the time series generously: the ramp's worst case
 // (dial timeouts, the -ramp pace), the settle, the run and the drain.
 func seriesSeconds(cfg *Config) int {
 	ramp := float64(cfg.Conns)/500 + 2*cfg.Timeout.Seconds()
+	if cfg.Scenario == scenarioCall {
+		ramp += callFlowFactor * cfg.Timeout.Seconds()
+	}
 	if cfg.Ramp > 0 {
 		ramp += float64(cfg.Conns) / cfg.Ramp
 	}
@@ -400,6 +415,9 @@ func (r *Result) merge() {
 	r.mergeServer(c.Joined)
 	r.mergeSeries()
 	r.mergeServerSeries()
+	if p.Scenario == scenarioCall {
+		r.mergeCall()
+	}
 }
 
 // mergeServer derives the server figures from the /metrics samples.

@@ -33,8 +33,9 @@ import (
 type Config struct {
 	URLs       []string      // -url, repeatable; default ws://127.0.0.1:8080/ws
 	Metrics    []string      // -metrics, repeatable: the servers' /metrics URLs; default /metrics beside each -url
-	Scenario   string        // -scenario: fanout (default), connect, rooms, churn, soak
-	Conns      int           // -conns: connections in all, default 5000
+	Scenario   string        // -scenario: fanout (default), connect, rooms, churn, soak, call
+	Conns      int           // -conns: connections in all, default 5000 (call: set from -peers)
+	Peers      int           // -peers: call: pion peers in the one call, default 6
 	Rate       float64       // -rate: messages a second offered, all publishers together, default 200
 	Size       int           // -size: bytes of message text, default 64
 	Duration   time.Duration // -duration: measured window (connect: idle hold), default 10s
@@ -101,7 +102,8 @@ func newFlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.Var(&urlFlag{urls: &cfg.URLs}, "url", "server WebSocket URL; repeat for several servers, connections go round-robin")
 	fs.Var(&urlFlag{urls: &cfg.Metrics}, "metrics", "server /metrics `URL`, repeatable, for the server's CPU and memory figures (default: /metrics beside each -url, as the reference serves it; noom serves it on its -admin-addr, http://127.0.0.1:9090/metrics by default)")
 	fs.StringVar(&cfg.Scenario, "scenario", scenarioFanout, "scenario: "+strings.Join(scenarios, ", "))
-	fs.IntVar(&cfg.Conns, "conns", 5000, "connections in all")
+	fs.IntVar(&cfg.Conns, "conns", 5000, "connections in all (call: -peers instead)")
+	fs.IntVar(&cfg.Peers, "peers", 6, "call: peers in the call, each a WebSocket client and a pion peer connection publishing audio and camera through the server's SFU")
 	fs.Float64Var(&cfg.Rate, "rate", 200, "messages a second offered, all publishers together")
 	fs.IntVar(&cfg.Size, "size", 64, "bytes of text in each message (at least its 25-40 byte id header)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured window (connect: how long to hold the connections idle)")
@@ -117,11 +119,11 @@ func newFlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.Sample, "sample-every", 5*time.Second, "scrape the server's /metrics this often during the run, for the memory and goroutine curve; 0 = only at the phase boundaries")
 	fs.Float64Var(&cfg.Ramp, "ramp", 0, "connections opened a second during the ramp; 0 = as fast as the dialers go")
 	fs.IntVar(&cfg.Dialers, "dialers", 64, "dialing goroutines per process")
-	fs.IntVar(&cfg.Workers, "workers", 0, fmt.Sprintf("worker processes; 0 = auto: in this process up to %d connections, else one per %d", maxPerProcess, maxPerProcess))
+	fs.IntVar(&cfg.Workers, "workers", 0, fmt.Sprintf("worker processes; 0 = auto: in this process up to %d connections, else one per %d (call: up to %d peers, else one per %d)", maxPerProcess, maxPerProcess, callPerProcess, callPerProcess))
 	fs.IntVar(&cfg.Pollers, "pollers", 1, "poller goroutines per process (epoll loops reading the connections)")
 	fs.DurationVar(&cfg.PollIdle, "poll-idle", 500*time.Microsecond, "a poller's pause after a wait that found few ready sockets, so wakeups do not cost a syscall per frame; adds at most this to latencies (0: no pause)")
 	fs.IntVar(&cfg.ReadBuffer, "read-buffer", 256<<10, "bytes of each poller's read buffer")
-	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "dial+upgrade timeout, and wait for joined replies after the last dial")
+	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "dial+upgrade timeout, and wait for joined replies after the last dial (call: thrice this for every track to flow)")
 	fs.StringVar(&cfg.JSONFile, "json", "", "write the full result (parameters, results, time series) as JSON to this file (default: none)")
 	fs.StringVar(&cfg.HTMLFile, "html", "", "write a self-contained HTML report to this file (default: none)")
 	fs.BoolVar(&cfg.Progress, "progress", true, "show a progress line on stderr (only when it is a terminal)")
@@ -190,6 +192,9 @@ func (cfg *Config) check() error {
 		if u, err := url.Parse(m); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("-metrics %q: want an http:// or https:// URL", m)
 		}
+	}
+	if cfg.Scenario == scenarioCall {
+		return cfg.checkCall()
 	}
 	if cfg.Publishers <= 0 {
 		cfg.Publishers = autoPublishers(cfg.Scenario, cfg.Rate, cfg.Conns, cfg.Rooms)

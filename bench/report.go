@@ -28,6 +28,8 @@ type Result struct {
 	// the ramp to after the harness closed its connections; Curve sums it up.
 	ServerSeries []ServerPoint `json:"server_series"`
 	Curve        *Curve        `json:"server_curve"`
+	// Call is the call scenario's figures (callreport.go).
+	Call *CallResult `json:"call,omitempty"`
 
 	plan     *Plan
 	workers  []*WorkerResult
@@ -224,6 +226,10 @@ func writeJSON(path string, v any) error {
 
 // writeText prints the parameters and results block.
 func writeText(w io.Writer, r *Result) {
+	if r.Params.Scenario == scenarioCall {
+		writeCallText(w, r)
+		return
+	}
 	p := &r.Params
 	pf := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
 	label := ""

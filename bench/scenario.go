@@ -34,9 +34,14 @@ const (
 	// the ones that come and go, slow readers cut off by the server, and the
 	// server's memory and goroutines flat over time (its /metrics, sampled).
 	scenarioSoak = "soak"
+	// scenarioCall: -peers pion peers in one room's call through the
+	// server's SFU, each publishing audio and a camera and receiving
+	// everyone else's (call.go): forwarded packets a second, the server's
+	// CPU per forwarded packet and its memory per peer.
+	scenarioCall = "call"
 )
 
-var scenarios = []string{scenarioFanout, scenarioConnect, scenarioRooms, scenarioChurn, scenarioSoak}
+var scenarios = []string{scenarioFanout, scenarioConnect, scenarioRooms, scenarioChurn, scenarioSoak, scenarioCall}
 
 // maxPerProcess is how many connections one harness process opens. The
 // open-file limit here is 20,000 and cannot be raised; the rest is left for
@@ -329,6 +334,9 @@ func describe(s string) string {
 	case scenarioSoak:
 		return "long chat-like run: -rooms rooms, -stable members of each stay, the rest replaced at -churn/s,\n" +
 			"           a slow reader every -slow-every, /metrics sampled; defaults " + soakDefaultsText()
+	case scenarioCall:
+		return "one call of -peers pion peers through the server's SFU (audio and camera each): packets forwarded,\n" +
+			"           server CPU per packet, memory per peer, time to full flow"
 	}
 	return fmt.Sprintf("unknown scenario %q", s)
 }

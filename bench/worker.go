@@ -81,6 +81,7 @@ type WorkerResult struct {
 	ChurnJoined  int64          `json:"churn_joined"`
 	ChurnFailed  int64          `json:"churn_failed"`
 	Slow         SlowWire       `json:"slow"`
+	Call         *CallWire      `json:"call,omitempty"` // the call scenario's figures (call.go)
 	Latency      SparseHist     `json:"latency"`
 	RampLatency  SparseHist     `json:"ramp_latency"`
 	ChurnLatency SparseHist     `json:"churn_latency"`
@@ -112,9 +113,36 @@ type workerHandle interface {
 	Close()
 }
 
+// share is one process's part of a run: the chat connections of loadGen
+// (load.go), or the call peers of callGen (call.go). The coordinator and
+// the worker processes drive either through the same phases.
+type share interface {
+	ramp(ctx context.Context)          // open and join, until every one is in (or failed)
+	run(ctx context.Context, t0 int64) // the measured part, from t0 (unix ns)
+	result() *WorkerResult
+	progress() Progress
+	stop()
+}
+
+// newShare returns the share of p's scenario.
+func newShare(p *Plan) (share, error) {
+	if p.Scenario == scenarioCall {
+		g, err := newCallGen(p)
+		if err != nil {
+			return nil, err
+		}
+		return g, nil
+	}
+	g, err := newLoadGen(p)
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
 // localWorker runs a share in this process.
 type localWorker struct {
-	gen   *loadGen
+	gen   share
 	ready chan struct{}
 	start chan int64
 	done  chan struct{}
@@ -122,7 +150,7 @@ type localWorker struct {
 }
 
 func startLocal(ctx context.Context, p *Plan) (*localWorker, error) {
-	gen, err := newLoadGen(p)
+	gen, err := newShare(p)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +345,7 @@ func runWorker(stdin io.Reader, stdout io.Writer) error {
 	if err := dec.Decode(&p); err != nil {
 		return fmt.Errorf("read plan: %w", err)
 	}
-	gen, err := newLoadGen(&p)
+	gen, err := newShare(&p)
 	if err != nil {
 		send(workerLine{Error: err.Error()})
 		return err
