@@ -36,6 +36,11 @@ type client struct {
 	handed, written atomic.Int64
 	lastRead        atomic.Int64  // clock.now() of the last bytes read
 	state           atomic.Uint32 // a connState (lifecycle.go)
+	// For the operator's console: when it connected (clock.now()), the
+	// requests it sent (reader) and the frames written to it (worker, once
+	// per write).
+	since               int64
+	framesIn, framesOut atomic.Uint64
 
 	mu    sync.Mutex
 	rooms []*room // guarded by mu; nothing is added once state is closed
@@ -320,6 +325,7 @@ func (c *client) message(b []byte) {
 	if c.getState() != connOpen {
 		return // RFC 6455 §5.5.1: no data after a close frame
 	}
+	c.framesIn.Add(1)
 	h := c.w.hub
 	if !c.allow() {
 		h.stats.droppedRequests.Add(1)

@@ -267,9 +267,11 @@ func (s *server) localConns(q string) []console.Conn {
 			rooms[i] = r.name
 		}
 		c.mu.Unlock()
+		age := float64(now-c.since) / 1000
+		in, fout := c.framesIn.Load(), c.framesOut.Load()
 		out = append(out, console.Conn{ID: c.idStr, Nick: nick, Node: self, Addr: addr, Rooms: rooms,
 			State: c.getState().String(), Unsent: int64(max(0, c.pending())), BytesOut: c.handed.Load(),
-			Idle: float64(now-c.lastRead.Load()) / 1000})
+			Idle: float64(now-c.lastRead.Load()) / 1000, Age: &age, FramesIn: &in, FramesOut: &fout})
 	}
 	return out
 }

@@ -101,6 +101,9 @@ type consoleConns struct {
 	Connections []struct {
 		ID, Nick, Node, Addr string
 		Rooms                []string
+		FramesIn             *uint64  `json:"frames_in"`
+		FramesOut            *uint64  `json:"frames_out"`
+		Age                  *float64 `json:"age_s"`
 	}
 	Warning string
 }
@@ -180,6 +183,10 @@ func TestConsoleStandalone(t *testing.T) {
 	if len(conns.Connections) != 1 || conns.Connections[0].ID != ann.id || strings.Join(conns.Connections[0].Rooms, ",") != "r1" ||
 		!strings.HasPrefix(conns.Connections[0].Addr, "127.0.0.1:") {
 		t.Fatalf("connections?q=ann: %+v", conns)
+	}
+	// ann sent join and say (2 requests) and got joined, presence, msg at least.
+	if c := conns.Connections[0]; c.FramesIn == nil || *c.FramesIn != 2 || c.FramesOut == nil || *c.FramesOut < 3 || c.Age == nil || *c.Age < 0 {
+		t.Fatalf("ann's frames and age: in %v out %v age %v", c.FramesIn, c.FramesOut, c.Age)
 	}
 	if consoleDo(t, srv, "GET", "/admin/api/connections?q=127.0.0.1", "", &conns); len(conns.Connections) != 3 {
 		t.Fatalf("connections by address: %+v", conns)

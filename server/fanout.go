@@ -429,6 +429,7 @@ func (w *worker) flush() {
 		}
 		w.frames += uint64(frames)
 		w.bytes += uint64(total)
+		c.framesOut.Add(uint64(frames))
 		if st == connClosing || st == connEnding {
 			c.closeWritten()
 		}

@@ -232,7 +232,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	h := s.hub
 	id := s.nextID.Add(1)
-	c := &client{id: id, idStr: h.idPrefix + formatID(id), nbc: nbc, sink: sink}
+	c := &client{id: id, idStr: h.idPrefix + formatID(id), nbc: nbc, sink: sink, since: h.clock.now()}
 	if tc, ok := sink.(*ltls.Conn); ok {
 		c.conn = nc                      // nbio decrypts through it (UnderlayerConn)
 		c.sinkCounts = upgradeTLS(c, tc) // tls.go
