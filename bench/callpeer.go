@@ -165,7 +165,11 @@ var callOpus = webrtc.RTPCodecCapability{
 }
 
 func newCallPeer(g *callGen, idx int) *callPeer {
-	return &callPeer{g: g, idx: idx, room: g.plan.roomName(0), inbox: make(chan callSignal, 1024), stop: make(chan struct{})}
+	room := g.plan.Room
+	if room == "" {
+		room = g.plan.roomName(0)
+	}
+	return &callPeer{g: g, idx: idx, room: room, inbox: make(chan callSignal, 1024), stop: make(chan struct{})}
 }
 
 // join dials the server, joins the room and its call and sets up the peer

@@ -150,6 +150,7 @@ func makePlans(cfg *Config, now time.Time) []*Plan {
 		URLs:       cfg.URLs,
 		Conns:      cfg.Conns,
 		Rooms:      cfg.Rooms,
+		Room:       cfg.Room,
 		RoomPrefix: "bench-" + hex.EncodeToString(id[:]),
 		Publishers: cfg.Publishers,
 		Rate:       cfg.Rate,

@@ -42,6 +42,7 @@ type Config struct {
 	Warmup     time.Duration // -warmup: publishing before the window opens, default 2s
 	Drain      time.Duration // -drain: longest wait for late deliveries after the window, default 5s
 	Rooms      int           // -rooms: rooms of the rooms and soak scenarios, default 100
+	Room       string        // -room: call: the room of the call (default: a fresh one)
 	Publishers int           // -publishers: 0 = auto (fanout, churn: ceil(rate/10); soak: that but one a room at least; rooms: every connection)
 	Churn      float64       // -churn: connections replaced a second in the churn scenario, default 100
 	Stable     int           // -stable: soak: members of each room that stay for the whole run, default 5
@@ -110,6 +111,7 @@ func newFlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "publishing before the measured window opens")
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "longest wait for late deliveries after the window")
 	fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms of the rooms and soak scenarios")
+	fs.StringVar(&cfg.Room, "room", "", "call: the room whose call the peers join (default: a fresh one); lets a browser join them")
 	fs.IntVar(&cfg.Publishers, "publishers", 0, "publishing connections; 0 = auto: fanout and churn ceil(rate/10) (the server allows 20 msg/s per connection), soak as many but one a room at least, rooms every connection")
 	fs.Float64Var(&cfg.Churn, "churn", 100, "churn, soak: connections closed and replaced a second (clients restarting)")
 	fs.IntVar(&cfg.Stable, "stable", 5, "soak: members of each room that stay for the whole run (publishers included); the rest churn")

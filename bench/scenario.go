@@ -69,6 +69,7 @@ type Plan struct {
 	Worker     int           `json:"worker"`
 	Rooms      int           `json:"rooms"`
 	RoomPrefix string        `json:"room_prefix"`
+	Room       string        `json:"room,omitempty"` // call: a room given with -room
 	Publishers int           `json:"publishers"`
 	Rate       float64       `json:"rate"` // messages a second, all publishers together
 	Size       int           `json:"size"`
