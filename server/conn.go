@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
@@ -46,10 +45,8 @@ type client struct {
 	rooms []*room // guarded by mu; nothing is added once state is closed
 	waits []*room // lobbies it waits in (lobby.go); guarded by mu
 
-	// tok is its accepted token, authTimer what closes it without one
-	// (tokens.go).
-	tok       atomic.Pointer[tokenState]
-	authTimer atomic.Pointer[time.Timer]
+	// tok is its accepted token (tokens.go).
+	tok atomic.Pointer[tokenState]
 
 	// Read state, owned by Parse.
 	part      *partial // a frame or message split across reads, if any
