@@ -35,11 +35,12 @@ type client struct {
 	handed, written atomic.Int64
 	lastRead        atomic.Int64  // clock.now() of the last bytes read
 	state           atomic.Uint32 // a connState (lifecycle.go)
-	// For the operator's console: when it connected (clock.now()), the
-	// requests it sent (reader) and the frames written to it (worker, once
-	// per write).
-	since               int64
-	framesIn, framesOut atomic.Uint64
+	// For the operator's console: when it connected (clock.now()) and the
+	// requests it sent (reader); framesOut, the frames written to it, is
+	// worker-owned (the console reads it through a jobRun).
+	since     int64
+	framesIn  atomic.Uint64
+	framesOut uint64
 
 	mu    sync.Mutex
 	rooms []*room // guarded by mu; nothing is added once state is closed

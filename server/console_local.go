@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -253,6 +255,7 @@ func (s *server) localConns(q string) []console.Conn {
 	h.clientsMu.RUnlock()
 	now := h.clock.now()
 	var out []console.Conn
+	sent := h.framesOut(cs)
 	for _, c := range cs {
 		addr, nick := c.nbc.RemoteAddr().String(), c.nickname()
 		if !containsFold(c.idStr, q) && !containsFold(nick, q) && !containsFold(addr, q) {
@@ -268,12 +271,49 @@ func (s *server) localConns(q string) []console.Conn {
 		}
 		c.mu.Unlock()
 		age := float64(now-c.since) / 1000
-		in, fout := c.framesIn.Load(), c.framesOut.Load()
-		out = append(out, console.Conn{ID: c.idStr, Nick: nick, Node: self, Addr: addr, Rooms: rooms,
+		in := c.framesIn.Load()
+		cc := console.Conn{ID: c.idStr, Nick: nick, Node: self, Addr: addr, Rooms: rooms,
 			State: c.getState().String(), Unsent: int64(max(0, c.pending())), BytesOut: c.handed.Load(),
-			Idle: float64(now-c.lastRead.Load()) / 1000, Age: &age, FramesIn: &in, FramesOut: &fout})
+			Idle: float64(now-c.lastRead.Load()) / 1000, Age: &age, FramesIn: &in}
+		if n, ok := sent[c]; ok {
+			cc.FramesOut = &n
+		}
+		out = append(out, cc)
 	}
 	return out
+}
+
+// framesOut reads the frames written to each of cs from the connections'
+// workers, which own the counts: a job on each worker, waited for at most
+// a second (a worker that busy leaves its connections' counts out).
+func (h *hub) framesOut(cs []*client) map[*client]uint64 {
+	byWorker := make(map[*worker][]*client)
+	for _, c := range cs {
+		byWorker[c.w] = append(byWorker[c.w], c)
+	}
+	var mu sync.Mutex
+	out := make(map[*client]uint64, len(cs))
+	var wg sync.WaitGroup
+	for w, list := range byWorker {
+		wg.Add(1)
+		w.push(job{op: jobRun, fn: func() {
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range list {
+				out[c] = c.framesOut
+			}
+		}})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return maps.Clone(out)
 }
 
 // disconnectLocal closes connection id of this node with operatorClose,

@@ -47,6 +47,7 @@ const (
 	jobCloseAll                // send the close frame to every connection of the worker
 	jobSweep                   // ping a share of the connections; drop those idle too long
 	jobSettle                  // clear nbio's HTTP read deadline on connections upgraded a while ago
+	jobRun                     // run fn on the worker: reads of worker-owned state (the console)
 )
 
 // maxQueuedJobs bounds a worker's queue. A producer that finds it full waits:
@@ -64,6 +65,8 @@ type job struct {
 	// WebSocket frame, in parts that are shared rather than copied (see
 	// encodeJoined).
 	more *[2][]byte
+	// fn is jobRun's function.
+	fn func()
 }
 
 // qnode links one blob (a frame, or a run of frames) into a connection's
@@ -224,6 +227,8 @@ func (w *worker) do(j *job) {
 		w.sweep()
 	case jobSettle:
 		w.settle()
+	case jobRun:
+		j.fn()
 	}
 }
 
@@ -429,7 +434,7 @@ func (w *worker) flush() {
 		}
 		w.frames += uint64(frames)
 		w.bytes += uint64(total)
-		c.framesOut.Add(uint64(frames))
+		c.framesOut += uint64(frames) // worker-owned: an atomic here cost 15% at 10,000 members
 		if st == connClosing || st == connEnding {
 			c.closeWritten()
 		}
