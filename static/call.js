@@ -19,27 +19,11 @@
 // turns it on again.
 
 import { byId, h, toast } from './dom.js';
+import { RemoteTile, TileFlags } from './tile.js';
 
 const KINDS = ['audio', 'video'];
 
-/**
- * TileFlags is a tile's media state in words: "Microphone off" shown on
- * the tile, "Camera off" for screen readers (the tile shows it large).
- */
-class TileFlags {
-  mic = h('span', { class: 'tile-flag', text: 'Microphone off', hidden: true });
-  camera = h('span', { class: 'visually-hidden', text: 'Camera off', hidden: true });
-  el = h('p', { class: 'tile-flags' }, this.mic, this.camera);
-
-  /** set shows the state on tile: micOff and cameraOff true for what is off. */
-  set(tile, micOff, cameraOff) {
-    this.mic.hidden = !micOff;
-    this.camera.hidden = !cameraOff;
-    tile.classList.toggle('camera-off', cameraOff);
-  }
-}
-
-/** One other peer in the call: its connection and its tile. */
+/** One other peer in a mesh call: its connection and its tile. */
 class Peer {
   constructor(id, nick, iceServers, signal) {
     this.id = id;
@@ -49,28 +33,16 @@ class Peer {
     /** queue runs signals one at a time, in arrival order: each step awaits the one before. */
     this.queue = Promise.resolve();
     this.remote = new MediaStream();
-    this.video = h('video', { autoplay: true, playsinline: true });
-    this.caption = h('span', { class: 'tile-name', text: nick });
-    this.state = h('span', { class: 'tile-state', text: 'Connecting…' });
-    // The flags sit outside the caption: the figure's name stays the nickname.
-    this.flags = new TileFlags();
-    this.tile = h('figure', { class: 'tile remote' }, this.video, this.flags.el, h('figcaption', {}, this.caption, this.state));
+    this.tile = new RemoteTile(nick);
 
     this.pc.addEventListener('icecandidate', (e) => {
       if (e.candidate) signal({ kind: 'ice', candidate: e.candidate.toJSON() });
     });
     this.pc.addEventListener('track', (e) => {
       this.remote.addTrack(e.track);
-      if (this.video.srcObject !== this.remote) this.video.srcObject = this.remote;
-      this.video.play().catch((err) => {
-        if (err.name === 'NotAllowedError') this.#offerAudio();
-      });
+      this.tile.play(this.remote);
     });
-    this.pc.addEventListener('connectionstatechange', () => {
-      const state = this.pc.connectionState;
-      this.tile.dataset.state = state;
-      this.state.textContent = { new: 'Connecting…', connecting: 'Connecting…', failed: 'Connection failed', disconnected: 'Connection lost…' }[state] ?? '';
-    });
+    this.pc.addEventListener('connectionstatechange', () => this.tile.setState(this.pc.connectionState));
   }
 
   /**
@@ -90,33 +62,21 @@ class Peer {
   }
 
   rename(nick) {
-    this.caption.textContent = nick;
+    this.tile.rename(nick);
   }
 
   /** setMedia shows what the peer announced it sends: {audio, video, screen}. */
   setMedia({ audio, video, screen }) {
-    this.flags.set(this.tile, audio === false, video === false && screen !== true);
+    this.tile.setFlags(audio === false, video === false && screen !== true);
+  }
+
+  setSpeaking(on) {
+    this.tile.setSpeaking(on);
   }
 
   close() {
     this.pc.close();
-    this.tile.remove();
-  }
-
-  /**
-   * offerAudio handles a browser that refused to play sound before the user
-   * interacted with the page: play the video muted and offer a button.
-   */
-  #offerAudio() {
-    if (this.video.muted) return;
-    this.video.muted = true;
-    this.video.play().catch(() => {});
-    const button = h('button', { type: 'button', class: 'tile-audio', text: 'Play sound' });
-    button.addEventListener('click', () => {
-      this.video.muted = false;
-      button.remove();
-    });
-    this.tile.append(button);
+    this.tile.el.remove();
   }
 }
 
@@ -350,7 +310,7 @@ export class Call {
     this.#peers.get(id)?.close(); // A peer that rejoined gets a fresh connection.
     const peer = new Peer(id, nick, this.#iceServers, (data) => this.#signal(id, data));
     this.#peers.set(id, peer);
-    this.#els.grid.append(peer.tile);
+    this.#els.grid.append(peer.tile.el);
     return peer;
   }
 
