@@ -1,6 +1,7 @@
 // Video calls: a WebRTC mesh, one RTCPeerConnection per other peer in the
 // room's call, signalled through the server (PROTOCOL.md `call`, `call_peer`,
-// `signal`).
+// `signal`); or, when the `call` frame says `sfu: true`, one connection to
+// the server's forwarding unit instead (sfu.js).
 //
 // Who offers is fixed, so two peers never offer to each other at once
 // ("glare"): the newcomer, who gets `call` with the peers already there,
@@ -16,9 +17,11 @@
 // Each peer announces what it sends with `media` (on joining the call and
 // on every change), and the tiles show the others' microphone and camera
 // from it. A host's `mute` turns this page's microphone off; only the user
-// turns it on again.
+// turns it on again. Through the SFU, the server also says who is speaking
+// (`speakers`), and their tiles show it.
 
 import { byId, h, toast } from './dom.js';
+import { SFU_ID, SfuConnection, SfuPeer } from './sfu.js';
 import { RemoteTile, TileFlags } from './tile.js';
 
 const KINDS = ['audio', 'video'];
@@ -94,9 +97,16 @@ export class Call {
   #local = new MediaStream();
   #camera = null;
   #mic = null;
-  /** screen is the shared screen's track while sharing, sent instead of the camera. */
+  /** screen is the shared screen's track while sharing: sent instead of the camera in a mesh, beside it through the SFU. */
   #screen = null;
+  /** peers are the call's other peers by id: mesh Peers, or SfuPeers while #sfu is set. */
   #peers = new Map();
+  /** sfu is the connection to the server's forwarding unit while the call goes through it, else null. */
+  #sfu = null;
+  /** myId is this connection's peer id (hello), to find this page among the speakers. */
+  #myId = null;
+  /** speaking holds the ids of the latest `speakers` frame. */
+  #speaking = new Set();
   /** announced is the last `media` state sent on this call membership ('' for none yet). */
   #announced = '';
   #localFlags = new TileFlags();
@@ -189,7 +199,12 @@ export class Call {
     this.#requested = false;
     this.#announced = '';
     this.#closePeers();
+    this.#closeSfu();
     this.#render();
+  }
+
+  onHello(frame) {
+    this.#myId = frame.id;
   }
 
   /** onJoined rejoins the call after a reconnect, once the room itself is rejoined. */
@@ -203,9 +218,19 @@ export class Call {
 
   // ---- call frames ----
 
-  /** onCall: the server let this page in; offer to every peer already there. */
+  /**
+   * onCall: the server let this page in; offer to every peer already there.
+   * Or the call goes through the SFU (it did from the start, it just moved
+   * there, or it moved to another node's): drop every connection and answer
+   * the SFU's offer, which comes next.
+   */
   onCall(frame) {
     if (frame.room !== this.#room) return;
+    if (frame.sfu === true) {
+      this.#startSfu(frame.peers ?? []);
+      return;
+    }
+    this.#closeSfu();
     for (const entry of frame.peers ?? []) {
       const peer = this.#addPeer(entry.id, entry.nick);
       if (typeof entry.audio === 'boolean') peer.setMedia(entry); // Announced before this page came.
@@ -223,7 +248,8 @@ export class Call {
   onCallPeer(frame) {
     if (frame.room !== this.#room) return;
     if (frame.event === 'join') {
-      this.#addPeer(frame.id, frame.nick); // It will offer; its tile shows meanwhile.
+      if (this.#sfu) this.#addSfuPeer(frame.id, frame.nick);
+      else this.#addPeer(frame.id, frame.nick); // It will offer; its tile shows meanwhile.
     } else if (frame.event === 'leave') {
       this.#peers.get(frame.id)?.close();
       this.#peers.delete(frame.id);
@@ -242,9 +268,22 @@ export class Call {
     this.#announce();
   }
 
+  /** onSpeakers rings the tiles of the peers the server hears speaking, this page's own included. */
+  onSpeakers(frame) {
+    if (frame.room !== this.#room || !Array.isArray(frame.ids)) return;
+    this.#speaking = new Set(frame.ids);
+    for (const peer of this.#peers.values()) peer.setSpeaking(this.#speaking.has(peer.id));
+    this.#render();
+  }
+
   onSignal(frame) {
     const data = frame.data;
     if (frame.room !== this.#room || !this.#requested || typeof data !== 'object' || data === null) return;
+    if (this.#sfu) {
+      // A mesh peer's late candidate, sent before the call moved, has no connection left to go to.
+      if (frame.from === SFU_ID) this.#sfu.handle(data);
+      return;
+    }
     // Only peers the server announced for this call, in `call` or
     // `call_peer`, may reach the camera and microphone: an offer is answered
     // with them. The server relays signals only between call peers and
@@ -314,6 +353,51 @@ export class Call {
     return peer;
   }
 
+  /**
+   * startSfu opens a fresh connection to the SFU for the call of peers,
+   * closing the mesh's connections or the previous SFU's (a call that moved
+   * to another node). The tiles come from the call list, so a peer that
+   * sends nothing still has one; its tracks join it as they arrive.
+   */
+  #startSfu(peers) {
+    this.#closePeers();
+    this.#closeSfu();
+    this.#sfu = new SfuConnection({
+      iceServers: this.#iceServers,
+      signal: (data) => this.#signal(SFU_ID, data),
+      local: () => ({ audio: this.#mic, camera: this.#camera, screen: this.#screen }),
+      // Tracks of a peer not announced yet wait in the connection until its call_peer join.
+      onTrack: (id, media, track) => this.#peers.get(id)?.addTrack(media, track),
+      onTrackEnd: (id, track) => this.#peers.get(id)?.removeTrack(track),
+      onState: (state) => {
+        for (const peer of this.#peers.values()) peer.setState(state);
+      },
+    });
+    for (const entry of peers) {
+      const peer = this.#addSfuPeer(entry.id, entry.nick);
+      if (typeof entry.audio === 'boolean') peer.setMedia(entry);
+    }
+    this.#announced = ''; // As in a mesh: say again what this page sends.
+    this.#announce();
+    this.#render();
+  }
+
+  #addSfuPeer(id, nick) {
+    this.#peers.get(id)?.close(); // A peer that rejoined gets fresh tiles.
+    const peer = new SfuPeer(id, nick, () => this.#render());
+    this.#peers.set(id, peer);
+    this.#els.grid.append(peer.tile.el);
+    peer.setState(this.#sfu.state);
+    for (const { media, track } of this.#sfu.tracksOf(id)) peer.addTrack(media, track);
+    return peer;
+  }
+
+  #closeSfu() {
+    this.#sfu?.close();
+    this.#sfu = null;
+    this.#speaking = new Set();
+  }
+
   /** enqueue runs step after the peer's earlier signals; a failed step is reported, not fatal. */
   #enqueue(peer, step) {
     peer.queue = peer.queue.then(step).catch((err) => {
@@ -353,7 +437,8 @@ export class Call {
     this.#local.removeTrack(old);
     this.#local.addTrack(track);
     this.#camera = track;
-    if (!this.#screen) await this.#sendVideo(track);
+    if (this.#sfu) await this.#sfu.send('camera', track);
+    else if (!this.#screen) await this.#sendVideo(track);
     old.stop();
   }
 
@@ -373,7 +458,8 @@ export class Call {
     // The browser's own "Stop sharing" ends the track without our button.
     this.#screen.addEventListener('ended', () => this.#stopSharing());
     this.#preview.srcObject = stream;
-    await this.#sendVideo(this.#screen);
+    if (this.#sfu) await this.#sfu.send('screen', this.#screen);
+    else await this.#sendVideo(this.#screen);
     this.#render();
     this.#announce();
   }
@@ -383,7 +469,8 @@ export class Call {
     this.#screen.stop();
     this.#screen = null;
     this.#preview.srcObject = this.#local;
-    await this.#sendVideo(this.#camera);
+    if (this.#sfu) await this.#sfu.send('screen', null);
+    else await this.#sendVideo(this.#camera);
     this.#render();
     this.#announce();
   }
@@ -408,6 +495,7 @@ export class Call {
   /** end forgets the call: peers closed, devices released, the stage hidden. */
   #end() {
     this.#closePeers();
+    this.#closeSfu();
     for (const track of [this.#mic, this.#camera, this.#screen]) track?.stop();
     this.#mic = this.#camera = this.#screen = null;
     this.#local = new MediaStream();
@@ -423,6 +511,7 @@ export class Call {
     const els = this.#els;
     const inCall = this.#room !== null;
     els.stage.hidden = !inCall;
+    els.stage.dataset.via = this.#sfu ? 'sfu' : 'mesh'; // How the media travels, for the curious and the tests.
     els.joinCall.hidden = !this.#activeRoom || this.#activeRoom === this.#room;
     if (!inCall) return;
     if (!this.#localTile.isConnected) els.grid.prepend(this.#localTile);
@@ -430,7 +519,7 @@ export class Call {
     els.title.textContent = this.#requested
       ? `Call in ${this.#room} · ${people} ${people === 1 ? 'person' : 'people'}`
       : `Call in ${this.#room} · connecting…`;
-    els.grid.dataset.tiles = String(Math.min(people, this.#callLimit));
+    els.grid.dataset.tiles = String(els.grid.childElementCount); // Screen tiles count too.
     els.mute.textContent = this.#mic?.enabled === false ? 'Unmute' : 'Mute';
     els.mute.disabled = !this.#mic;
     els.cameraToggle.textContent = this.#camera?.enabled === false ? 'Camera on' : 'Camera off';
@@ -440,6 +529,7 @@ export class Call {
     els.share.disabled = !navigator.mediaDevices?.getDisplayMedia;
     this.#localTile.classList.toggle('mirror', !this.#screen);
     this.#localFlags.set(this.#localTile, this.#mic?.enabled === false, !this.#screen && this.#camera?.enabled !== true);
+    this.#localFlags.setSpeaking(this.#localTile, this.#speaking.has(this.#myId));
   }
 }
 
