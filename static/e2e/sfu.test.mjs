@@ -6,7 +6,7 @@
 // starts on the SFU, and the server's speakers ring the tiles.
 
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -174,7 +174,8 @@ function toneFile() {
 
 test('with -sfu on a call of two goes through the SFU, and speakers are ringed', { timeout: 180_000 }, async () => {
   const server = await Server.start('sfu-on', ['-sfu', 'on']);
-  const browser = await launch([`--use-file-for-fake-audio-capture=${toneFile()}`]);
+  const tone = toneFile();
+  const browser = await launch([`--use-file-for-fake-audio-capture=${tone}`]);
   try {
     const [dana, eli] = await open(browser, server, ['dana', 'eli'], 'always');
     for (const page of [dana, eli]) await via(page, 'sfu');
@@ -215,5 +216,6 @@ test('with -sfu on a call of two goes through the SFU, and speakers are ringed',
   } finally {
     await browser.close();
     await server.stop();
+    rmSync(tone, { force: true });
   }
 });
