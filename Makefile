@@ -35,10 +35,10 @@ test-race:
 	$(GO) test -race -count=1 ./...
 
 # Browser tests: real Chromium driven by playwright-core (see static/e2e);
-# then the chat and the call again over HTTPS with a self-signed certificate.
+# then the chat and the calls (mesh and SFU) again over HTTPS with a self-signed certificate.
 test-e2e: build $(E2E)/node_modules/.package-lock.json
 	cd $(E2E) && npm test
-	cd $(E2E) && NOOM_TLS=1 node --test --test-concurrency=1 chat.test.mjs call.test.mjs
+	cd $(E2E) && NOOM_TLS=1 node --test --test-concurrency=1 chat.test.mjs call.test.mjs sfu.test.mjs
 
 # Node.js, npm and Chromium: installed with apt as root, else the command to
 # run is printed and make stops.

@@ -26,6 +26,7 @@ conn.addEventListener('frame', ({ detail: frame }) => {
   switch (frame.type) {
     case 'hello':
       chat.onHello(frame);
+      call.onHello(frame);
       break;
     case 'nick':
       chat.onNick(frame);
@@ -75,6 +76,9 @@ conn.addEventListener('frame', ({ detail: frame }) => {
       break;
     case 'signal':
       call.onSignal(frame);
+      break;
+    case 'speakers':
+      call.onSpeakers(frame);
       break;
     case 'error':
       if (frame.ref === 'call' || frame.ref === 'signal' || frame.ref === 'media') call.onError(frame);

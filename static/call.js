@@ -1,6 +1,7 @@
 // Video calls: a WebRTC mesh, one RTCPeerConnection per other peer in the
 // room's call, signalled through the server (PROTOCOL.md `call`, `call_peer`,
-// `signal`).
+// `signal`); or, when the `call` frame says `sfu: true`, one connection to
+// the server's forwarding unit instead (sfu.js).
 //
 // Who offers is fixed, so two peers never offer to each other at once
 // ("glare"): the newcomer, who gets `call` with the peers already there,
@@ -16,30 +17,16 @@
 // Each peer announces what it sends with `media` (on joining the call and
 // on every change), and the tiles show the others' microphone and camera
 // from it. A host's `mute` turns this page's microphone off; only the user
-// turns it on again.
+// turns it on again. Through the SFU, the server also says who is speaking
+// (`speakers`), and their tiles show it.
 
 import { byId, h, toast } from './dom.js';
+import { SFU_ID, SfuConnection, SfuPeer } from './sfu.js';
+import { RemoteTile, TileFlags } from './tile.js';
 
 const KINDS = ['audio', 'video'];
 
-/**
- * TileFlags is a tile's media state in words: "Microphone off" shown on
- * the tile, "Camera off" for screen readers (the tile shows it large).
- */
-class TileFlags {
-  mic = h('span', { class: 'tile-flag', text: 'Microphone off', hidden: true });
-  camera = h('span', { class: 'visually-hidden', text: 'Camera off', hidden: true });
-  el = h('p', { class: 'tile-flags' }, this.mic, this.camera);
-
-  /** set shows the state on tile: micOff and cameraOff true for what is off. */
-  set(tile, micOff, cameraOff) {
-    this.mic.hidden = !micOff;
-    this.camera.hidden = !cameraOff;
-    tile.classList.toggle('camera-off', cameraOff);
-  }
-}
-
-/** One other peer in the call: its connection and its tile. */
+/** One other peer in a mesh call: its connection and its tile. */
 class Peer {
   constructor(id, nick, iceServers, signal) {
     this.id = id;
@@ -49,28 +36,16 @@ class Peer {
     /** queue runs signals one at a time, in arrival order: each step awaits the one before. */
     this.queue = Promise.resolve();
     this.remote = new MediaStream();
-    this.video = h('video', { autoplay: true, playsinline: true });
-    this.caption = h('span', { class: 'tile-name', text: nick });
-    this.state = h('span', { class: 'tile-state', text: 'Connecting…' });
-    // The flags sit outside the caption: the figure's name stays the nickname.
-    this.flags = new TileFlags();
-    this.tile = h('figure', { class: 'tile remote' }, this.video, this.flags.el, h('figcaption', {}, this.caption, this.state));
+    this.tile = new RemoteTile(nick);
 
     this.pc.addEventListener('icecandidate', (e) => {
       if (e.candidate) signal({ kind: 'ice', candidate: e.candidate.toJSON() });
     });
     this.pc.addEventListener('track', (e) => {
       this.remote.addTrack(e.track);
-      if (this.video.srcObject !== this.remote) this.video.srcObject = this.remote;
-      this.video.play().catch((err) => {
-        if (err.name === 'NotAllowedError') this.#offerAudio();
-      });
+      this.tile.play(this.remote);
     });
-    this.pc.addEventListener('connectionstatechange', () => {
-      const state = this.pc.connectionState;
-      this.tile.dataset.state = state;
-      this.state.textContent = { new: 'Connecting…', connecting: 'Connecting…', failed: 'Connection failed', disconnected: 'Connection lost…' }[state] ?? '';
-    });
+    this.pc.addEventListener('connectionstatechange', () => this.tile.setState(this.pc.connectionState));
   }
 
   /**
@@ -90,33 +65,21 @@ class Peer {
   }
 
   rename(nick) {
-    this.caption.textContent = nick;
+    this.tile.rename(nick);
   }
 
   /** setMedia shows what the peer announced it sends: {audio, video, screen}. */
   setMedia({ audio, video, screen }) {
-    this.flags.set(this.tile, audio === false, video === false && screen !== true);
+    this.tile.setFlags(audio === false, video === false && screen !== true);
+  }
+
+  setSpeaking(on) {
+    this.tile.setSpeaking(on);
   }
 
   close() {
     this.pc.close();
-    this.tile.remove();
-  }
-
-  /**
-   * offerAudio handles a browser that refused to play sound before the user
-   * interacted with the page: play the video muted and offer a button.
-   */
-  #offerAudio() {
-    if (this.video.muted) return;
-    this.video.muted = true;
-    this.video.play().catch(() => {});
-    const button = h('button', { type: 'button', class: 'tile-audio', text: 'Play sound' });
-    button.addEventListener('click', () => {
-      this.video.muted = false;
-      button.remove();
-    });
-    this.tile.append(button);
+    this.tile.el.remove();
   }
 }
 
@@ -134,9 +97,16 @@ export class Call {
   #local = new MediaStream();
   #camera = null;
   #mic = null;
-  /** screen is the shared screen's track while sharing, sent instead of the camera. */
+  /** screen is the shared screen's track while sharing: sent instead of the camera in a mesh, beside it through the SFU. */
   #screen = null;
+  /** peers are the call's other peers by id: mesh Peers, or SfuPeers while #sfu is set. */
   #peers = new Map();
+  /** sfu is the connection to the server's forwarding unit while the call goes through it, else null. */
+  #sfu = null;
+  /** myId is this connection's peer id (hello), to find this page among the speakers. */
+  #myId = null;
+  /** speaking holds the ids of the latest `speakers` frame. */
+  #speaking = new Set();
   /** announced is the last `media` state sent on this call membership ('' for none yet). */
   #announced = '';
   #localFlags = new TileFlags();
@@ -229,7 +199,12 @@ export class Call {
     this.#requested = false;
     this.#announced = '';
     this.#closePeers();
+    this.#closeSfu();
     this.#render();
+  }
+
+  onHello(frame) {
+    this.#myId = frame.id;
   }
 
   /** onJoined rejoins the call after a reconnect, once the room itself is rejoined. */
@@ -243,9 +218,19 @@ export class Call {
 
   // ---- call frames ----
 
-  /** onCall: the server let this page in; offer to every peer already there. */
+  /**
+   * onCall: the server let this page in; offer to every peer already there.
+   * Or the call goes through the SFU (it did from the start, it just moved
+   * there, or it moved to another node's): drop every connection and answer
+   * the SFU's offer, which comes next.
+   */
   onCall(frame) {
     if (frame.room !== this.#room) return;
+    if (frame.sfu === true) {
+      this.#startSfu(frame.peers ?? []);
+      return;
+    }
+    this.#closeSfu();
     for (const entry of frame.peers ?? []) {
       const peer = this.#addPeer(entry.id, entry.nick);
       if (typeof entry.audio === 'boolean') peer.setMedia(entry); // Announced before this page came.
@@ -263,7 +248,8 @@ export class Call {
   onCallPeer(frame) {
     if (frame.room !== this.#room) return;
     if (frame.event === 'join') {
-      this.#addPeer(frame.id, frame.nick); // It will offer; its tile shows meanwhile.
+      if (this.#sfu) this.#addSfuPeer(frame.id, frame.nick);
+      else this.#addPeer(frame.id, frame.nick); // It will offer; its tile shows meanwhile.
     } else if (frame.event === 'leave') {
       this.#peers.get(frame.id)?.close();
       this.#peers.delete(frame.id);
@@ -282,9 +268,22 @@ export class Call {
     this.#announce();
   }
 
+  /** onSpeakers rings the tiles of the peers the server hears speaking, this page's own included. */
+  onSpeakers(frame) {
+    if (frame.room !== this.#room || !Array.isArray(frame.ids)) return;
+    this.#speaking = new Set(frame.ids);
+    for (const peer of this.#peers.values()) peer.setSpeaking(this.#speaking.has(peer.id));
+    this.#render();
+  }
+
   onSignal(frame) {
     const data = frame.data;
     if (frame.room !== this.#room || !this.#requested || typeof data !== 'object' || data === null) return;
+    if (this.#sfu) {
+      // A mesh peer's late candidate, sent before the call moved, has no connection left to go to.
+      if (frame.from === SFU_ID) this.#sfu.handle(data);
+      return;
+    }
     // Only peers the server announced for this call, in `call` or
     // `call_peer`, may reach the camera and microphone: an offer is answered
     // with them. The server relays signals only between call peers and
@@ -350,8 +349,53 @@ export class Call {
     this.#peers.get(id)?.close(); // A peer that rejoined gets a fresh connection.
     const peer = new Peer(id, nick, this.#iceServers, (data) => this.#signal(id, data));
     this.#peers.set(id, peer);
-    this.#els.grid.append(peer.tile);
+    this.#els.grid.append(peer.tile.el);
     return peer;
+  }
+
+  /**
+   * startSfu opens a fresh connection to the SFU for the call of peers,
+   * closing the mesh's connections or the previous SFU's (a call that moved
+   * to another node). The tiles come from the call list, so a peer that
+   * sends nothing still has one; its tracks join it as they arrive.
+   */
+  #startSfu(peers) {
+    this.#closePeers();
+    this.#closeSfu();
+    this.#sfu = new SfuConnection({
+      iceServers: this.#iceServers,
+      signal: (data) => this.#signal(SFU_ID, data),
+      local: () => ({ audio: this.#mic, camera: this.#camera, screen: this.#screen }),
+      // Tracks of a peer not announced yet wait in the connection until its call_peer join.
+      onTrack: (id, media, track) => this.#peers.get(id)?.addTrack(media, track),
+      onTrackEnd: (id, track) => this.#peers.get(id)?.removeTrack(track),
+      onState: (state) => {
+        for (const peer of this.#peers.values()) peer.setState(state);
+      },
+    });
+    for (const entry of peers) {
+      const peer = this.#addSfuPeer(entry.id, entry.nick);
+      if (typeof entry.audio === 'boolean') peer.setMedia(entry);
+    }
+    this.#announced = ''; // As in a mesh: say again what this page sends.
+    this.#announce();
+    this.#render();
+  }
+
+  #addSfuPeer(id, nick) {
+    this.#peers.get(id)?.close(); // A peer that rejoined gets fresh tiles.
+    const peer = new SfuPeer(id, nick, () => this.#render());
+    this.#peers.set(id, peer);
+    this.#els.grid.append(peer.tile.el);
+    peer.setState(this.#sfu.state);
+    for (const { media, track } of this.#sfu.tracksOf(id)) peer.addTrack(media, track);
+    return peer;
+  }
+
+  #closeSfu() {
+    this.#sfu?.close();
+    this.#sfu = null;
+    this.#speaking = new Set();
   }
 
   /** enqueue runs step after the peer's earlier signals; a failed step is reported, not fatal. */
@@ -393,7 +437,8 @@ export class Call {
     this.#local.removeTrack(old);
     this.#local.addTrack(track);
     this.#camera = track;
-    if (!this.#screen) await this.#sendVideo(track);
+    if (this.#sfu) await this.#sfu.send('camera', track);
+    else if (!this.#screen) await this.#sendVideo(track);
     old.stop();
   }
 
@@ -413,7 +458,8 @@ export class Call {
     // The browser's own "Stop sharing" ends the track without our button.
     this.#screen.addEventListener('ended', () => this.#stopSharing());
     this.#preview.srcObject = stream;
-    await this.#sendVideo(this.#screen);
+    if (this.#sfu) await this.#sfu.send('screen', this.#screen);
+    else await this.#sendVideo(this.#screen);
     this.#render();
     this.#announce();
   }
@@ -423,7 +469,8 @@ export class Call {
     this.#screen.stop();
     this.#screen = null;
     this.#preview.srcObject = this.#local;
-    await this.#sendVideo(this.#camera);
+    if (this.#sfu) await this.#sfu.send('screen', null);
+    else await this.#sendVideo(this.#camera);
     this.#render();
     this.#announce();
   }
@@ -448,6 +495,7 @@ export class Call {
   /** end forgets the call: peers closed, devices released, the stage hidden. */
   #end() {
     this.#closePeers();
+    this.#closeSfu();
     for (const track of [this.#mic, this.#camera, this.#screen]) track?.stop();
     this.#mic = this.#camera = this.#screen = null;
     this.#local = new MediaStream();
@@ -463,6 +511,7 @@ export class Call {
     const els = this.#els;
     const inCall = this.#room !== null;
     els.stage.hidden = !inCall;
+    els.stage.dataset.via = this.#sfu ? 'sfu' : 'mesh'; // How the media travels, for the curious and the tests.
     els.joinCall.hidden = !this.#activeRoom || this.#activeRoom === this.#room;
     if (!inCall) return;
     if (!this.#localTile.isConnected) els.grid.prepend(this.#localTile);
@@ -470,7 +519,7 @@ export class Call {
     els.title.textContent = this.#requested
       ? `Call in ${this.#room} · ${people} ${people === 1 ? 'person' : 'people'}`
       : `Call in ${this.#room} · connecting…`;
-    els.grid.dataset.tiles = String(Math.min(people, this.#callLimit));
+    els.grid.dataset.tiles = String(els.grid.childElementCount); // Screen tiles count too.
     els.mute.textContent = this.#mic?.enabled === false ? 'Unmute' : 'Mute';
     els.mute.disabled = !this.#mic;
     els.cameraToggle.textContent = this.#camera?.enabled === false ? 'Camera on' : 'Camera off';
@@ -480,6 +529,7 @@ export class Call {
     els.share.disabled = !navigator.mediaDevices?.getDisplayMedia;
     this.#localTile.classList.toggle('mirror', !this.#screen);
     this.#localFlags.set(this.#localTile, this.#mic?.enabled === false, !this.#screen && this.#camera?.enabled !== true);
+    this.#localFlags.setSpeaking(this.#localTile, this.#speaking.has(this.#myId));
   }
 }
 

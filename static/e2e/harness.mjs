@@ -131,8 +131,9 @@ export function delay(ms) {
  * launch starts Debian's Chromium headless, with fake camera, microphone and
  * permission prompts. mDNS hiding of local addresses is off so that ICE host
  * candidates are plain addresses the two pages on this machine can reach.
+ * extra are more command-line flags, such as a file for the fake microphone.
  */
-export function launch() {
+export function launch(extra = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -151,6 +152,7 @@ export function launch() {
       '--use-fake-ui-for-media-stream',
       '--auto-select-desktop-capture-source=Entire screen',
       '--disable-features=WebRtcHideLocalIpsWithMdns',
+      ...extra,
     ],
   });
 }
