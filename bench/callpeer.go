@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -178,7 +179,8 @@ func newCallPeer(g *callGen, idx int) *callPeer {
 func (c *callPeer) join(ctx context.Context) error {
 	p := c.g.plan
 	c.dialStart = time.Now().UnixNano()
-	d := websocket.Dialer{HandshakeTimeout: p.Timeout, ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10}
+	d := websocket.Dialer{HandshakeTimeout: p.Timeout, ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: insecureTLS}} // -insecure, as for the chat clients
 	ws, _, err := d.DialContext(ctx, p.URLs[c.idx%len(p.URLs)], nil)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)

@@ -52,8 +52,8 @@ func (cfg *Config) checkCall() error {
 	switch {
 	case cfg.Compare:
 		return errors.New("-compare has no call scenario: the reference server forwards no media")
-	case cfg.Peers < 2:
-		return errors.New("-peers must be at least 2")
+	case cfg.Peers < 1, cfg.Peers < 2 && cfg.Room == "":
+		return errors.New("-peers must be at least 2 (1 with -room, in a call others join)")
 	case cfg.Workers > cfg.Peers:
 		return errors.New("-workers cannot be more than -peers")
 	}

@@ -6,11 +6,12 @@
 // starts on the SFU, and the server's speakers ring the tiles.
 
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { delay, joinRoom, launch, openPage, Server, suite, TIMEOUT } from './harness.mjs';
+import { delay, joinRoom, launch, openPage, Server, suite, TIMEOUT, TLS } from './harness.mjs';
 
 const env = suite('sfu');
 
@@ -217,5 +218,55 @@ test('with -sfu on a call of two goes through the SFU, and speakers are ringed',
     await browser.close();
     await server.stop();
     rmSync(tone, { force: true });
+  }
+});
+
+/**
+ * BENCH is the load harness, whose call scenario runs pion peers: here one
+ * peer, a fourth participant that is no browser (`make build` writes it).
+ */
+const BENCH = process.env.NOOM_BENCH ?? path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../bin/noom-bench');
+
+test('four people, three pages and a pion peer, hold a call through the server; the speakers are ringed', { timeout: 240_000 }, async () => {
+  const server = await Server.start('sfu-four');
+  const tone = toneFile();
+  const browser = await launch([`--use-file-for-fake-audio-capture=${tone}`]);
+  const out = path.join(os.tmpdir(), `noom-four-${process.pid}.json`);
+  let peer;
+  try {
+    const pages = await open(browser, server, ['alice', 'bob', 'carol'], 'four');
+    for (const page of pages) await via(page, 'sfu');
+    const scheme = TLS ? 'wss' : 'ws';
+    const args = ['-url', `${scheme}://127.0.0.1:${server.port}/ws`, '-scenario', 'call', '-peers', '1', '-room', 'four',
+      '-warmup', '2s', '-duration', '15s', '-json', out, ...(TLS ? ['-insecure'] : [])];
+    peer = spawn(BENCH, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    peer.stdout.pipe(server.log, { end: false });
+    peer.stderr.pipe(server.log, { end: false });
+    const exited = new Promise((resolve) => peer.once('exit', (code) => resolve(code)));
+
+    // Every page gets a fourth tile: the pion peer's (its synthetic VP8 is
+    // no picture, so only its tile is checked), and still plays the others.
+    for (const page of pages) {
+      await until(`${page.nick} shows four tiles`, async () => (await page.getByRole('figure').count()) === 4 || (await remoteNames(page)));
+      for (const other of pages.filter((p) => p !== page)) await waitPlaying(page, other.nick);
+    }
+    // The tone makes the pages speakers; the picture is the README's.
+    await tile(pages[0], 'bob').getByText('Speaking', { exact: true }).waitFor();
+    await pages[0].screenshot({ path: path.join(path.dirname(new URL(import.meta.url).pathname), 'screenshots', 'call-four.png') });
+
+    assert.equal(await exited, 0, 'the pion peer ran to the end');
+    peer = null;
+    const call = JSON.parse(readFileSync(out, 'utf8')).call;
+    assert.ok(call.joined === 1 && call.tracks_min >= 6, `the pion peer received ${call.tracks_min} tracks, want the three pages' audio and camera`);
+    for (const page of pages) {
+      assert.deepEqual(page.problems, [], `${page.nick}'s problems`);
+      await page.context().close();
+    }
+  } finally {
+    peer?.kill();
+    await browser.close();
+    await server.stop();
+    rmSync(tone, { force: true });
+    rmSync(out, { force: true });
   }
 });
