@@ -5,9 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
-	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"noom/server/auth"
 )
 
 // protocolVersion is sent in hello; see PROTOCOL.md.
@@ -208,34 +207,12 @@ func (r *request) validate() *reqError {
 var badRoom = &reqError{errBadField, "room must be 1-64 characters from A-Z a-z 0-9 _ - ."}
 
 // validRoom reports whether s is a room name: 1-64 of A-Z a-z 0-9 _ - .
-func validRoom(s string) bool {
-	if len(s) == 0 || len(s) > maxRoomLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
+// (server/auth keeps the rule: a token's rooms are checked by it too).
+func validRoom(s string) bool { return auth.ValidRoom(s) }
 
 // normalizeNick trims spaces and checks the nick rules: 1-32 characters, no
 // control characters.
-func normalizeNick(s string) (string, bool) {
-	s = strings.TrimSpace(s)
-	n := utf8.RuneCountInString(s)
-	if n == 0 || n > maxNickRunes || !utf8.ValidString(s) {
-		return "", false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return "", false
-		}
-	}
-	return s, true
-}
+func normalizeNick(s string) (string, bool) { return auth.NormalizeNick(s) }
 
 // The encoders below append JSON by hand: every server frame is built once,
 // directly into the buffer that becomes the WebSocket frame, with no
@@ -321,7 +298,8 @@ func startObject(b []byte, typ string) []byte {
 type member struct{ id, nick string }
 
 // appendMemberRoles appends ms as a JSON array of {id,nick,role} objects,
-// for joined.members; roles[i] is ms[i]'s.
+// for joined.members; roles[i] is ms[i]'s. Without roles (nil) the objects
+// are {id,nick}.
 func appendMemberRoles(b []byte, ms []member, roles []string) []byte {
 	b = append(b, '[')
 	for i, m := range ms {
@@ -332,31 +310,18 @@ func appendMemberRoles(b []byte, ms []member, roles []string) []byte {
 		b = appendString(b, m.id)
 		b = append(b, `,"nick":`...)
 		b = appendString(b, m.nick)
-		b = append(b, `,"role":`...)
-		b = appendString(b, roles[i])
+		if roles != nil {
+			b = append(b, `,"role":`...)
+			b = appendString(b, roles[i])
+		}
 		b = append(b, '}')
 	}
 	return append(b, ']')
 }
 
 // appendMemberArray appends ms as a JSON array of {id,nick} objects.
-func appendMemberArray(b []byte, ms []member) []byte {
-	b = append(b, '[')
-	for i, m := range ms {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"id":`...)
-		b = appendString(b, m.id)
-		b = append(b, `,"nick":`...)
-		b = appendString(b, m.nick)
-		b = append(b, '}')
-	}
-	return append(b, ']')
-}
+func appendMemberArray(b []byte, ms []member) []byte { return appendMemberRoles(b, ms, nil) }
 
-// encodeHello is the first frame; auth is the token mode (PROTOCOL.md,
-// "Tokens"): none, optional or required.
 func encodeHello(id, nick, auth string) []byte {
 	b := startObject(newFrame(80+len(nick)), "hello")
 	b = appendStrField(b, "id", id)

@@ -6,17 +6,17 @@ import (
 	"unicode/utf8"
 )
 
-// The name rules of PROTOCOL.md ("Names"), repeated here because the server's
-// own copies live in package main. They must stay identical to
-// normalizeNick and validRoom in server/protocol.go.
+// The name rules of PROTOCOL.md ("Names"): a token's name must be a valid
+// nick and its rooms valid room names, and the server checks requests with
+// the same two functions (server/protocol.go).
 const (
 	maxNickRunes = 32
 	maxRoomLen   = 64
 )
 
-// normalizeNick trims spaces and checks the nick rules: 1-32 characters, no
+// NormalizeNick trims spaces and checks the nick rules: 1-32 characters, no
 // control characters.
-func normalizeNick(s string) (string, bool) {
+func NormalizeNick(s string) (string, bool) {
 	s = strings.TrimSpace(s)
 	n := utf8.RuneCountInString(s)
 	if n == 0 || n > maxNickRunes || !utf8.ValidString(s) {
@@ -30,8 +30,8 @@ func normalizeNick(s string) (string, bool) {
 	return s, true
 }
 
-// validRoom reports whether s is a room name: 1-64 of A-Z a-z 0-9 _ - .
-func validRoom(s string) bool {
+// ValidRoom reports whether s is a room name: 1-64 of A-Z a-z 0-9 _ - .
+func ValidRoom(s string) bool {
 	if len(s) == 0 || len(s) > maxRoomLen {
 		return false
 	}

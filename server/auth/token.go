@@ -292,7 +292,7 @@ func (tc *tokenClaims) claims() (Claims, error) {
 		if json.Unmarshal(tc.Name, &name) != nil {
 			return Claims{}, fmt.Errorf("%w: name must be a string", ErrClaims)
 		}
-		n, ok := normalizeNick(name)
+		n, ok := NormalizeNick(name)
 		if !ok {
 			return Claims{}, fmt.Errorf("%w: name must be a nick: 1-32 characters after trimming spaces, no control characters", ErrClaims)
 		}
@@ -326,7 +326,7 @@ func roomList(raw json.RawMessage, claim string) ([]string, error) {
 		return nil, fmt.Errorf("%w: %s must be an array of strings", ErrClaims, claim)
 	}
 	for _, r := range list {
-		if r != "*" && !validRoom(r) {
+		if r != "*" && !ValidRoom(r) {
 			return nil, fmt.Errorf("%w: %s must hold room names (1-64 of A-Z a-z 0-9 _ - .) or \"*\"", ErrClaims, claim)
 		}
 	}
