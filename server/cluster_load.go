@@ -24,12 +24,12 @@ import (
 // one of its own connections joins the room. A room in memory for other
 // nodes' members or a call only is not: the consumer skips its messages.
 // The first local join of a room that is not loaded queues a load on the
-// room's publisher (so that a say queued after it waits for it), which
-// reads the subject's last messages; the joined frames wait for it. The
-// member is in the room meanwhile (count, presence, requests), but not yet
-// among its workers' parts, so nothing is sent to it before joined.
-// Messages the consumer applies while a load is on its way are kept aside
-// (early) and merged with what the load read.
+// room's publisher, which reads the room's settings and the subject's last
+// messages; the joins wait for it outside the room (gated) and are checked
+// against the settings once it is done (cluster_meetings.go). So a local
+// member is always in a loaded room. Messages the consumer applies while a
+// load is on its way are kept aside (early) and merged with what the load
+// read.
 
 // A room's lifetime. A room's seq lives in the stream only, so when
 // retention has taken every message of a room, its sequence is lost (the
@@ -77,13 +77,6 @@ func (cl *cluster) startLifetime(room, subj string) (published, error) {
 type gatedJoin struct {
 	c  *client
 	jr joinReq
-}
-
-// waitingJoin is a local join whose joined frame waits for the room's load.
-type waitingJoin struct {
-	c     *client
-	since *int64
-	epoch string
 }
 
 // streamMsg is one message of a room, as the stream holds it.
@@ -204,8 +197,8 @@ func (cl *cluster) readRoom(room string) ([]streamMsg, error) {
 
 // finishLoad gives r the message state read from the stream (msgs, oldest
 // first) merged with what the consumer applied meanwhile, and its
-// settings (key: its host key, if this load created it), sends the
-// waiting joins their joined frames, and returns the joins to check now.
+// settings (key: its host key, if this load created it), and returns the
+// joins to check now.
 func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key string) []gatedJoin {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
@@ -236,54 +229,18 @@ func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key strin
 			}
 		}
 	}
-	waiting := r.waiting
-	r.waiting = nil
-	in := make(map[*client]bool, len(r.members)) // those who left meanwhile get nothing
-	for _, c := range r.members {
-		in[c] = true
-	}
-	for i := len(waiting) - 1; i >= 0; i-- { // a member who left and joined again waits twice: answer the last
-		w := waiting[i]
-		if !in[w.c] {
-			continue
-		}
-		in[w.c] = false
-		head, members, tail := encodeJoined(h.joinedFor(r, w.c, w.since, w.epoch))
-		w.c.w.push(job{op: jobJoin, room: r, c: w.c, frame: head, more: &[2][]byte{members, tail}})
-	}
 	return gated
 }
 
-// refuseLoad answers the joins waiting for r's load with unavailable, and
-// takes their members out of r again.
+// refuseLoad answers the joins waiting for r's load with unavailable.
 func (h *hub) refuseLoad(r *room) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
-	waiting, gated := r.waiting, r.gated
-	r.waiting, r.gated, r.loading, r.early = nil, nil, false, nil
+	gated := r.gated
+	r.gated, r.loading, r.early = nil, false, nil
 	h.dropIfEmpty(sh, r)
 	sh.mu.Unlock()
-	for _, w := range waiting {
-		h.refuseJoin(w.c, r)
-	}
 	for _, g := range gated {
 		g.c.replyJoinError(errUnavailable, "the room could not be loaded; try again", r.name)
 	}
-}
-
-// refuseJoin takes c out of r, which it joined but got no joined frame
-// for, and answers its join with unavailable.
-func (h *hub) refuseJoin(c *client, r *room) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	i := slices.Index(c.rooms, r)
-	if i < 0 { // left meanwhile, or disconnected
-		return
-	}
-	c.rooms = slices.Delete(c.rooms, i, i+1)
-	h.leaveLocked(c, r, nil)
-	if len(c.rooms) == 0 {
-		c.w.push(job{op: jobJoin, room: h.lobby, c: c})
-	}
-	c.replyJoinError(errUnavailable, "the room could not be loaded; try again", r.name)
 }

@@ -271,9 +271,6 @@ func (cl *cluster) islandSay(r *room, from, nick, text string) bool {
 	if cl.online() {
 		return false
 	}
-	if !r.loaded { // its sender's join was refused (cluster_load.go): not this node's to run
-		return true
-	}
 	if r.island == nil {
 		cl.enterIsland(r)
 	}

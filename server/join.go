@@ -29,10 +29,8 @@ func (h *hub) joinLocked(c *client, jr joinReq) {
 	if r := c.roomOf(name); r != nil { // already in: just send the state again
 		sh := h.shardOf(name)
 		sh.mu.Lock()
-		if h.cl == nil || r.loaded { // else the first joined is on its way
-			head, members, tail := encodeJoined(h.joinedFor(r, c, jr.since, jr.epoch))
-			c.w.push(job{op: jobSend, c: c, frame: head, more: &[2][]byte{members, tail}})
-		}
+		head, members, tail := encodeJoined(h.joinedFor(r, c, jr.since, jr.epoch))
+		c.w.push(job{op: jobSend, c: c, frame: head, more: &[2][]byte{members, tail}})
 		sh.mu.Unlock()
 		return
 	}
@@ -119,14 +117,10 @@ func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string,
 	if len(c.rooms) == 1 {
 		c.w.push(job{op: jobLeave, room: h.lobby, c: c})
 	}
-	if h.cl != nil && !r.loaded { // joined once it is read from the stream (cluster_load.go)
-		r.waiting = append(r.waiting, waitingJoin{c, jr.since, jr.epoch})
-	} else {
-		j := h.joinedFor(r, c, jr.since, jr.epoch)
-		j.hostKey = hostKey
-		head, members, tail := encodeJoined(j)
-		c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
-	}
+	j := h.joinedFor(r, c, jr.since, jr.epoch) // in a cluster r is loaded: joins wait for that (gate)
+	j.hostKey = hostKey
+	head, members, tail := encodeJoined(j)
+	c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
 	h.presence(sh, r, "join", c.idStr, c.nickname(), c)
 	h.cl.memberEvent(evJoin, r.name, c.idStr, c.nickname(), role)
 	if rolesChanged || (role != roleMember && r.count() > 1) {

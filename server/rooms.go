@@ -134,7 +134,6 @@ type room struct {
 	// for it (cluster_load.go).
 	loaded, loading bool
 	early           []streamMsg
-	waiting         []waitingJoin
 	// gated are local joins that wait for the load to be checked against
 	// the room's settings (cluster_meetings.go).
 	gated []gatedJoin
