@@ -210,7 +210,7 @@ func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key strin
 	}
 	if m := &r.meet; set.V >= m.version { // else a newer put was applied meanwhile
 		m.version = set.V
-		m.passHash, m.lobby, m.locked, m.unlisted, m.hostKeyHash = set.Passcode, set.Lobby, set.Locked, set.Unlisted, set.HostKey
+		m.set = set.storedSettings
 	}
 	r.meet.pendingKey = key
 	all := append(msgs, r.early...)

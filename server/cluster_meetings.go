@@ -223,9 +223,9 @@ func (h *hub) applySettingsEntry(name string, e settingsEntry, force bool) {
 	}
 	m := &r.meet
 	m.version = e.V
-	m.passHash, m.lobby, m.locked, m.unlisted, m.hostKeyHash = e.Passcode, e.Lobby, e.Locked, e.Unlisted, e.HostKey
+	m.set = e.storedSettings
 	var admit []waiter
-	if !m.lobby {
+	if !m.set.Lobby {
 		admit = slices.Clone(m.lobbyq)
 	}
 	if r.loaded {

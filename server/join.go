@@ -94,7 +94,7 @@ func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string,
 		hostKey, m.pendingKey = m.pendingKey, ""
 	case created:
 		hostKey = auth.NewHostKey()
-		m.hostKeyHash = auth.HashHostKey(hostKey)
+		m.set.HostKey = auth.HashHostKey(hostKey)
 		h.saveSettings(r)
 	}
 	rolesChanged := false

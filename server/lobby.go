@@ -61,7 +61,7 @@ func (c *client) remoteIP() string {
 // hostGrant reports whether jr makes c a host of r: the room's host key,
 // or a token naming the room in host. The shard lock must be held.
 func (h *hub) hostGrant(c *client, r *room, jr *joinReq) bool {
-	if jr.hostKey != "" && r.meet.hostKeyHash != "" && auth.HostKeyMatches(r.meet.hostKeyHash, jr.hostKey) {
+	if jr.hostKey != "" && r.meet.set.HostKey != "" && auth.HostKeyMatches(r.meet.set.HostKey, jr.hostKey) {
 		return true
 	}
 	t := c.token()
@@ -77,14 +77,14 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 	now := time.Now()
 	barred := h.bars.Barred(r.name, c.barKey(), now)
 	switch {
-	case barred && !m.lobby:
+	case barred && !m.set.Lobby:
 		c.replyJoinError(errBanned, "you were removed from room "+r.name+"; try again later", r.name)
 		return false
-	case m.locked:
+	case m.set.Locked:
 		c.replyJoinError(errRoomLocked, "room "+r.name+" is locked", r.name)
 		return false
 	}
-	if m.passHash != "" && jr.passHash != m.passHash {
+	if m.set.Passcode != "" && jr.passHash != m.set.Passcode {
 		if jr.passcode == "" {
 			c.replyJoinError(errPasscodeRequired, "room "+r.name+" needs a passcode", r.name)
 			return false
@@ -94,7 +94,7 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 			c.replyJoinError(errTooManyAttempts, "too many wrong passcodes for room "+r.name+"; wait a minute", r.name)
 			return false
 		}
-		hash, try := m.passHash, *jr
+		hash, try := m.set.Passcode, *jr
 		if !h.slow(func() {
 			if !auth.CheckPasscode(hash, try.passcode) {
 				h.attempts.Fail(addr, try.room, time.Now())
@@ -108,7 +108,7 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 		}
 		return false
 	}
-	if m.lobby {
+	if m.set.Lobby {
 		h.wait(sh, r, c, jr)
 		return false
 	}

@@ -29,11 +29,9 @@ import (
 
 // meeting is a room's settings, roles and lobby. Guarded by the shard lock.
 type meeting struct {
-	passHash    string // the passcode's salted hash, "" for none
-	lobby       bool
-	locked      bool
-	unlisted    bool   // listed is the default, so the zero value is it
-	hostKeyHash string // SHA-256 of the host key (auth.HashHostKey)
+	// set is its settings as kept (the passcode's and host key's hashes,
+	// lobby, lock, listed), the very value stored through the broker.
+	set storedSettings
 	// roles maps the ids of the present hosts and cohosts to their role;
 	// everyone else is a member.
 	roles map[string]string
@@ -73,6 +71,8 @@ type joinReq struct {
 }
 
 // storedSettings is a room's settings as the broker keeps them.
+// (Listed is the default, so Unlisted is kept: the zero value is a public
+// room.)
 type storedSettings struct {
 	Passcode string `json:"passcode,omitempty"` // the salted hash
 	Lobby    bool   `json:"lobby,omitempty"`
@@ -100,12 +100,12 @@ const (
 
 // settings returns the settings as the protocol shows them.
 func (m *meeting) settings() roomSettings {
-	return roomSettings{passcode: m.passHash != "", lobby: m.lobby, locked: m.locked, listed: !m.unlisted}
+	return roomSettings{passcode: m.set.Passcode != "", lobby: m.set.Lobby, locked: m.set.Locked, listed: !m.set.Unlisted}
 }
 
 // listed reports whether the room may appear in rooms and /api/rooms: a
 // room with a passcode never does.
-func (m *meeting) listed() bool { return !m.unlisted && m.passHash == "" }
+func (m *meeting) listed() bool { return !m.set.Unlisted && m.set.Passcode == "" }
 
 // roleOf returns the role of the member with id.
 func (m *meeting) roleOf(id string) string {
@@ -141,7 +141,7 @@ func (m *meeting) loadSettings(b []byte) error {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return err
 	}
-	m.passHash, m.lobby, m.locked, m.unlisted, m.hostKeyHash = s.Passcode, s.Lobby, s.Locked, s.Unlisted, s.HostKey
+	m.set = s
 	return nil
 }
 
@@ -153,7 +153,7 @@ func (h *hub) saveSettings(r *room) {
 		return
 	}
 	m := &r.meet
-	b, _ := json.Marshal(storedSettings{Passcode: m.passHash, Lobby: m.lobby, Locked: m.locked, Unlisted: m.unlisted, HostKey: m.hostKeyHash})
+	b, _ := json.Marshal(m.set)
 	r.inflight++
 	h.br.SaveSettings(r.name, r.epoch, b, func(err error) {
 		sh := h.shardOf(r.name)
@@ -284,11 +284,9 @@ func (h *hub) applySettingsAs(c *client, r *room, ch settingsChange) {
 		return
 	}
 	m := &r.meet
-	s := storedSettings{Passcode: m.passHash, Lobby: m.lobby, Locked: m.locked, Unlisted: m.unlisted}
-	ch.applyTo(&s)
-	m.passHash, m.lobby, m.locked, m.unlisted = s.Passcode, s.Lobby, s.Locked, s.Unlisted
+	ch.applyTo(&m.set)
 	var admit []waiter
-	if !m.lobby {
+	if !m.set.Lobby {
 		admit = slices.Clone(m.lobbyq) // admitWaiter takes each out
 	}
 	h.saveSettings(r)
