@@ -35,8 +35,8 @@
 //
 // # Endpoints
 //
-// Errors are JSON, {"error": "..."}, with 400, 401, 403, 404, 429, 501 or
-// 503 as fits.
+// Errors are JSON, {"error": "..."}, with 400, 401, 403, 404, 429 or 503
+// as fits.
 //
 //	GET  /admin/                              the page (and its files)
 //	POST /admin/api/login                     {"password"} → {"csrf","expires","readonly"} + cookie
@@ -71,9 +71,8 @@ import (
 
 // Source is what the console shows and acts on. The server implements it;
 // each method may take a while (a cluster asks other nodes over the
-// network), and must give up when ctx ends. Errors that wrap ErrNotFound,
-// ErrNotImplemented or ErrUnavailable are answered 404, 501 and 503; any
-// other error 500. by names who asked, for the Source's own logs.
+// network), and must give up when ctx ends. Errors that wrap ErrNotFound
+// or ErrUnavailable are answered 404 and 503; any other error 500. by names who asked, for the Source's own logs.
 type Source interface {
 	// Nodes reports every node of the cluster (one when standalone); nodes
 	// known but silent come back with Missing set, not as an error.
@@ -103,9 +102,8 @@ type Source interface {
 
 // Errors a Source wraps to choose the answer's status.
 var (
-	ErrNotFound       = errors.New("not found")
-	ErrNotImplemented = errors.New("not implemented yet")
-	ErrUnavailable    = errors.New("unavailable")
+	ErrNotFound    = errors.New("not found")
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // Node is one node's state: gauges, and counters that only grow (from

@@ -82,10 +82,10 @@ func (f *fakeSource) Remove(_ context.Context, room, id, by string) error {
 }
 
 func (f *fakeSource) Lock(_ context.Context, room string, locked bool, by string) error {
-	if err := f.record(fmt.Sprintf("lock %s %v by %s", room, locked, by)); err != nil {
-		return err
+	if room == "busy" {
+		return fmt.Errorf("the settings could not be stored: %w", ErrUnavailable)
 	}
-	return fmt.Errorf("room lock needs room settings: %w", ErrNotImplemented)
+	return f.record(fmt.Sprintf("lock %s %v by %s", room, locked, by))
 }
 
 func (f *fakeSource) End(_ context.Context, room, by string) (int, error) {
@@ -426,8 +426,11 @@ func TestEndpoints(t *testing.T) {
 	resp, body := f.do("GET", "/admin/api/rooms/nope", "", auth)
 	wantError(t, "no such room", resp, body, http.StatusNotFound, "no room nope")
 
-	resp, body = f.do("POST", "/admin/api/rooms/mid/lock", "", auth)
-	wantError(t, "lock", resp, body, http.StatusNotImplemented, "room lock needs room settings")
+	if resp, body = f.do("POST", "/admin/api/rooms/mid/lock", "", auth); resp.StatusCode != http.StatusOK {
+		t.Fatalf("lock: %d %s", resp.StatusCode, body)
+	}
+	resp, body = f.do("POST", "/admin/api/rooms/busy/lock", "", auth)
+	wantError(t, "a lock the source could not store", resp, body, http.StatusServiceUnavailable, "could not be stored")
 	f.do("POST", "/admin/api/rooms/mid/lock", `{"locked":false}`, auth)
 	resp, body = f.do("POST", "/admin/api/rooms/mid/lock", `{"locked":`, auth)
 	wantError(t, "a bad lock body", resp, body, http.StatusBadRequest, "locked")
