@@ -19,12 +19,29 @@ var adminFiles embed.FS
 func FS() fs.FS { return files }
 
 // AdminFS returns the operator's console page, rooted at static/admin:
-// index.html, its style sheet and its ES modules. The admin listener serves
-// it at /admin/ (server/console).
+// index.html, its style sheet and its ES modules, and the chat page's
+// dom.js (h, byId, toast, confirmAction), which the console shares rather
+// than keeps a copy of. The admin listener serves it at /admin/
+// (server/console).
 func AdminFS() fs.FS {
 	sub, err := fs.Sub(adminFiles, "admin")
 	if err != nil {
 		panic(err) // "admin" is a valid path: fs.Sub cannot fail on it
 	}
-	return sub
+	return adminFS{sub}
+}
+
+// sharedDOM is the chat page's module the console imports as its own.
+const sharedDOM = "dom.js"
+
+// adminFS is the console's files with the chat page's sharedDOM beside
+// them.
+type adminFS struct{ admin fs.FS }
+
+// Open implements fs.FS.
+func (a adminFS) Open(name string) (fs.File, error) {
+	if name == sharedDOM {
+		return files.Open(name)
+	}
+	return a.admin.Open(name)
 }

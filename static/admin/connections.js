@@ -2,7 +2,8 @@
 // disconnect one (a close frame 1008; the page reconnects, it is no ban).
 
 import { api, enc } from './api.js';
-import { byId, bytes, confirmAction, duration, fill, h, toast } from './dom.js';
+import { byId, confirmAction, h, toast } from './dom.js';
+import { bytes, duration, fill } from './format.js';
 import { Poller } from './poller.js';
 
 const SEARCH_DEBOUNCE_MS = 250;

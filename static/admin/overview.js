@@ -5,7 +5,8 @@
 
 import { api } from './api.js';
 import { NODE_COLORS, drawChart } from './charts.js';
-import { byId, bytes, confirmAction, duration, fill, h, num, pct, toast } from './dom.js';
+import { byId, confirmAction, h, toast } from './dom.js';
+import { bytes, duration, fill, num, pct } from './format.js';
 
 const POLL_MS = 1000;
 const WINDOW_MS = 10 * 60 * 1000;

@@ -4,7 +4,8 @@
 // counts move as people come and go.
 
 import { api, enc } from './api.js';
-import { byId, confirmAction, fill, h, num, toast } from './dom.js';
+import { byId, confirmAction, h, toast } from './dom.js';
+import { fill, num } from './format.js';
 import { Poller } from './poller.js';
 
 const SEARCH_DEBOUNCE_MS = 250;
