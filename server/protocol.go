@@ -298,8 +298,7 @@ func startObject(b []byte, typ string) []byte {
 type member struct{ id, nick string }
 
 // appendMemberRoles appends ms as a JSON array of {id,nick,role} objects,
-// for joined.members; roles[i] is ms[i]'s. Without roles (nil) the objects
-// are {id,nick}.
+// for joined.members; roles[i] is ms[i]'s.
 func appendMemberRoles(b []byte, ms []member, roles []string) []byte {
 	b = append(b, '[')
 	for i, m := range ms {
@@ -310,17 +309,12 @@ func appendMemberRoles(b []byte, ms []member, roles []string) []byte {
 		b = appendString(b, m.id)
 		b = append(b, `,"nick":`...)
 		b = appendString(b, m.nick)
-		if roles != nil {
-			b = append(b, `,"role":`...)
-			b = appendString(b, roles[i])
-		}
+		b = append(b, `,"role":`...)
+		b = appendString(b, roles[i])
 		b = append(b, '}')
 	}
 	return append(b, ']')
 }
-
-// appendMemberArray appends ms as a JSON array of {id,nick} objects.
-func appendMemberArray(b []byte, ms []member) []byte { return appendMemberRoles(b, ms, nil) }
 
 func encodeHello(id, nick, auth string) []byte {
 	b := startObject(newFrame(80+len(nick)), "hello")

@@ -71,7 +71,7 @@ func TestEncodersProduceValidJSON(t *testing.T) {
 	frames := [][]byte{
 		encodeHello("a", hostile, "none"),
 		encodeNick(hostile),
-		joinedFrame(&joinedInfo{room: "r", epoch: "e", count: 2, members: appendMemberArray(nil, []member{{"a", hostile}}),
+		joinedFrame(&joinedInfo{room: "r", epoch: "e", count: 2, members: appendMemberRoles(nil, []member{{"a", hostile}}, []string{roleHost}),
 			history: [][]byte{[]byte(`{"type":"msg"}`)}, withRecovered: true, recovered: true}),
 		encodeLeft("r"),
 		encodePresence("r", "join", "a", hostile, 3),
