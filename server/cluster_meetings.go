@@ -392,10 +392,15 @@ func (h *hub) roomCommand(name string, cmd *roomCmd) {
 }
 
 // announceMod tells t, newly a host or cohost of r, who waits in the lobby
-// here and, in a cluster, on the other nodes. The shard lock must be held.
+// here and, in a cluster, on the other nodes. Only a room with its lobby
+// on can have anyone waiting: the others cost no event to every node (a
+// room's creator is a new host, every time). The shard lock must be held.
 func (h *hub) announceMod(r *room, t *client) {
-	if t != nil {
-		h.sendKnocks(r, t)
+	if t == nil {
+		return
+	}
+	h.sendKnocks(r, t)
+	if r.meet.set.Lobby {
 		h.cl.command(r.name, roomCmd{Op: "knocks", To: t.idStr})
 	}
 }
