@@ -277,6 +277,9 @@ func (h *hub) remoteRole(name, id, role string) {
 // the host here a cohost (one host per room). The shard lock must be held.
 func (h *hub) remoteRoleLocked(r *room, id, role string) {
 	m := r.remote[id]
+	if m.role == role {
+		return // an event seen twice (a load and its event): nothing to tell
+	}
 	m.role = role
 	r.remote[id] = m
 	if role == roleHost {
