@@ -62,10 +62,13 @@ func (r *recorder) snapshot(types ...string) []msg {
 	return out
 }
 
+// wait reads r until cond holds for its messages of types. The bound is
+// for a test that makes no progress at all: 12 MB through a slow-consumer
+// test on two loaded cores took longer than 10 s.
 func (r *recorder) wait(t *testing.T, what string, cond func([]msg) bool, types ...string) []msg {
 	t.Helper()
 	var got []msg
-	eventually(t, 10*time.Second, what, func() bool {
+	eventually(t, 30*time.Second, what, func() bool {
 		got = r.snapshot(types...)
 		return cond(got)
 	})
