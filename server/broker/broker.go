@@ -4,10 +4,13 @@
 // hub calls it and never asks what is behind it.
 //
 // Local (local.go) is the standalone node's broker, durable by default: an
-// embedded store (package store) in the -data directory. The NATS
-// JetStream cluster (package main, cluster*.go) does not sit behind this
-// contract yet; it keeps its history in its stream and is reached by the
-// hub directly (see the README, "Cluster").
+// embedded store (package store) in the -data directory. JetStream
+// (jetstream.go) is the cluster's: one stream shared by every node, a
+// subject per room, published by compare-and-set. It keeps messages only
+// (Messages); a cluster's settings, membership and call lists are the
+// cluster's own (package main, cluster*.go), and it reads its rooms'
+// messages back from the stream to broadcast them, so that every node sees
+// one order.
 //
 // The rules every implementation keeps (the contract tests check them):
 //
@@ -57,12 +60,12 @@ type RoomState struct {
 	Settings []byte
 }
 
-// Broker keeps the rooms' shared state. Its methods are safe for
-// concurrent use; none blocks for long except Close.
-type Broker interface {
+// Messages is the contract's part about messages: what every broker does,
+// the standalone node's (Local) and the cluster's (JetStream). Its methods
+// are safe for concurrent use; none blocks for long except Close.
+type Messages interface {
 	// Room returns room's kept state with at most recent newest messages.
-	// A room it does not know gets a new epoch and seq 0 (it is stored only
-	// with its first message).
+	// A room it does not know gets a new epoch and seq 0.
 	Room(room string, recent int) (RoomState, error)
 	// Publish keeps m, whose Seq must follow the room's last. epoch is the
 	// room's, from Room. done is called once m is durable, or with the
@@ -80,8 +83,17 @@ type Broker interface {
 	Since(room string, seq uint64, limit int) (msgs []Message, complete bool, err error)
 	// Expire drops messages past the retention period or the per-room
 	// count, and forgets rooms that have had nothing kept for idle unless
-	// inUse says the room is loaded (its seq lives on in memory).
+	// inUse says the room is loaded (its seq lives on in memory). A broker
+	// whose store applies its retention itself (JetStream) does nothing.
 	Expire(now time.Time, idle time.Duration, inUse func(room string) bool) (removed int, err error)
+	// Close keeps what was published (calling each done) and releases the
+	// broker.
+	Close() error
+}
+
+// Broker keeps the rooms' messages and settings: the standalone node's.
+type Broker interface {
+	Messages
 	// SaveSettings keeps settings as room's (epoch is the room's, from
 	// Room; a room not stored yet is created with it). done is called once
 	// they are durable, or with the error that lost them, never on the
@@ -90,9 +102,6 @@ type Broker interface {
 	// written may be skipped, its done called with the newer one's
 	// result.
 	SaveSettings(room, epoch string, settings []byte, done func(error))
-	// Close keeps what was published (calling each done) and releases the
-	// broker.
-	Close() error
 }
 
 // Errors of the contract; implementations wrap them with detail.

@@ -13,13 +13,13 @@ import (
 // (nil for one that keeps nothing across a reopen).
 type opener struct {
 	name string
-	open func(t *testing.T) (b Broker, reopen func() Broker)
+	open func(t *testing.T) (b Messages, reopen func() Messages)
 }
 
 var implementations = []opener{
-	{"local-disk", func(t *testing.T) (Broker, func() Broker) {
+	{"local-disk", func(t *testing.T) (Messages, func() Messages) {
 		dir := t.TempDir()
-		open := func() Broker {
+		open := func() Messages {
 			b, err := OpenLocal(dir, 100, time.Hour)
 			if err != nil {
 				t.Fatal(err)
@@ -29,7 +29,7 @@ var implementations = []opener{
 		}
 		return open(), open
 	}},
-	{"local-memory", func(t *testing.T) (Broker, func() Broker) {
+	{"local-memory", func(t *testing.T) (Messages, func() Messages) {
 		b, err := OpenLocal("", 100, time.Hour)
 		if err != nil {
 			t.Fatal(err)
@@ -37,9 +37,14 @@ var implementations = []opener{
 		t.Cleanup(func() { _ = b.Close() })
 		return b, nil
 	}},
+	{"jetstream", func(t *testing.T) (Messages, func() Messages) {
+		ns := testNATS(t, t.TempDir())
+		open := func() Messages { return openJetStream(t, ns.ClientURL(), "n1", time.Hour) }
+		return open(), open
+	}},
 }
 
-func forEach(t *testing.T, fn func(t *testing.T, b Broker, reopen func() Broker)) {
+func forEach(t *testing.T, fn func(t *testing.T, b Messages, reopen func() Messages)) {
 	for _, impl := range implementations {
 		t.Run(impl.name, func(t *testing.T) {
 			t.Parallel()
@@ -49,7 +54,7 @@ func forEach(t *testing.T, fn func(t *testing.T, b Broker, reopen func() Broker)
 	}
 }
 
-func publishWait(b Broker, room, epoch string, seq uint64) error {
+func publishWait(b Messages, room, epoch string, seq uint64) error {
 	done := make(chan error, 1)
 	m := Message{Seq: seq, TS: time.Now().UnixMilli(), Payload: fmt.Appendf(nil, `{"seq":%d}`, seq)}
 	if err := b.Publish(room, epoch, m, func(err error) { done <- err }); err != nil {
@@ -59,7 +64,7 @@ func publishWait(b Broker, room, epoch string, seq uint64) error {
 }
 
 func TestContractNewRoom(t *testing.T) {
-	forEach(t, func(t *testing.T, b Broker, reopen func() Broker) {
+	forEach(t, func(t *testing.T, b Messages, reopen func() Messages) {
 		rs, err := b.Room("a", 10)
 		if err != nil || rs.Known || rs.Seq != 0 || rs.Epoch == "" {
 			t.Fatalf("new room: %+v %v", rs, err)
@@ -74,7 +79,7 @@ func TestContractNewRoom(t *testing.T) {
 // TestContractOrder: concurrent publishers that take seqs under a room
 // lock, as the hub does, get every message kept and every done in order.
 func TestContractOrder(t *testing.T) {
-	forEach(t, func(t *testing.T, b Broker, reopen func() Broker) {
+	forEach(t, func(t *testing.T, b Messages, reopen func() Messages) {
 		rs, _ := b.Room("r", 0)
 		var mu sync.Mutex // the room lock
 		var seq uint64
@@ -120,7 +125,7 @@ func TestContractOrder(t *testing.T) {
 }
 
 func TestContractSeqMustFollow(t *testing.T) {
-	forEach(t, func(t *testing.T, b Broker, reopen func() Broker) {
+	forEach(t, func(t *testing.T, b Messages, reopen func() Messages) {
 		rs, _ := b.Room("r", 0)
 		if err := publishWait(b, "r", rs.Epoch, 2); !errors.Is(err, ErrSeq) {
 			t.Fatalf("seq 2 first: %v, want ErrSeq", err)
@@ -137,7 +142,7 @@ func TestContractSeqMustFollow(t *testing.T) {
 // TestContractKeepsAcrossReopen: seq, epoch and history outlive the
 // process on the same data.
 func TestContractKeepsAcrossReopen(t *testing.T) {
-	forEach(t, func(t *testing.T, b Broker, reopen func() Broker) {
+	forEach(t, func(t *testing.T, b Messages, reopen func() Messages) {
 		if reopen == nil {
 			t.Skip("keeps nothing across a reopen by design (-data \"\")")
 		}
@@ -159,7 +164,7 @@ func TestContractKeepsAcrossReopen(t *testing.T) {
 }
 
 func TestContractSinceAndPages(t *testing.T) {
-	forEach(t, func(t *testing.T, b Broker, reopen func() Broker) {
+	forEach(t, func(t *testing.T, b Messages, reopen func() Messages) {
 		rs, _ := b.Room("r", 0)
 		for s := uint64(1); s <= 30; s++ {
 			if err := publishWait(b, "r", rs.Epoch, s); err != nil {
@@ -186,7 +191,10 @@ func TestContractSinceAndPages(t *testing.T) {
 // TestContractExpire: past retention messages go; a room with none left
 // and no activity is forgotten (a new epoch next time) unless in use.
 func TestContractExpire(t *testing.T) {
-	forEach(t, func(t *testing.T, b Broker, reopen func() Broker) {
+	forEach(t, func(t *testing.T, b Messages, reopen func() Messages) {
+		if _, ok := b.(*JetStream); ok {
+			t.Skip("the stream's own retention, in real time: TestJetStreamRetention")
+		}
 		for _, room := range []string{"busy", "idle"} {
 			rs, _ := b.Room(room, 0)
 			if err := publishWait(b, room, rs.Epoch, 1); err != nil {
@@ -218,7 +226,11 @@ func saveWait(b Broker, room, epoch string, settings []byte) error {
 // create a room not stored yet, survive a reopen, and the newest of
 // several saves wins.
 func TestContractSettings(t *testing.T) {
-	forEach(t, func(t *testing.T, b Broker, reopen func() Broker) {
+	forEach(t, func(t *testing.T, m Messages, reopen func() Messages) {
+		b, ok := m.(Broker)
+		if !ok {
+			t.Skip("keeps messages only: a cluster's settings are in its key-value bucket")
+		}
 		rs, _ := b.Room("s", 0)
 		if rs.Settings != nil {
 			t.Fatalf("new room has settings %q", rs.Settings)
@@ -256,7 +268,7 @@ func TestContractSettings(t *testing.T) {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
-		b = reopen()
+		b = reopen().(Broker)
 		got, _ = b.Room("s", 0)
 		if got.Epoch != rs.Epoch || got.Seq != 3 || string(got.Settings) != `{"v":20}` {
 			t.Fatalf("after reopen: %+v", got)
