@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"noom/server/broker"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -76,13 +78,6 @@ const (
 	subjSig  = "noom.sig."
 	// streamName is the JetStream stream of messages and call lists.
 	streamName = "NOOM"
-	// seqHeader carries a message's room seq; 0 marks the start of a
-	// room's lifetime (cluster_load.go).
-	seqHeader = "Noom-Seq"
-	// epochHeader carries the epoch of the lifetime a message belongs to.
-	// Messages stored before it existed have none: they are in the
-	// stream's epoch.
-	epochHeader = "Noom-Epoch"
 )
 
 // Cluster timing. deadAfter must be several heartbeats, and within the
@@ -143,6 +138,9 @@ type cluster struct {
 	kv     jetstream.KeyValue // rooms' settings (cluster_meetings.go)
 	stream jetstream.Stream
 	epoch  string // the stream's creation time: the epoch of every room
+	// msgs keeps the rooms' messages in the stream (server/broker): the
+	// compare-and-set publish, lifetimes, pages.
+	msgs *broker.JetStream
 
 	ready    atomic.Bool   // the stream replay is done
 	degraded atomic.Bool   // NATS is out of reach
@@ -177,10 +175,6 @@ type cluster struct {
 	joinedAt atomic.Int64
 
 	published, casRetries atomic.Uint64
-	pubCount              atomic.Uint64 // numbers says for their Nats-Msg-Id
-	// lostAcks, set by tests, makes that many of the next publishes lose
-	// their ack: the stream stores the message, the node hears nothing.
-	lostAcks atomic.Int32
 
 	islandSeq atomic.Uint64
 	subs      []*nats.Subscription
@@ -233,6 +227,11 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 		nats.Name("noom " + cl.node),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
+		// Nothing is kept to be sent on reconnect: a say published while
+		// NATS is gone goes to the room's island at once, and must not be
+		// stored in the stream too when the connection is back; membership
+		// is announced again then anyway (regained).
+		nats.ReconnectBufSize(-1),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { cl.lost(err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { go cl.regained() }),
@@ -296,7 +295,7 @@ func (cl *cluster) setup(ctx context.Context) error {
 	cfg := jetstream.StreamConfig{
 		Name:              streamName,
 		Subjects:          []string{subjMsg + ">", subjCall + ">"},
-		MaxMsgsPerSubject: int64(cl.h.cfg.HistorySize),
+		MaxMsgsPerSubject: int64(max(cl.h.cfg.HistoryKeep, cl.h.cfg.HistorySize)),
 		MaxAge:            cl.h.cfg.NATSRetention,
 		Storage:           jetstream.FileStorage,
 		Discard:           jetstream.DiscardOld,
@@ -309,6 +308,8 @@ func (cl *cluster) setup(ctx context.Context) error {
 	}
 	cl.stream = st
 	cl.epoch = "c" + strconv.FormatInt(st.CachedInfo().Created.UnixMilli(), 36)
+	cl.msgs = broker.NewJetStream(broker.JetStreamConfig{JS: js, Stream: st, Prefix: subjMsg, Epoch: cl.epoch,
+		Node: cl.node, Timeout: publishTimeout, Patience: casPatience})
 	if err := cl.setupSettings(ctx); err != nil {
 		return fmt.Errorf("jetstream bucket %s: %w", settingsBucket, err)
 	}
@@ -379,7 +380,7 @@ func (cl *cluster) apply(m jetstream.Msg) {
 	subj := m.Subject()
 	switch {
 	case strings.HasPrefix(subj, subjMsg):
-		cl.h.applyMsg(roomOfSubject(subj, subjMsg), cl.msgOf(m.Headers(), m.Data(), sseq))
+		cl.h.applyMsg(roomOfSubject(subj, subjMsg), cl.msgs.Decode(m.Headers(), m.Data(), sseq))
 	case strings.HasPrefix(subj, subjCall):
 		list, sfu := decodeCallList(m.Data(), cl.h)
 		cl.h.applyCall(roomOfSubject(subj, subjCall), sseq, list, sfu, nil)
@@ -424,6 +425,7 @@ func (cl *cluster) close() {
 	}
 	cl.pubsMu.Unlock()
 	cl.wg.Wait()
+	_ = cl.msgs.Close()
 	cl.consMu.Lock()
 	if cl.cons != nil {
 		cl.cons.Stop()
@@ -483,13 +485,6 @@ func (cl *cluster) regained() {
 	cl.h.leaveIslands()
 	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // others see this node again and ask for a snapshot
 	cl.log.Info("NATS reachable again: back in the cluster")
-}
-
-// isAPIError reports an error JetStream answered with: the request was
-// refused, not lost.
-func isAPIError(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr)
 }
 
 // isWrongLastSeq reports a compare-and-set conflict.

@@ -240,7 +240,7 @@ func TestClusterLostAck(t *testing.T) {
 	node := startNodes(t, ns.ClientURL(), 1, nil)[0]
 	a := dial(t, node)
 	a.join("r")
-	node.hub.cl.lostAcks.Store(1)
+	node.hub.cl.msgs.DropAcks(1)
 	say := map[string]any{"type": "say", "room": "r", "text": "once"}
 	a.send(say)
 	var seqs []int

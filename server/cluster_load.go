@@ -2,14 +2,10 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"slices"
-	"strconv"
-	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"noom/server/broker"
 )
 
 // Rooms in and out of memory, in a cluster. The stream keeps every room's
@@ -35,42 +31,10 @@ import (
 // retention has taken every message of a room, its sequence is lost (the
 // node that happens to remember it in memory cannot vouch for the others,
 // which may have started since): the room starts over, seq 1, under a new
-// epoch, as PROTOCOL.md has it ("epoch changes only when the room's kept
-// sequence is really lost (retention, ...)"). So that every node names the
-// new lifetime alike, the node that finds the subject empty (a join's load,
-// or a say after a compare-and-set conflict) first stores a start marker,
-// a message with seq 0 and no text, by compare-and-set on an empty subject
-// (one node wins; the others read the winner's). The lifetime's epoch is
-// the stream's epoch and the marker's stream sequence, which no other
-// lifetime can have; every message carries it (epochHeader), as the
-// marker is soon dropped by the subject's -history limit. A node that
-// reads a message of another epoch than its room's tells the room's
-// members with a joined frame, and the room goes on from that message.
-// Messages stored before the header existed are in the stream's epoch.
-
-// lifetimeEpoch names the lifetime started by the marker at stream
-// sequence markerSeq.
-func (cl *cluster) lifetimeEpoch(markerSeq uint64) string {
-	return cl.epoch + "." + strconv.FormatUint(markerSeq, 36)
-}
-
-// startLifetime stores a start marker on subj, a room's empty subject, and
-// returns the new lifetime's state; if another node got there first (or a
-// message is there after all), what the subject holds now. An error is
-// JetStream's refusal, or no answer: nothing is known then.
-func (cl *cluster) startLifetime(room, subj string) (published, error) {
-	m := &nats.Msg{Subject: subj, Header: nats.Header{}}
-	m.Header.Set(seqHeader, "0")
-	m.Header.Set(nats.MsgIdHdr, room+"/start/"+cl.node+"."+strconv.FormatUint(cl.pubCount.Add(1), 36))
-	ack, err := cl.publish(m, 0)
-	switch {
-	case err == nil:
-		return published{streamSeq: ack.Sequence, epoch: cl.lifetimeEpoch(ack.Sequence)}, nil
-	case isWrongLastSeq(err):
-		return cl.lastMsg(subj)
-	}
-	return published{}, err
-}
+// epoch, named alike on every node by a start marker that one of them
+// stores (broker.JetStream). A node that reads a message of another epoch
+// than its room's tells the room's members with a joined frame, and the
+// room goes on from that message.
 
 // gatedJoin is a local join that waits for the room's load before it is
 // checked against the room's settings (cluster_meetings.go).
@@ -79,26 +43,9 @@ type gatedJoin struct {
 	jr joinReq
 }
 
-// streamMsg is one message of a room, as the stream holds it.
-type streamMsg struct {
-	seq, streamSeq uint64
-	epoch          string
-	payload        []byte
-}
-
-// msgOf describes a message stored at stream sequence streamSeq: a seq
-// of 0 is a lifetime's start marker.
-func (cl *cluster) msgOf(hdr nats.Header, data []byte, streamSeq uint64) streamMsg {
-	seq, _ := strconv.ParseUint(hdr.Get(seqHeader), 10, 64)
-	epoch := hdr.Get(epochHeader)
-	switch {
-	case seq == 0:
-		epoch = cl.lifetimeEpoch(streamSeq)
-	case epoch == "": // stored before lifetimes had epochs of their own
-		epoch = cl.epoch
-	}
-	return streamMsg{seq: seq, streamSeq: streamSeq, epoch: epoch, payload: data}
-}
+// streamMsg is one message of a room as the stream holds it, with its
+// stream sequence: seq 0 is a lifetime's start marker.
+type streamMsg = broker.StreamMsg
 
 // load queues the load of r, if none is queued. It reports false if the
 // room cannot be loaded now: NATS is out of reach, or the publisher's queue
@@ -114,8 +61,10 @@ func (cl *cluster) load(r *room) bool {
 	return true
 }
 
-// doLoad reads r's messages from the stream, on r's publisher, and
-// completes the joins that wait for them.
+// doLoad reads r's settings and messages from the stream, on r's
+// publisher, and completes the joins that wait for them. An empty subject
+// gets a start marker first: the room has a lifetime, named alike on every
+// node, from its first join on.
 func (cl *cluster) doLoad(req pubReq) {
 	r := req.room
 	var msgs []streamMsg
@@ -124,7 +73,9 @@ func (cl *cluster) doLoad(req pubReq) {
 	err := errors.New("NATS is out of reach")
 	if cl.online() {
 		if set, key, err = cl.readSettings(r.name); err == nil {
-			msgs, err = cl.readRoom(r.name)
+			var head broker.Position
+			head, msgs, err = cl.msgs.Load(r.name, cl.h.cfg.HistorySize)
+			msgs = append(msgs, streamMsg{Position: head}) // the marker, if that is all
 		}
 	}
 	if err != nil {
@@ -135,64 +86,6 @@ func (cl *cluster) doLoad(req pubReq) {
 	for _, g := range cl.h.finishLoad(r, msgs, set, key) {
 		cl.h.join(g.c, g.jr) // checked now, against the settings just read
 	}
-}
-
-// readRoom returns the messages the stream keeps of room, oldest first:
-// the last one, and if its seq says there are older ones in its lifetime,
-// all the subject keeps (at most -history). An empty subject gets a start
-// marker first: the room has a lifetime, named alike on every node, from
-// its first join on.
-func (cl *cluster) readRoom(room string) ([]streamMsg, error) {
-	subj := subjMsg + subjectRoom(room)
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	last, err := cl.stream.GetLastMsgForSubject(ctx, subj)
-	for attempt := 0; errors.Is(err, jetstream.ErrMsgNotFound) && attempt < 3; attempt++ {
-		var p published
-		if p, err = cl.startLifetime(room, subj); err == nil && p.seq == 0 {
-			return []streamMsg{{streamSeq: p.streamSeq, epoch: p.epoch}}, nil
-		}
-		if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) { // others' messages: read them all
-			last, err = cl.stream.GetLastMsgForSubject(ctx, subj)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	newest := cl.msgOf(last.Header, last.Data, last.Sequence)
-	if newest.seq <= 1 {
-		return []streamMsg{newest}, nil
-	}
-	cons, err := cl.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subj}, InactiveThreshold: 10 * time.Second})
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), publishTimeout)
-		defer dcancel()
-		_ = cl.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
-	n := int(cons.CachedInfo().NumPending)
-	if n == 0 { // gone meanwhile (retention): the newest is all there is
-		return []streamMsg{newest}, nil
-	}
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(publishTimeout))
-	if err != nil {
-		return nil, err
-	}
-	msgs := make([]streamMsg, 0, n)
-	for m := range batch.Messages() {
-		meta, err := m.Metadata()
-		if err != nil {
-			return nil, err
-		}
-		msgs = append(msgs, cl.msgOf(m.Headers(), m.Data(), meta.Sequence.Stream))
-	}
-	if err := batch.Error(); err != nil {
-		return nil, err
-	}
-	return msgs, nil
 }
 
 // finishLoad gives r the message state read from the stream (msgs, oldest
@@ -214,18 +107,22 @@ func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key strin
 	}
 	r.meet.pendingKey = key
 	all := append(msgs, r.early...)
-	slices.SortStableFunc(all, func(a, b streamMsg) int { return cmp.Compare(a.streamSeq, b.streamSeq) })
-	all = slices.CompactFunc(all, func(a, b streamMsg) bool { return a.streamSeq == b.streamSeq })
+	// Sorted by stream sequence, the first of equal ones kept: a message
+	// the load read is also the head it read, without its payload.
+	slices.SortStableFunc(all, func(a, b streamMsg) int { return cmp.Compare(a.StreamSeq, b.StreamSeq) })
+	all = slices.CompactFunc(all, func(a, b streamMsg) bool { return a.StreamSeq == b.StreamSeq })
 	r.loading, r.loaded, r.early = false, true, nil
 	r.epoch, r.seq, r.streamSeq = h.cl.epoch, 0, 0
 	r.history, r.histStart = nil, 0
 	if len(all) > 0 {
 		newest := all[len(all)-1]
-		r.epoch, r.streamSeq = newest.epoch, newest.streamSeq
+		r.epoch, r.streamSeq = newest.Epoch, newest.StreamSeq
 		for _, m := range all {
-			if m.epoch == newest.epoch && m.seq > r.seq {
-				r.seq = m.seq
-				r.addHistory(m.payload, h.cfg.HistorySize)
+			if m.Epoch == newest.Epoch && m.Seq > r.seq {
+				r.seq = m.Seq
+				if m.Payload != nil {
+					r.addHistory(m.Payload, h.cfg.HistorySize)
+				}
 			}
 		}
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
-	"strconv"
-	"strings"
 	"time"
+
+	"noom/server/broker"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,15 +15,17 @@ import (
 // Publishing into the stream, by compare-and-set. Requests for one room go
 // to one publisher goroutine, in order, so that a node never races itself
 // for a room's next seq; different rooms publish in parallel. A publisher
-// remembers what it published last per room, because its own messages reach
-// the room's state only when the consumer reads them back.
+// remembers the call list it published last per room, and the broker the
+// message, because its own reach the room's state only when the consumer
+// reads them back.
 
 // Publisher request kinds.
 const (
-	reqMsg   = iota // a say
-	reqCall         // a call join or leave of a local member
-	reqPurge        // take a dead node's peers out of a room's call
-	reqLoad         // read a room's messages for the joins that wait (cluster_load.go)
+	reqMsg     = iota // a say
+	reqCall           // a call join or leave of a local member
+	reqPurge          // take a dead node's peers out of a room's call
+	reqLoad           // read a room's messages for the joins that wait (cluster_load.go)
+	reqHistory        // read a page of a room's messages for a history request
 )
 
 // pubReq is one request to a publisher.
@@ -35,14 +37,16 @@ type pubReq struct {
 	join  bool   // reqCall: join, else leave
 	reply bool   // reqCall: answer c with a call frame
 	node  string // reqPurge
+	// reqHistory: the page before seq before (0: the newest), at most limit
+	before uint64
+	limit  int
 }
 
-// published is what a publisher last wrote for a subject.
+// published is a call list a publisher last wrote or read for a subject.
 type published struct {
-	seq, streamSeq uint64
-	epoch          string // a message's
-	call           []callPeer
-	callSFU        bool
+	streamSeq uint64
+	call      []callPeer
+	callSFU   bool
 }
 
 var pubSeed = maphash.MakeSeed()
@@ -82,140 +86,138 @@ func (cl *cluster) publisher(q chan pubReq) {
 		}
 		switch req.kind {
 		case reqMsg:
-			cl.doMsg(req, last)
+			cl.doMsg(req)
 		case reqLoad:
 			cl.doLoad(req)
+		case reqHistory:
+			cl.doHistory(req)
 		default:
 			cl.doCall(req, last)
 		}
 	}
 }
 
-// doMsg publishes a say with the room's next seq. Under contention the
-// compare-and-set may fail many times; it goes on for casPatience, then
-// gives up with an error to the sender. Only when NATS is out of reach does
-// the message go to the room's island instead.
-//
-// A publish that got no answer (a timeout, a connection lost before the
-// ack) may have been stored: it is sent again as it was, same seq, same
-// expected sequence and same Nats-Msg-Id. If it was stored, JetStream
-// either drops the copy within its duplicate window (a clustered stream
-// checks the id first) or refuses it as a conflict (a single server checks
-// the sequence first); then storedAfter finds it, the message that follows
-// the expected one, by its id. Either way it is stored once.
-func (cl *cluster) doMsg(req pubReq, last map[string]published) {
+// doMsg publishes a say with the room's next seq, through the broker
+// (server/broker, JetStream), which stores it by compare-and-set. Under
+// contention a publish may find its seq taken many times (ErrSeq): each
+// time the stream's head tells the next one, for casPatience, then the
+// sender gets an error. Only when NATS is out of reach does the message go
+// to the room's island instead.
+func (cl *cluster) doMsg(req pubReq) {
 	r := req.room
-	subj := subjMsg + subjectRoom(r.name)
 	nick := req.c.nickname()
 	ts := time.Now().UnixMilli()
-	n := cl.pubCount.Add(1)
-	cur := cl.msgState(r, last[subj])
-	uncertain := false // a publish of this request may be stored unbeknown
+	cur := cl.msgState(r)
+	err := errors.New("NATS is out of reach")
 	for deadline := time.Now().Add(casPatience); cl.online(); {
-		if cur.streamSeq == 0 { // the subject is empty: the room's sequence is lost (cluster_load.go)
-			p, err := cl.startLifetime(r.name, subj)
-			switch {
-			case err == nil:
-				last[subj], cur = p, p
-				continue
-			case isAPIError(err):
-				cl.log.Warn("publish", "room", r.name, "err", err)
-				req.c.replyError(errUnavailable, "the message could not be stored; try again", "say")
-				return
-			}
-			if time.Now().After(deadline) {
-				req.c.replyError(errUnavailable, "the room is too busy; try again", "say")
-				return
-			}
-			continue
-		}
-		frame, at := encodeMsg(r.name, cur.seq+1, req.c.idStr, nick, req.text, ts)
-		m := &nats.Msg{Subject: subj, Data: frame[at:], Header: nats.Header{}}
-		m.Header.Set(seqHeader, strconv.FormatUint(cur.seq+1, 10))
-		m.Header.Set(epochHeader, cur.epoch)
-		id := cl.msgID(r.name, cur.epoch, cur.seq+1, n)
-		m.Header.Set(nats.MsgIdHdr, id)
-		ack, err := cl.publish(m, cur.streamSeq)
-		switch {
-		case err == nil: // ack.Duplicate too: the id is this request's alone
-			last[subj] = published{seq: cur.seq + 1, streamSeq: ack.Sequence, epoch: cur.epoch}
-			cl.published.Add(1)
-			return
-		case isWrongLastSeq(err):
-			if uncertain {
-				if p, ok := cl.storedAfter(subj, cur.streamSeq, id); ok {
-					last[subj] = p
-					cl.published.Add(1)
+		frame, at := encodeMsg(r.name, cur.Seq+1, req.c.idStr, nick, req.text, ts)
+		err = cl.publishWait(r.name, cur.Epoch, broker.Message{Seq: cur.Seq + 1, TS: ts, Payload: frame[at:]})
+		if errors.Is(err, broker.ErrSeq) {
+			cl.casRetries.Add(1)
+			var head broker.Position
+			if head, err = cl.msgs.Head(r.name); err == nil {
+				cur = head
+				if time.Now().After(deadline) {
+					cl.log.Warn("publish: gave up", "room", r.name, "for", casPatience)
+					req.c.replyError(errUnavailable, "the room is too busy; try again", "say")
 					return
 				}
+				continue
 			}
-			uncertain = false // from here on, a new seq and a new id
-			cl.casRetries.Add(1)
-			switch p, err := cl.lastMsg(subj); {
-			case err == nil: // read after the conflict: newer than anything else known
-				last[subj], cur = p, p
-			case errors.Is(err, jetstream.ErrMsgNotFound): // retention took every message
-				delete(last, subj)
-				cur = published{}
-			default:
-				cur = cl.msgState(r, last[subj])
-			}
-		case isAPIError(err): // refused: nothing was stored
+		}
+		switch {
+		case err == nil:
+			cl.published.Add(1)
+			return
+		case errors.Is(err, broker.ErrOffline):
+		case errors.Is(err, broker.ErrBusy):
+			req.c.replyError(errUnavailable, "the cluster is busy; try again", "say")
+			return
+		default:
 			cl.log.Warn("publish", "room", r.name, "err", err)
 			req.c.replyError(errUnavailable, "the message could not be stored; try again", "say")
 			return
-		default:
-			uncertain = true
 		}
-		if time.Now().After(deadline) {
-			cl.log.Warn("publish: gave up", "room", r.name, "for", casPatience, "err", err)
-			req.c.replyError(errUnavailable, "the room is too busy; try again", "say")
-			return
-		}
+		break
 	}
 	// NATS is out of reach: the room carries on here alone, unless the
 	// node came back meanwhile.
+	cl.log.Debug("publish: NATS out of reach", "room", r.name, "err", err)
 	if !cl.islandSay(r, req.c.idStr, nick, req.text) {
-		cl.doMsg(req, last)
+		cl.doMsg(req)
 	}
 }
 
-// msgID is the Nats-Msg-Id of a message: the room, its epoch and seq, and
-// this node's number for the say (n), so that two different says never
-// share an id, even if this node wrongly took the same seq for both.
-func (cl *cluster) msgID(room, epoch string, seq, n uint64) string {
-	return room + "/" + epoch + "/" + strconv.FormatUint(seq, 10) + "/" + cl.node + "." + strconv.FormatUint(n, 36)
-}
-
-// storedAfter reports whether the message on subj that follows stream
-// sequence after is the one with Nats-Msg-Id id, and returns it.
-func (cl *cluster) storedAfter(subj string, after uint64, id string) (published, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	m, err := cl.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(subj))
-	if err != nil || m.Header.Get(nats.MsgIdHdr) != id {
-		return published{}, false
-	}
-	return cl.publishedOf(m), true
-}
-
-// msgState returns r's last seq, its stream sequence and epoch: the newer
-// of what the consumer applied and what this publisher wrote or read.
-func (cl *cluster) msgState(r *room, mine published) published {
+// historyPage queues a history request of c in r on r's publisher; false
+// if the stream cannot be asked now (NATS out of reach, r an island, the
+// queue full): then r's memory answers.
+func (cl *cluster) historyPage(c *client, r *room, before uint64, limit int) bool {
 	sh := cl.h.shardOf(r.name)
 	sh.mu.Lock()
-	cur := published{seq: r.seq, streamSeq: r.streamSeq, epoch: r.epoch}
+	island := r.island != nil
+	sh.mu.Unlock()
+	return !island && cl.online() && cl.enqueue(pubReq{kind: reqHistory, room: r, c: c, before: before, limit: limit})
+}
+
+// doHistory answers a history request from the stream: nothing past what
+// the room's members have received (the consumer applied), nothing of
+// another lifetime than theirs.
+func (cl *cluster) doHistory(req pubReq) {
+	r := req.room
+	sh := cl.h.shardOf(r.name)
+	sh.mu.Lock()
+	last, epoch := r.seq, r.epoch
+	sh.mu.Unlock()
+	before := req.before
+	if before == 0 || before > last+1 {
+		before = last + 1
+	}
+	msgs, more, err := cl.msgs.History(r.name, before, req.limit)
+	if err == nil && len(msgs) > 0 {
+		if head, ok := cl.msgs.Known(r.name); ok && head.Epoch != epoch {
+			msgs, more = nil, false // a new lifetime the room has not read yet
+		}
+	}
+	if err != nil {
+		cl.log.Warn("history not read", "room", r.name, "err", err)
+		req.c.replyError(errUnavailable, "history could not be read; try again", "history")
+		return
+	}
+	payloads := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		payloads[i] = m.Payload
+	}
+	req.c.send(encodeHistory(r.name, payloads, more))
+}
+
+// publishWait publishes m through the broker and waits until it is stored
+// or lost.
+func (cl *cluster) publishWait(room, epoch string, m broker.Message) error {
+	done := make(chan error, 1)
+	if err := cl.msgs.Publish(room, epoch, m, func(err error) { done <- err }); err != nil {
+		return err
+	}
+	return <-done
+}
+
+// msgState returns where r stands: the newer of what the consumer applied
+// and what this node's broker published or read last (its own messages
+// reach the room only when the consumer reads them back).
+func (cl *cluster) msgState(r *room) broker.Position {
+	sh := cl.h.shardOf(r.name)
+	sh.mu.Lock()
+	cur := broker.Position{Seq: r.seq, StreamSeq: r.streamSeq, Epoch: r.epoch}
 	if r.island != nil {
-		cur = published{seq: r.island.seq, streamSeq: r.island.streamSeq, epoch: r.island.epoch}
+		cur = broker.Position{Seq: r.island.seq, StreamSeq: r.island.streamSeq, Epoch: r.island.epoch}
 	}
 	sh.mu.Unlock()
-	if mine.streamSeq > cur.streamSeq {
+	if mine, ok := cl.msgs.Known(r.name); ok && mine.StreamSeq > cur.StreamSeq {
 		return mine
 	}
 	return cur
 }
 
-// lastMsg reads a subject's last message from the stream.
+// lastMsg reads a call subject's last list from the stream.
 func (cl *cluster) lastMsg(subj string) (published, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
@@ -226,23 +228,15 @@ func (cl *cluster) lastMsg(subj string) (published, error) {
 	return cl.publishedOf(m), nil
 }
 
-// publishedOf describes a stored message or call list.
+// publishedOf describes a stored call list.
 func (cl *cluster) publishedOf(m *jetstream.RawStreamMsg) published {
-	if strings.HasPrefix(m.Subject, subjCall) {
-		list, sfu := decodeCallList(m.Data, cl.h)
-		return published{streamSeq: m.Sequence, call: list, callSFU: sfu}
-	}
-	e := cl.msgOf(m.Header, m.Data, m.Sequence)
-	return published{seq: e.seq, streamSeq: e.streamSeq, epoch: e.epoch}
+	list, sfu := decodeCallList(m.Data, cl.h)
+	return published{streamSeq: m.Sequence, call: list, callSFU: sfu}
 }
 
 // publish stores m if the subject's last message is still expect.
 func (cl *cluster) publish(m *nats.Msg, expect uint64) (*jetstream.PubAck, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	ack, err := cl.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect))
-	if err == nil && cl.lostAcks.Load() > 0 && cl.lostAcks.Add(-1) >= 0 {
-		return nil, context.DeadlineExceeded // stored, but the answer "did not arrive"
-	}
-	return ack, err
+	return cl.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect))
 }

@@ -30,37 +30,37 @@ func (h *hub) applyMsg(name string, m streamMsg) {
 		return
 	}
 	if is := r.island; is != nil { // only after an outage; keep the cluster state aside
-		if m.streamSeq <= is.streamSeq {
+		if m.StreamSeq <= is.streamSeq {
 			return
 		}
-		is.streamSeq = m.streamSeq
-		if m.epoch != is.epoch {
-			is.epoch, is.seq, is.history = m.epoch, 0, nil
+		is.streamSeq = m.StreamSeq
+		if m.Epoch != is.epoch {
+			is.epoch, is.seq, is.history = m.Epoch, 0, nil
 		}
-		if m.seq > is.seq {
-			is.seq = m.seq
-			is.history = append(is.history, m.payload)
+		if m.Seq > is.seq {
+			is.seq = m.Seq
+			is.history = append(is.history, m.Payload)
 			if n := len(is.history) - h.cfg.HistorySize; n > 0 {
 				is.history = is.history[n:]
 			}
 		}
 		return
 	}
-	if m.streamSeq <= r.streamSeq { // applied already: loaded, or read again after an outage
+	if m.StreamSeq <= r.streamSeq { // applied already: loaded, or read again after an outage
 		return
 	}
-	r.streamSeq = m.streamSeq
-	if m.epoch != r.epoch { // a new lifetime: the old one's messages all expired (cluster_load.go)
-		r.epoch, r.seq, r.history, r.histStart = m.epoch, 0, nil, 0
+	r.streamSeq = m.StreamSeq
+	if m.Epoch != r.epoch { // a new lifetime: the old one's messages all expired (cluster_load.go)
+		r.epoch, r.seq, r.history, r.histStart = m.Epoch, 0, nil, 0
 		h.announce(r)
 	}
-	if m.seq <= r.seq { // a lifetime's start marker
+	if m.Seq <= r.seq { // a lifetime's start marker
 		return
 	}
-	r.seq = m.seq
-	r.addHistory(m.payload, h.cfg.HistorySize)
+	r.seq = m.Seq
+	r.addHistory(m.Payload, h.cfg.HistorySize)
 	if len(r.members) > 0 {
-		b := append(newFrame(len(m.payload)), m.payload...)
+		b := append(newFrame(len(m.Payload)), m.Payload...)
 		h.broadcast(r, frameOf(b), nil)
 	}
 }

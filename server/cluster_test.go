@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -455,5 +456,40 @@ func TestClusterNATSRestart(t *testing.T) {
 	b.send(map[string]any{"type": "say", "room": "r", "text": "after"})
 	if m := a2.waitFor("msg"); m.str("text") != "after" || m.num("seq") != 2 {
 		t.Fatalf("after NATS came back: %v", m)
+	}
+}
+
+// TestClusterHistoryPages: a history request in a cluster pages back
+// through the stream, past what the room keeps in memory (-history), on
+// a node other than the one that took the messages, as a standalone node
+// pages through its store.
+func TestClusterHistoryPages(t *testing.T) {
+	ns := testNATS(t, t.TempDir(), 0)
+	nodes := startNodes(t, ns.ClientURL(), 2, func(c *Config) { c.Rate, c.Burst, c.HistorySize = 10000, 10000, 10 })
+	a := dial(t, nodes[0])
+	a.join("r")
+	sayN(t, a, "r", 1, 45)
+
+	b := dial(t, nodes[1])
+	j := b.join("r")
+	if got := seqsOf(t, j.list("history")); len(got) != 10 || got[0] != 36 {
+		t.Fatalf("joined.history %v, want 36..45", got)
+	}
+	var all []int
+	for before := 36; ; {
+		b.send(map[string]any{"type": "history", "room": "r", "before": before, "limit": 15})
+		h := b.waitFor("history")
+		page := seqsOf(t, h.list("messages"))
+		all = append(page, all...)
+		if h["more"] != true {
+			break
+		}
+		if len(page) == 0 {
+			t.Fatal("more, but an empty page")
+		}
+		before = page[0]
+	}
+	if fmt.Sprint(all) != fmt.Sprint(seqRange(1, 35)) {
+		t.Fatalf("pages gave %v, want 1..35", all)
 	}
 }

@@ -15,8 +15,10 @@ import (
 // history pages. A room that empties leaves memory; its seq, epoch and
 // messages stay in the store, and the next join loads them.
 //
-// In a cluster (h.cl != nil) the stream keeps the history instead and
-// h.br is nil.
+// In a cluster (h.cl != nil) the stream keeps the history instead
+// (broker.JetStream, up to -history-keep per room and -nats-retention),
+// h.br is nil, and pages are read from the stream on the room's publisher
+// (cluster_publish.go).
 
 // maxRecover is the most messages a joined frame carries to bring a client
 // back after `since`: past it recovered is false, the client gets the
@@ -149,12 +151,10 @@ func (h *hub) history(c *client, name string, before *int64, limit int) {
 	if before != nil {
 		b = uint64(*before)
 	}
-	if h.br == nil { // a cluster: what the room keeps in memory
-		sh := h.shardOf(name)
-		sh.mu.Lock()
-		msgs, more := r.page(b, limit)
-		sh.mu.Unlock()
-		c.send(encodeHistory(name, msgs, more))
+	if h.br == nil { // a cluster: the stream's pages, read off the event loop
+		if !h.cl.historyPage(c, r, b, limit) {
+			h.historyFromRing(c, r, b, limit)
+		}
 		return
 	}
 	sh := h.shardOf(name)
@@ -175,6 +175,16 @@ func (h *hub) history(c *client, name string, before *int64, limit int) {
 		payloads[i] = m.Payload
 	}
 	c.send(encodeHistory(name, payloads, more))
+}
+
+// historyFromRing answers a history request from what r keeps in memory:
+// in a cluster, while NATS is out of reach.
+func (h *hub) historyFromRing(c *client, r *room, before uint64, limit int) {
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	msgs, more := r.page(before, limit)
+	sh.mu.Unlock()
+	c.send(encodeHistory(r.name, msgs, more))
 }
 
 // page returns the ring's messages with seq < before (all for 0), at most

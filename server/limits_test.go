@@ -456,9 +456,9 @@ func TestChurnLeavesNoResidue(t *testing.T) {
 	}
 	// Workers keep the connections of the last two seconds for settling
 	// nbio's HTTP deadline (worker.settle); after that a few stay held
-	// whatever the churn: one or two, of any age, with 600 connections as
+	// whatever the churn: one to three, of any age, with 600 connections as
 	// with 1,800 (CHURN=1800), by something not yet found (README,
-	// "Known"). A leak grows with the churn: 1 % of 600 is six.
+	// "Testing"). A leak grows with the churn: 1 % of 600 is six.
 	const held = 4
 	reachable := func() (n int, old []int) {
 		runtime.GC()

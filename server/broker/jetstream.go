@@ -108,9 +108,11 @@ type Position struct {
 }
 
 // StreamMsg is one stored message of a room as a node reads it from the
-// stream: Seq 0 is a lifetime's start marker.
+// stream: Seq 0 is a lifetime's start marker. TS is the stream's time
+// (Unix ms) where it was read with it.
 type StreamMsg struct {
 	Position
+	TS      int64
 	Payload []byte
 }
 
@@ -155,7 +157,7 @@ func (j *JetStream) Decode(hdr nats.Header, data []byte, streamSeq uint64) Strea
 	case epoch == "":
 		epoch = j.epoch
 	}
-	return StreamMsg{Position{seq, streamSeq, epoch}, data}
+	return StreamMsg{Position: Position{seq, streamSeq, epoch}, Payload: data}
 }
 
 func (j *JetStream) lifetimeEpoch(markerSeq uint64) string {
@@ -219,6 +221,10 @@ func (j *JetStream) remember(room string, p Position) {
 	}
 }
 
+// Known returns where this broker last saw room stand (a publish of its
+// own, or a read), if it remembers: no request.
+func (j *JetStream) Known(room string) (Position, bool) { return j.known(room) }
+
 func (j *JetStream) known(room string) (Position, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -237,19 +243,23 @@ func (j *JetStream) offline(err error) error {
 // Room implements Messages: the room's position in the stream and its
 // newest messages. A room the stream has nothing of gets a new lifetime.
 func (j *JetStream) Room(room string, recent int) (RoomState, error) {
-	p, err := j.Head(room)
+	p, msgs, err := j.Load(room, recent)
 	if err != nil {
 		return RoomState{}, err
 	}
-	rs := RoomState{Epoch: p.Epoch, Seq: p.Seq, Known: p.Seq > 0}
-	if recent > 0 && p.Seq > 0 {
-		msgs, _, err := j.History(room, p.Seq+1, recent)
-		if err != nil {
-			return RoomState{}, err
-		}
-		rs.Recent = msgs
+	return RoomState{Epoch: p.Epoch, Seq: p.Seq, Known: p.Seq > 0, Recent: messagesOf(msgs)}, nil
+}
+
+// Load is Room for a node that follows the stream: where the room stands
+// and its newest messages (at most recent) with their stream sequences,
+// oldest first, so that it can merge them with what it reads meanwhile.
+func (j *JetStream) Load(room string, recent int) (Position, []StreamMsg, error) {
+	p, err := j.Head(room)
+	if err != nil || recent <= 0 || p.Seq == 0 {
+		return p, nil, err
 	}
-	return rs, nil
+	msgs, _, err := j.page(room, p.Seq+1, recent)
+	return p, msgs, err
 }
 
 // Publish implements Messages. Publishes of one room go to one worker, in

@@ -74,9 +74,9 @@ func (j *JetStream) locate(ctx context.Context, room string, newest StreamMsg, s
 	return at, nil
 }
 
-// fetch reads up to n of room's messages from stream sequence from on,
+// fetch reads up to n of room's messages from stream sequence start on,
 // oldest first, and keeps those with from ≤ seq < until of epoch.
-func (j *JetStream) fetch(ctx context.Context, room string, start uint64, n int, epoch string, from, until uint64) ([]Message, error) {
+func (j *JetStream) fetch(ctx context.Context, room string, start uint64, n int, epoch string, from, until uint64) ([]StreamMsg, error) {
 	cons, err := j.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{j.Subject(room)}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq: start, InactiveThreshold: 10 * time.Second})
@@ -88,7 +88,7 @@ func (j *JetStream) fetch(ctx context.Context, room string, start uint64, n int,
 		defer dcancel()
 		_ = j.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
-	out := make([]Message, 0, n)
+	out := make([]StreamMsg, 0, n)
 	for len(out) < n {
 		batch, err := cons.Fetch(n-len(out), jetstream.FetchMaxWait(j.timeout))
 		if err != nil {
@@ -102,8 +102,9 @@ func (j *JetStream) fetch(ctx context.Context, room string, start uint64, n int,
 				return nil, err
 			}
 			sm := j.Decode(m.Headers(), m.Data(), meta.Sequence.Stream)
+			sm.TS = meta.Timestamp.UnixMilli()
 			if sm.Epoch == epoch && sm.Seq >= from && sm.Seq < until {
-				out = append(out, Message{Seq: sm.Seq, TS: meta.Timestamp.UnixMilli(), Payload: sm.Payload})
+				out = append(out, sm)
 			}
 			if sm.Seq+1 >= until {
 				return out, nil
@@ -121,6 +122,23 @@ func (j *JetStream) fetch(ctx context.Context, room string, start uint64, n int,
 
 // History implements Messages.
 func (j *JetStream) History(room string, before uint64, limit int) ([]Message, bool, error) {
+	msgs, more, err := j.page(room, before, limit)
+	return messagesOf(msgs), more, err
+}
+
+func messagesOf(msgs []StreamMsg) []Message {
+	if len(msgs) == 0 {
+		return nil
+	}
+	out := make([]Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = Message{Seq: m.Seq, TS: m.TS, Payload: m.Payload}
+	}
+	return out
+}
+
+// page is History with the messages' stream sequences.
+func (j *JetStream) page(room string, before uint64, limit int) ([]StreamMsg, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*j.timeout)
 	defer cancel()
 	newest, first, ok, err := j.span(ctx, room)
@@ -173,5 +191,5 @@ func (j *JetStream) Since(room string, seq uint64, limit int) ([]Message, bool, 
 	if len(msgs) != n || msgs[0].Seq != seq+1 { // retention took some meanwhile
 		return nil, false, nil
 	}
-	return msgs, true, nil
+	return messagesOf(msgs), true, nil
 }
