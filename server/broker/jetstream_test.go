@@ -240,3 +240,48 @@ func TestJetStreamPagesFar(t *testing.T) {
 		t.Fatalf("since 150: %d, %v, %v", len(since), ok, err)
 	}
 }
+
+// BenchmarkJetStreamPage reads a page of 50 from the middle of a room of
+// 2,000 messages among 6,000 of other rooms: the bisection and the fetch.
+func BenchmarkJetStreamPage(b *testing.B) {
+	dir := b.TempDir()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		b.Fatal("NATS did not start")
+	}
+	nc, _ := nats.Connect(ns.ClientURL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.CreateOrUpdateStream(context.Background(), jetstream.StreamConfig{Name: "rooms", Subjects: []string{"t.msg.>"},
+		MaxMsgsPerSubject: 10000, Storage: jetstream.FileStorage})
+	if err != nil {
+		b.Fatal(err)
+	}
+	j := NewJetStream(JetStreamConfig{JS: js, Stream: st, Prefix: "t.msg.", Node: "a", Epoch: "c1"})
+	defer j.Close()
+	ra, _ := j.Room("a", 0)
+	rb, _ := j.Room("b", 0)
+	for s := uint64(1); s <= 2000; s++ {
+		if err := publishWait(j, "a", ra.Epoch, s); err != nil {
+			b.Fatal(err)
+		}
+		for k := uint64(1); k <= 3; k++ {
+			if err := publishWait(j, "b", rb.Epoch, 3*(s-1)+k); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		msgs, _, err := j.History("a", 1000, 50)
+		if err != nil || len(msgs) != 50 {
+			b.Fatalf("%d messages, %v", len(msgs), err)
+		}
+	}
+}
