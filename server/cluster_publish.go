@@ -207,12 +207,16 @@ func (cl *cluster) msgState(r *room) broker.Position {
 	sh := cl.h.shardOf(r.name)
 	sh.mu.Lock()
 	cur := broker.Position{Seq: r.seq, StreamSeq: r.streamSeq, Epoch: r.epoch}
-	if r.island != nil {
+	island := r.island != nil
+	if island {
 		cur = broker.Position{Seq: r.island.seq, StreamSeq: r.island.streamSeq, Epoch: r.island.epoch}
 	}
 	sh.mu.Unlock()
-	if mine, ok := cl.msgs.Known(r.name); ok && mine.StreamSeq > cur.StreamSeq {
+	if mine, ok := cl.msgs.Known(r.name); ok && mine.StreamSeq >= cur.StreamSeq {
 		return mine
+	}
+	if cur.StreamSeq > 0 && !island {
+		cl.msgs.Saw(r.name, cur) // another node's message, read back: no need to ask the stream
 	}
 	return cur
 }

@@ -221,6 +221,11 @@ func (j *JetStream) remember(room string, p Position) {
 	}
 }
 
+// Saw tells the broker where room stands as its caller read it from the
+// stream (a node's consumer applies every node's messages): the next
+// publish then expects that, instead of asking the stream first.
+func (j *JetStream) Saw(room string, p Position) { j.remember(room, p) }
+
 // Known returns where this broker last saw room stand (a publish of its
 // own, or a read), if it remembers: no request.
 func (j *JetStream) Known(room string) (Position, bool) { return j.known(room) }
