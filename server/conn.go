@@ -13,9 +13,9 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 )
 
-// client is one WebSocket connection. It is nbio's session for the
-// connection: nbio calls Parse on the poller goroutine with the bytes read,
-// and CloseAndClean once the connection is closed (nbhttp.ParserCloser).
+// client is one WebSocket connection. nbio reaches it through the
+// connection's session (session.go): Parse on the poller goroutine with
+// the bytes read, and CloseAndClean once the connection is closed.
 //
 // Ownership: the read state is touched only by Parse (one poller goroutine
 // at a time); the fields marked worker-owned only by the connection's worker;
@@ -93,8 +93,8 @@ func (c *client) reading() bool {
 	return !st.discarding() && st != connClosed
 }
 
-// CloseAndClean implements nbhttp.ParserCloser: nbio calls it once the
-// socket is closed, whoever closed it.
+// CloseAndClean is called once the socket is closed, whoever closed it
+// (through its connSession, which nbio holds).
 func (c *client) CloseAndClean(err error) {
 	c.w.hub.disconnected(c, err)
 }

@@ -260,7 +260,8 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// the kernel took to the session (onWritten), the 101 included, and
 	// pending() would otherwise count it unsent for ever.
 	nc.Parser = nil
-	nbc.SetSession(c)
+	sess := newSession(c)
+	nbc.SetSession(sess)
 	st.upgrades.Add(1)
 	// The handshake response goes through c's worker ahead of any frame, so
 	// nothing the client sends can be answered before it. If the socket
@@ -271,7 +272,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Only now, with c registered, do the bytes that came behind the
 	// request reach c.Parse: nbio hands them to the parser's ParserCloser
 	// when this handler returns. Every later read goes to the session.
-	parser.ParserCloser = c
+	parser.ParserCloser = sess
 	// The socket may have closed before SetSession, and nbio then told the
 	// HTTP parser, not c. Under nbio's lock the close is either before this
 	// check, which sees it, or after SetSession, and nbio tells c: c is

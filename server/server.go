@@ -122,8 +122,10 @@ func (s *server) start() error {
 	s.engine = nbhttp.NewEngine(conf)
 	s.hookTLSSockets()
 	s.engine.OnWrittenSize(func(c *nbio.Conn, _ []byte, n int) {
-		if cl, ok := c.Session().(*client); ok {
-			cl.onWritten(n)
+		if s, ok := c.Session().(*connSession); ok {
+			if cl := s.client(); cl != nil {
+				cl.onWritten(n)
+			}
 		}
 	})
 	s.engine.OnAcceptError(func(err error) {
