@@ -281,7 +281,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	closed, _ := nbc.IsClosed()
 	nbc.Unlock()
 	if closed {
-		h.disconnected(c, nil)
+		sess.CloseAndClean(nil)
 	}
 }
 
