@@ -53,6 +53,7 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 			return
 		}
 	}
+	checked := false // a refusal was checked against the stream's list
 	for deadline := time.Now().Add(casPatience); cl.online(); {
 		cur, curSFU, sseq := cl.callState(r, last[subj])
 		var next []callPeer
@@ -61,6 +62,16 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 			next = cl.withoutGone(r, cur, req.node)
 		} else {
 			next, full = cl.h.nextCall(cur, req.c, req.join)
+		}
+		if full && !checked {
+			// The list here may be behind the stream's (a leave on another
+			// node not read back yet): a join is refused only on the
+			// newest list, read once.
+			checked = true
+			if p, err := cl.lastMsg(subj); err == nil && p.streamSeq > sseq {
+				last[subj] = p
+				continue
+			}
 		}
 		if full {
 			if req.reply {

@@ -493,3 +493,37 @@ func TestClusterHistoryPages(t *testing.T) {
 		t.Fatalf("pages gave %v, want 1..35", all)
 	}
 }
+
+// TestClusterCallFullIsChecked: a node whose call list is behind the
+// stream's (here its consumer is stopped, so it never reads the leave of
+// a peer on another node) checks a refusal against the stream: the join
+// takes the place that was freed instead of call_full.
+func TestClusterCallFullIsChecked(t *testing.T) {
+	nodes, a, b, c := threeInRoom(t)
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expect("call")
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	b.expect("call")
+	a.expect("call_peer")
+	h := nodes[2].hub
+	eventually(t, 10*time.Second, "the third node to see two in the call", func() bool {
+		sh := h.shardOf("r")
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		return len(sh.rooms["r"].call) == 2
+	})
+	h.cl.consMu.Lock()
+	h.cl.cons.Stop()
+	h.cl.cons = nil
+	h.cl.consMu.Unlock()
+
+	b.send(map[string]any{"type": "call", "room": "r", "action": "leave"})
+	if m := a.waitFor("call_peer"); m.str("event") != "leave" || m.str("id") != b.id {
+		t.Fatalf("call_peer after a leave: %v", m)
+	}
+	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	m := c.next()
+	if m.str("type") != "call" || len(m.list("peers")) != 1 {
+		t.Fatalf("a join on a node behind the stream: %v", m)
+	}
+}
