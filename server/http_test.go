@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -130,4 +133,42 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 	// leave anything near 2,000.
 	after := settleGoroutines(t, base+20)
 	t.Logf("goroutines: %d before, %d with 2,000 connections", base, after)
+}
+
+// TestHeadHasNoBody: a HEAD request is answered with its status and
+// headers only, so that the next request on the same keep-alive
+// connection reads its own response. Each path is asked HEAD then GET
+// /healthz on one raw connection, on the main listener and on the TLS
+// server's redirect listener.
+func TestHeadHasNoBody(t *testing.T) {
+	srv := startServer(t, nil)
+	tlsSrv, _ := startTLSServer(t, func(c *Config) { c.HTTPRedirect = "127.0.0.1:0" })
+	check := func(addr, path string, status int, next int) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = fmt.Fprintf(conn, "HEAD %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path)
+		br := bufio.NewReader(conn)
+		head, err := http.ReadResponse(br, &http.Request{Method: http.MethodHead})
+		if err != nil || head.StatusCode != status {
+			t.Fatalf("HEAD %s on %s: %v %v, want %d", path, addr, head, err, status)
+		}
+		head.Body.Close()
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("the response after HEAD %s on %s: %v", path, addr, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != next {
+			t.Fatalf("the response after HEAD %s on %s: %d, want %d", path, addr, resp.StatusCode, next)
+		}
+	}
+	for path, status := range map[string]int{"/": 200, "/app.js": 200, "/api/rooms": 200, "/healthz": 200, "/nope": 404, "/ws": 405} {
+		check(srv.addr, path, status, 200)
+	}
+	check(tlsSrv.redirectAddr, "/", http.StatusMovedPermanently, http.StatusMovedPermanently)
 }

@@ -119,6 +119,7 @@ func (s *server) start() error {
 	if err := s.configureTLS(&conf); err != nil {
 		return err
 	}
+	conf.Handler = headless(conf.Handler) // the redirect listener's too
 	s.engine = nbhttp.NewEngine(conf)
 	s.hookTLSSockets()
 	s.engine.OnWrittenSize(func(c *nbio.Conn, _ []byte, n int) {
