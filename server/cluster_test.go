@@ -169,6 +169,15 @@ func TestClusterSignalAndCall(t *testing.T) {
 	}
 }
 
+// callOfTwo has a then b join room r's call; a hears of b.
+func callOfTwo(a, b *wsConn) {
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expect("call")
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	b.expect("call")
+	a.expect("call_peer")
+}
+
 // TestClusterSignalOnlyWithinCall checks the call rule for signals across
 // nodes: the sender's node refuses a sender or target outside the call,
 // also one refused with call_full and a peer that left, and the target's
@@ -176,11 +185,7 @@ func TestClusterSignalAndCall(t *testing.T) {
 // sender's node checked it against, after that list's call_peer.
 func TestClusterSignalOnlyWithinCall(t *testing.T) {
 	nodes, a, b, c := threeInRoom(t)
-	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
-	a.expect("call")
-	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
-	b.expect("call")
-	a.expect("call_peer")
+	callOfTwo(a, b)
 	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	c.expectError(errCallFull, "call")
 
@@ -475,21 +480,7 @@ func TestClusterHistoryPages(t *testing.T) {
 	if got := seqsOf(t, j.list("history")); len(got) != 10 || got[0] != 36 {
 		t.Fatalf("joined.history %v, want 36..45", got)
 	}
-	var all []int
-	for before := 36; ; {
-		b.send(map[string]any{"type": "history", "room": "r", "before": before, "limit": 15})
-		h := b.waitFor("history")
-		page := seqsOf(t, h.list("messages"))
-		all = append(page, all...)
-		if h["more"] != true {
-			break
-		}
-		if len(page) == 0 {
-			t.Fatal("more, but an empty page")
-		}
-		before = page[0]
-	}
-	if fmt.Sprint(all) != fmt.Sprint(seqRange(1, 35)) {
+	if all := pageBack(t, b, "r", 36, 15); fmt.Sprint(all) != fmt.Sprint(seqRange(1, 35)) {
 		t.Fatalf("pages gave %v, want 1..35", all)
 	}
 }
@@ -500,11 +491,7 @@ func TestClusterHistoryPages(t *testing.T) {
 // takes the place that was freed instead of call_full.
 func TestClusterCallFullIsChecked(t *testing.T) {
 	nodes, a, b, c := threeInRoom(t)
-	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
-	a.expect("call")
-	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
-	b.expect("call")
-	a.expect("call_peer")
+	callOfTwo(a, b)
 	h := nodes[2].hub
 	eventually(t, 10*time.Second, "the third node to see two in the call", func() bool {
 		sh := h.shardOf("r")

@@ -97,6 +97,27 @@ func TestHistorySurvivesRestart(t *testing.T) {
 	}
 }
 
+// pageBack sends history requests of limit from before back to the
+// room's first kept message and returns the seqs of every page, oldest
+// first.
+func pageBack(t *testing.T, ws *wsConn, room string, before, limit int) []int {
+	t.Helper()
+	var all []int
+	for {
+		ws.send(map[string]any{"type": "history", "room": room, "before": before, "limit": limit})
+		h := ws.waitFor("history")
+		page := seqsOf(t, h.list("messages"))
+		all = append(page, all...)
+		if h["more"] != true {
+			return all
+		}
+		if len(page) == 0 {
+			t.Fatal("more, but an empty page")
+		}
+		before = page[0]
+	}
+}
+
 // TestHistoryPages pages back through 120 messages of a room whose joined
 // frame holds only the newest 50.
 func TestHistoryPages(t *testing.T) {
@@ -113,22 +134,7 @@ func TestHistoryPages(t *testing.T) {
 		t.Fatalf("joined.history %v, want 71..120", got)
 	}
 	a.expect("presence")
-	var all []int
-	before := 71
-	for {
-		b.send(map[string]any{"type": "history", "room": "r", "before": before, "limit": 50})
-		h := b.expect("history")
-		page := seqsOf(t, h.list("messages"))
-		all = append(page, all...)
-		if h["more"] != true {
-			break
-		}
-		if len(page) == 0 {
-			t.Fatal("more, but an empty page")
-		}
-		before = page[0]
-	}
-	if fmt.Sprint(all) != fmt.Sprint(seqRange(1, 70)) {
+	if all := pageBack(t, b, "r", 71, 50); fmt.Sprint(all) != fmt.Sprint(seqRange(1, 70)) {
 		t.Fatalf("pages gave %v, want 1..70", all)
 	}
 	b.send(map[string]any{"type": "history", "room": "r"})
