@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"noom/server/broker"
+
 	"github.com/nats-io/nats.go"
 )
 
@@ -94,7 +96,7 @@ func (cl *cluster) doCall(req pubReq, last map[string]published) {
 			cl.replyCall(req, next, nextSFU) // first: the SFU's offer follows it
 			cl.h.applyCall(r.name, ack.Sequence, next, nextSFU, req.c)
 			return
-		case isWrongLastSeq(err):
+		case broker.WrongLastSeq(err):
 			cl.casRetries.Add(1)
 			if p, err := cl.lastMsg(subj); err == nil {
 				last[subj] = p

@@ -172,12 +172,7 @@ func (cl *cluster) doHistory(req pubReq) {
 	if before == 0 || before > last+1 {
 		before = last + 1
 	}
-	msgs, more, err := cl.msgs.History(r.name, before, req.limit)
-	if err == nil && len(msgs) > 0 {
-		if head, ok := cl.msgs.Known(r.name); ok && head.Epoch != epoch {
-			msgs, more = nil, false // a new lifetime the room has not read yet
-		}
-	}
+	msgs, more, err := cl.msgs.HistoryIn(r.name, epoch, before, req.limit)
 	if err != nil {
 		cl.log.Warn("history not read", "room", r.name, "err", err)
 		req.c.replyError(errUnavailable, "history could not be read; try again", "history")

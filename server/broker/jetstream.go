@@ -263,7 +263,7 @@ func (j *JetStream) Load(room string, recent int) (Position, []StreamMsg, error)
 	if err != nil || recent <= 0 || p.Seq == 0 {
 		return p, nil, err
 	}
-	msgs, _, err := j.page(room, p.Seq+1, recent)
+	msgs, _, err := j.page(room, p.Epoch, p.Seq+1, recent)
 	return p, msgs, err
 }
 
@@ -320,7 +320,7 @@ func (j *JetStream) publish(room, epoch string, m Message) error {
 		case err == nil: // ack.Duplicate too: the id is this message's alone
 			j.remember(room, Position{m.Seq, ack.Sequence, epoch})
 			return nil
-		case isWrongLastSeq(err):
+		case WrongLastSeq(err):
 			if uncertain {
 				if p, ok := j.storedAfter(room, cur.StreamSeq, id); ok {
 					j.remember(room, p)
@@ -391,7 +391,9 @@ func isAPIError(err error) bool {
 	return errors.As(err, &apiErr)
 }
 
-func isWrongLastSeq(err error) bool {
+// WrongLastSeq reports JetStream's refusal of a compare-and-set publish:
+// the subject's last message is not the one expected.
+func WrongLastSeq(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)

@@ -122,7 +122,14 @@ func (j *JetStream) fetch(ctx context.Context, room string, start uint64, n int,
 
 // History implements Messages.
 func (j *JetStream) History(room string, before uint64, limit int) ([]Message, bool, error) {
-	msgs, more, err := j.page(room, before, limit)
+	return j.HistoryIn(room, "", before, limit)
+}
+
+// HistoryIn is History within the lifetime epoch: nothing if the stream's
+// room is in another ("" for whichever it is in), as for a node whose room
+// has not read a new lifetime yet.
+func (j *JetStream) HistoryIn(room, epoch string, before uint64, limit int) ([]Message, bool, error) {
+	msgs, more, err := j.page(room, epoch, before, limit)
 	return messagesOf(msgs), more, err
 }
 
@@ -137,12 +144,12 @@ func messagesOf(msgs []StreamMsg) []Message {
 	return out
 }
 
-// page is History with the messages' stream sequences.
-func (j *JetStream) page(room string, before uint64, limit int) ([]StreamMsg, bool, error) {
+// page is HistoryIn with the messages' stream sequences.
+func (j *JetStream) page(room, epoch string, before uint64, limit int) ([]StreamMsg, bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*j.timeout)
 	defer cancel()
 	newest, first, ok, err := j.span(ctx, room)
-	if err != nil || !ok || limit <= 0 {
+	if err != nil || !ok || limit <= 0 || (epoch != "" && newest.Epoch != epoch) {
 		return nil, false, err
 	}
 	if before == 0 || before > newest.Seq+1 {

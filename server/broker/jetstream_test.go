@@ -167,6 +167,12 @@ func TestJetStreamRetention(t *testing.T) {
 	if msgs, _, _ := a.History("r", 0, 10); len(msgs) != 1 || msgs[0].Seq != 1 {
 		t.Fatalf("the new lifetime's history: %+v", msgs)
 	}
+	if msgs, _, _ := a.HistoryIn("r", old.Epoch, 0, 10); len(msgs) != 0 {
+		t.Fatalf("a page of the lost lifetime: %+v", msgs)
+	}
+	if msgs, _, _ := a.HistoryIn("r", nb.Epoch, 0, 10); len(msgs) != 1 {
+		t.Fatalf("a page of the new lifetime: %+v", msgs)
+	}
 }
 
 // TestJetStreamServerLost: with the NATS server gone a publish ends with
