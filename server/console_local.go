@@ -66,19 +66,21 @@ func (s *server) nodeName() string {
 func (s *server) nodeState() console.Node {
 	st, h := s.stats, s.hub
 	n := console.Node{
-		Name:        s.nodeName(),
-		Version:     buildVersion(),
-		Addr:        s.addr,
-		Uptime:      time.Since(s.adminState().started).Seconds(),
-		Degraded:    st.degraded.Load(),
-		Draining:    s.draining.Load(),
-		Connections: st.connections.Load(),
-		Rooms:       h.roomCount.Load(),
-		FramesIn:    st.framesIn.Load(),
-		Errors:      map[string]uint64{},
-		Goroutines:  runtime.NumGoroutine(),
-		CPUSeconds:  cpuSeconds(),
-		RSS:         rss(),
+		Name:     s.nodeName(),
+		Version:  buildVersion(),
+		Addr:     s.addr,
+		Uptime:   time.Since(s.adminState().started).Seconds(),
+		Degraded: st.degraded.Load(),
+		Draining: s.draining.Load(),
+		Load: console.Load{
+			Connections: st.connections.Load(),
+			Rooms:       h.roomCount.Load(),
+			FramesIn:    st.framesIn.Load(),
+			Errors:      map[string]uint64{},
+			Goroutines:  runtime.NumGoroutine(),
+			CPUSeconds:  cpuSeconds(),
+			RSS:         rss(),
+		},
 	}
 	for _, w := range h.workers {
 		n.FramesOut += w.stats.framesOut.Load()

@@ -293,22 +293,10 @@ type nodeView struct {
 
 // totalView sums the nodes that answered the last sample.
 type totalView struct {
-	Nodes       int                 `json:"nodes"`
-	Missing     int                 `json:"missing"`
-	Connections int64               `json:"connections"`
-	Rooms       int64               `json:"rooms"`
-	Calls       int64               `json:"calls"`
-	CallPeers   int64               `json:"call_peers"`
-	Deliveries  uint64              `json:"deliveries_total"`
-	FramesIn    uint64              `json:"frames_in_total"`
-	FramesOut   uint64              `json:"frames_out_total"`
-	BytesOut    uint64              `json:"bytes_out_total"`
-	SlowCloses  uint64              `json:"slow_closes_total"`
-	Errors      map[string]uint64   `json:"errors_total"`
-	CPUSeconds  float64             `json:"cpu_seconds_total"`
-	RSS         uint64              `json:"rss_bytes"`
-	Goroutines  int                 `json:"goroutines"`
-	Rates       map[string]*float64 `json:"rates"`
+	Nodes   int `json:"nodes"`
+	Missing int `json:"missing"`
+	Load
+	Rates map[string]*float64 `json:"rates"`
 }
 
 func (c *Console) nodes(w http.ResponseWriter, r *http.Request, _ caller) {
@@ -323,7 +311,7 @@ func (c *Console) nodes(w http.ResponseWriter, r *http.Request, _ caller) {
 	}
 	ticks := c.ser.all()
 	views := []nodeView{}
-	tot := totalView{Errors: map[string]uint64{}}
+	tot := totalView{Load: Load{Errors: map[string]uint64{}}}
 	var names []string
 	if len(ticks) > 0 {
 		for _, n := range ticks[len(ticks)-1].nodes {
@@ -335,21 +323,7 @@ func (c *Console) nodes(w http.ResponseWriter, r *http.Request, _ caller) {
 			}
 			names = append(names, n.Name)
 			tot.Nodes++
-			tot.Connections += n.Connections
-			tot.Rooms += n.Rooms
-			tot.Calls += n.Calls
-			tot.CallPeers += n.CallPeers
-			tot.Deliveries += n.Deliveries
-			tot.FramesIn += n.FramesIn
-			tot.FramesOut += n.FramesOut
-			tot.BytesOut += n.BytesOut
-			tot.SlowCloses += n.SlowCloses
-			tot.CPUSeconds += n.CPUSeconds
-			tot.RSS += n.RSS
-			tot.Goroutines += n.Goroutines
-			for code, v := range n.Errors {
-				tot.Errors[code] += v
-			}
+			tot.add(n.Load)
 		}
 	}
 	tot.Rates = latestRates(ticks, func(i int, m *metric) float64 { return total(ticks, i, names, m) })

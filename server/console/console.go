@@ -106,8 +106,7 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 )
 
-// Node is one node's state: gauges, and counters that only grow (from
-// which the console computes rates).
+// Node is one node's state: what it is, and its Load.
 type Node struct {
 	Name string `json:"name"`
 	// Self marks the node serving this console.
@@ -120,7 +119,13 @@ type Node struct {
 	Uptime   float64 `json:"uptime_s"`
 	Degraded bool    `json:"degraded"`
 	Draining bool    `json:"draining"`
+	Load
+}
 
+// Load is what a node carries and has done: gauges, and counters that only
+// grow (from which the console computes rates). Several nodes' load is
+// their sum (add): the console's total.
+type Load struct {
 	Connections int64 `json:"connections"`
 	Rooms       int64 `json:"rooms"`
 	// Calls counts the calls with a peer on this node, CallPeers those
@@ -137,6 +142,28 @@ type Node struct {
 	CPUSeconds float64           `json:"cpu_seconds_total"`
 	RSS        uint64            `json:"rss_bytes"`
 	Goroutines int               `json:"goroutines"`
+}
+
+// add adds o to l.
+func (l *Load) add(o Load) {
+	l.Connections += o.Connections
+	l.Rooms += o.Rooms
+	l.Calls += o.Calls
+	l.CallPeers += o.CallPeers
+	l.Deliveries += o.Deliveries
+	l.FramesIn += o.FramesIn
+	l.FramesOut += o.FramesOut
+	l.BytesOut += o.BytesOut
+	l.SlowCloses += o.SlowCloses
+	l.CPUSeconds += o.CPUSeconds
+	l.RSS += o.RSS
+	l.Goroutines += o.Goroutines
+	if l.Errors == nil {
+		l.Errors = map[string]uint64{}
+	}
+	for code, v := range o.Errors {
+		l.Errors[code] += v
+	}
 }
 
 // Room is one entry of the rooms list.

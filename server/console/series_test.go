@@ -41,8 +41,8 @@ func TestSeriesRates(t *testing.T) {
 	s := newSeries(600)
 	t0 := time.UnixMilli(1_700_000_000_000)
 	node := func(name string, conns int64, deliveries uint64, cpu float64) Node {
-		return Node{Name: name, Connections: conns, Deliveries: deliveries, CPUSeconds: cpu,
-			Errors: map[string]uint64{"bad_json": deliveries / 10, "rate_limited": 1}}
+		return Node{Name: name, Load: Load{Connections: conns, Deliveries: deliveries, CPUSeconds: cpu,
+			Errors: map[string]uint64{"bad_json": deliveries / 10, "rate_limited": 1}}}
 	}
 	s.add(t0, []Node{node("b", 5, 100, 1), node("a", 1, 0, 0)})
 	s.add(t0.Add(time.Second), []Node{node("a", 2, 10, 0.25), node("b", 6, 150, 1.5)})
@@ -97,7 +97,7 @@ func TestSeriesRing(t *testing.T) {
 	s := newSeries(3)
 	t0 := time.Now()
 	for i := 0; i < 5; i++ {
-		s.add(t0.Add(time.Duration(i)*time.Second), []Node{{Name: "n", Connections: int64(i)}})
+		s.add(t0.Add(time.Duration(i)*time.Second), []Node{{Name: "n", Load: Load{Connections: int64(i)}}})
 	}
 	got := decodeSeries(t, seriesJSON(s.all(), 0))
 	if vals(got.Nodes["n"]["connections"]) != "2 3 4" {
@@ -117,9 +117,9 @@ func TestSeriesRing(t *testing.T) {
 func TestNodesEndpoint(t *testing.T) {
 	f := newFixture(t, Options{Password: []byte(testPassword)})
 	t0 := time.Now().Add(-2 * time.Second)
-	f.src.nodes = []Node{{Name: "a", Self: true, Connections: 2, FramesOut: 100}, {Name: "b", Connections: 3, FramesOut: 1000}}
+	f.src.nodes = []Node{{Name: "a", Self: true, Load: Load{Connections: 2, FramesOut: 100}}, {Name: "b", Load: Load{Connections: 3, FramesOut: 1000}}}
 	f.c.sampleOnce(t0)
-	f.src.nodes = []Node{{Name: "a", Self: true, Connections: 4, FramesOut: 300, Errors: map[string]uint64{"bad_json": 2}},
+	f.src.nodes = []Node{{Name: "a", Self: true, Load: Load{Connections: 4, FramesOut: 300, Errors: map[string]uint64{"bad_json": 2}}},
 		{Name: "b", Missing: true}}
 	f.c.sampleOnce(t0.Add(2 * time.Second))
 	resp, body := f.do("GET", "/admin/api/nodes", "", map[string]string{"Authorization": "Bearer " + testPassword})
