@@ -6,11 +6,11 @@
 // Local (local.go) is the standalone node's broker, durable by default: an
 // embedded store (package store) in the -data directory. JetStream
 // (jetstream.go) is the cluster's: one stream shared by every node, a
-// subject per room, published by compare-and-set. It keeps messages only
-// (Messages); a cluster's settings, membership and call lists are the
-// cluster's own (package main, cluster*.go), and it reads its rooms'
-// messages back from the stream to broadcast them, so that every node sees
-// one order.
+// subject per room, published by compare-and-set. It keeps messages and
+// call lists (Messages, Calls, calls.go); a cluster's settings and
+// membership are the cluster's own (package main, cluster*.go), and it
+// reads its rooms' messages and lists back from the stream to apply them,
+// so that every node sees one order.
 //
 // The rules every implementation keeps (the contract tests check them):
 //
@@ -27,6 +27,9 @@
 //     really lost.
 //   - History, newest first in pages, oldest first within a page; Since
 //     reports whether every message after a seq is still kept.
+//   - A call list is replaced only from the version it is at (Calls):
+//     every change is decided on the newest list, so a limit checked on
+//     it holds across nodes, and no change is lost to another.
 package broker
 
 import (
@@ -91,9 +94,11 @@ type Messages interface {
 	Close() error
 }
 
-// Broker keeps the rooms' messages and settings: the standalone node's.
+// Broker keeps the rooms' messages, call lists and settings: the
+// standalone node's.
 type Broker interface {
 	Messages
+	Calls
 	// SaveSettings keeps settings as room's (epoch is the room's, from
 	// Room; a room not stored yet is created with it). done is called once
 	// they are durable, or with the error that lost them, never on the

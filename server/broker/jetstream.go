@@ -43,14 +43,16 @@ import (
 // creates the stream), so Expire has nothing to do. Settings are not kept
 // here: the cluster keeps them in a key-value bucket, by compare-and-set
 // across nodes (package main, cluster_meetings.go). JetStream implements
-// Messages, not Broker.
+// Messages and Calls, not Broker.
 type JetStream struct {
-	js      jetstream.JetStream
-	stream  jetstream.Stream
-	prefix  string
-	epoch   string
-	node    string
-	timeout time.Duration
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	prefix string
+	// callPrefix starts every room's call subject (jetstream_calls.go).
+	callPrefix string
+	epoch      string
+	node       string
+	timeout    time.Duration
 	// patience is how long a publish without an answer is retried.
 	patience time.Duration
 
@@ -87,8 +89,9 @@ type JetStreamConfig struct {
 	// subjects Prefix+">" hold the rooms' messages.
 	JS     jetstream.JetStream
 	Stream jetstream.Stream
-	// Prefix starts every room's subject ("noom.msg.").
-	Prefix string
+	// Prefix starts every room's subject ("noom.msg."), CallPrefix its
+	// call list's ("noom.call.", Calls); both under Stream.
+	Prefix, CallPrefix string
 	// Epoch is the stream's epoch; lifetimes are named after it.
 	Epoch string
 	// Node names this node in Nats-Msg-Ids.
@@ -131,7 +134,7 @@ func NewJetStream(cfg JetStreamConfig) *JetStream {
 		cfg.Timeout = 3 * time.Second
 	}
 	cfg.Patience = max(cfg.Patience, cfg.Timeout)
-	j := &JetStream{js: cfg.JS, stream: cfg.Stream, prefix: cfg.Prefix, epoch: cfg.Epoch, node: cfg.Node,
+	j := &JetStream{js: cfg.JS, stream: cfg.Stream, prefix: cfg.Prefix, callPrefix: cfg.CallPrefix, epoch: cfg.Epoch, node: cfg.Node,
 		timeout: cfg.Timeout, patience: cfg.Patience, last: make(map[string]Position)}
 	for i := 0; i < cfg.Workers; i++ {
 		q := make(chan pubJob, 1024)

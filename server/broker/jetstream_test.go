@@ -56,13 +56,13 @@ func openJetStream(t testing.TB, url, node string, maxAge time.Duration) *JetStr
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "rooms", Subjects: []string{"t.msg.>"},
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "rooms", Subjects: []string{"t.msg.>", "t.call.>"},
 		MaxMsgsPerSubject: 10000, MaxAge: maxAge, Duplicates: min(maxAge, 2*time.Minute),
 		Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewJetStream(JetStreamConfig{JS: js, Stream: st, Prefix: "t.msg.", Node: node,
+	b := NewJetStream(JetStreamConfig{JS: js, Stream: st, Prefix: "t.msg.", CallPrefix: "t.call.", Node: node,
 		Epoch: "c" + strconv.FormatInt(st.CachedInfo().Created.UnixMilli(), 36), Timeout: time.Second})
 	t.Cleanup(func() { _ = b.Close(); nc.Close() })
 	return b

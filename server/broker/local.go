@@ -22,6 +22,9 @@ type Local struct {
 	instance string
 	seq      atomic.Uint64
 	settings *settingsWriter
+	// MemCalls keeps the call lists: live state, in memory even when the
+	// messages are on disk (after a restart nobody is in a call).
+	*MemCalls
 }
 
 // OpenLocal opens the store in dir ("" for memory) with keep messages per
@@ -33,7 +36,7 @@ func OpenLocal(dir string, keep int, retention time.Duration) (*Local, error) {
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return &Local{st: st, instance: base64.RawURLEncoding.EncodeToString(b[:]), settings: newSettingsWriter(st)}, nil
+	return &Local{st: st, instance: base64.RawURLEncoding.EncodeToString(b[:]), settings: newSettingsWriter(st), MemCalls: NewMemCalls()}, nil
 }
 
 func (l *Local) newEpoch() string {
