@@ -7,11 +7,11 @@ import (
 
 // Video calls and their signalling. A room's call is a list of peers, and it
 // changes by replacing the list: applying a new list tells the room's local
-// call peers who joined and who left (call_peer). On one node the list is
-// replaced under the room's lock. In a cluster it lives in JetStream and is
-// replaced by compare-and-set (cluster.go); every node applies each new list
-// as it arrives, so all agree on who is in the call, and the call limit
-// holds across nodes.
+// call peers who joined and who left (call_peer). The broker keeps the
+// lists (broker.Calls), and a list is replaced by compare-and-set
+// (calls_change.go); in a cluster every node applies each new list as it
+// arrives from the stream, so all agree on who is in the call, and the
+// call limit holds across nodes.
 
 // callPeer is one peer of a room's video call.
 type callPeer struct {
@@ -31,21 +31,7 @@ func (h *hub) callAction(c *client, name, action string) {
 	if r == nil {
 		return
 	}
-	join := action == "join"
-	if h.cl.online() {
-		h.cl.changeCall(r, c, join, true)
-		return
-	}
-	sh := h.shardOf(name)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	next, full := h.nextCall(r.call, c, join)
-	if full {
-		c.replyCallFull()
-		return
-	}
-	c.send(callReply(name, next, c.idStr, join, r.sfu || h.sfuWanted(len(next))))
-	h.setCall(r, next, c.idStr)
+	h.changeCall(r, c, action == "join", true) // calls_change.go
 }
 
 // replyCallFull refuses a call join.
@@ -81,16 +67,10 @@ func indexPeer(list []callPeer, id string) int {
 	return slices.IndexFunc(list, func(p callPeer) bool { return p.id == id })
 }
 
-// setCall makes next r's call and tells r's local call peers who left and
-// who joined, and the SFU (calls_sfu.go; answered is the peer whose call
-// reply went out already). The shard lock must be held.
-func (h *hub) setCall(r *room, next []callPeer, answered string) {
-	// Once through the SFU, a call stays there until it empties: moving
-	// back to a mesh would have both pages of a two-peer call offer.
-	h.setCallSFU(r, next, len(next) > 0 && (r.sfu || h.sfuWanted(len(next))), answered)
-}
-
-// setCallSFU is setCall with the call's media mode decided: sfu.
+// setCallSFU makes next r's call, its media through the SFU if sfu, and
+// tells r's local call peers who left and who joined, and the SFU
+// (calls_sfu.go; answered is the peer whose call reply went out already).
+// The shard lock must be held.
 func (h *hub) setCallSFU(r *room, next []callPeer, sfu bool, answered string) {
 	prev, prevSFU := r.call, r.sfu
 	r.call, r.sfu = next, sfu
@@ -117,19 +97,14 @@ func (h *hub) notifyCall(r *room, event string, p callPeer) {
 	}
 }
 
-// leaveCall takes c out of r's call, if it is in, or, in a cluster, may be
-// about to be (its join is queued: the leave queues behind it): c left the
-// room or disconnected. The shard lock must be held.
+// leaveCall takes c out of r's call, if it is in, or may be about to be
+// (its join is queued: the leave queues behind it): c left the room or
+// disconnected. The shard lock must be held.
 func (h *hub) leaveCall(r *room, c *client) {
 	if indexPeer(r.call, c.idStr) < 0 && r.callJoins.Load() == 0 {
 		return
 	}
-	if h.cl.online() {
-		h.cl.changeCall(r, c, false, false)
-		return
-	}
-	next, _ := h.nextCall(r.call, c, false)
-	h.setCall(r, next, "")
+	h.changeCall(r, c, false, false)
 }
 
 // signal relays data from c to member to of room name, on this node or,
@@ -159,7 +134,7 @@ func (h *hub) signal(c *client, name, to string, data []byte) {
 	sh.mu.Lock()
 	rm, remote := r.remote[to]
 	inCall := indexPeer(r.call, c.idStr) >= 0 && indexPeer(r.call, to) >= 0
-	callSeq := r.callSeq
+	callSeq := r.callVersion
 	sh.mu.Unlock()
 	switch {
 	case !local && !remote:

@@ -287,7 +287,7 @@ func (h *hub) sfuSetCall(r *room, prev []callPeer, prevSFU bool, answered string
 		if !moving && prevHome == me && indexPeer(prev, p.id) >= 0 {
 			continue
 		}
-		h.sfu.push(sfuOp{kind: sfuJoin, room: r.name, id: p.id, c: p.c, seq: r.callSeq})
+		h.sfu.push(sfuOp{kind: sfuJoin, room: r.name, id: p.id, c: p.c, seq: r.callVersion})
 		if p.muted {
 			h.sfu.push(sfuOp{kind: sfuMute, room: r.name, id: p.id, muted: true})
 		}
@@ -314,7 +314,7 @@ func (h *hub) sfuSignal(c *client, r *room, data []byte) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	ok := r.sfu && indexPeer(r.call, c.idStr) >= 0
-	home, seq := sfuHome(r.call), r.callSeq
+	home, seq := sfuHome(r.call), r.callVersion
 	sh.mu.Unlock()
 	switch {
 	case !ok:

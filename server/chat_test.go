@@ -282,16 +282,15 @@ func TestCallAndSignal(t *testing.T) {
 	a.expect("call_peer")
 	c.send(map[string]any{"type": "leave", "room": "r"})
 	c.expect("left")
-	if m := a.expect("call_peer"); m.str("event") != "leave" || m.str("id") != c.id {
+	if m, _ := a.expectBoth("call_peer", "presence"); m.str("event") != "leave" || m.str("id") != c.id {
 		t.Fatalf("call_peer after room leave: %v", m)
 	}
-	a.expect("presence")
 	b.expect("presence")
 	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	b.expect("call")
 	a.expect("call_peer")
 	_ = b.c.Close()
-	if m := a.expect("call_peer"); m.str("event") != "leave" || m.str("id") != b.id {
+	if m, _ := a.expectBoth("call_peer", "presence"); m.str("event") != "leave" || m.str("id") != b.id {
 		t.Fatalf("call_peer after disconnect: %v", m)
 	}
 }
@@ -458,5 +457,58 @@ func TestMembersKeepJoinOrder(t *testing.T) {
 	}
 	if got := nicks(ws[5].join("q")); got != "c,d,e,f" {
 		t.Fatalf("joined.members after a disconnected = %s, want c,d,e,f", got)
+	}
+}
+
+// TestCallLeaveRefusedIsSwept: a call leave that the room's queue refused
+// (full) does not keep the place: the sweep finds the peer that is no
+// member and takes it out, and the call has room again.
+func TestCallLeaveRefusedIsSwept(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.CallLimit = 1 })
+	h := srv.hub
+	a := dial(t, srv, "/ws?nick=a")
+	b := dial(t, srv, "/ws?nick=b")
+	a.join("r")
+	b.join("r")
+	a.expect("presence")
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expect("call")
+
+	// Hold r's queue on a request that waits, and fill it behind that.
+	sh := h.shardOf("r")
+	sh.mu.Lock()
+	r := sh.rooms["r"]
+	sh.mu.Unlock()
+	hold, held := make(chan struct{}), make(chan struct{})
+	nothing := func(_ *room, list []callPeer) []callPeer { return list }
+	if !h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: func(r *room, list []callPeer) []callPeer {
+		close(held)
+		<-hold
+		return list
+	}}) {
+		t.Fatal("the first request refused")
+	}
+	<-held
+	for h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: nothing}) {
+	}
+	a.send(map[string]any{"type": "leave", "room": "r"})
+	a.expect("left")
+	b.expect("presence")
+	close(hold)
+	drained := make(chan struct{})
+	for !h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: func(_ *room, list []callPeer) []callPeer {
+		close(drained)
+		return list
+	}}) {
+		time.Sleep(time.Millisecond) // the queue is still full
+	}
+	<-drained
+
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	b.waitError(errCallFull, "call") // a's leave was lost: its place is still taken
+	h.sweepCalls(h.leftCall, h.withoutLeft)
+	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	if m := b.waitFor("call"); len(m.list("peers")) != 0 {
+		t.Fatalf("b's call after the sweep: %v, want an empty call of its own", m)
 	}
 }

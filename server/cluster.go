@@ -150,13 +150,6 @@ type cluster struct {
 	// rejoinMu is held by regained: one catch-up at a time.
 	rejoinMu sync.Mutex
 
-	// pubs are the per-room serialized publishers, by room hash. close
-	// ends them under pubsMu, which enqueue holds for reading: the
-	// heartbeats and NATS's handlers may still queue a purge then.
-	pubs       []chan pubReq
-	pubsMu     sync.RWMutex
-	pubsClosed bool
-
 	// Membership events wait in evq for sendEvents (cluster_events.go).
 	// evMu orders numbering and queueing; evFull and evClosed are under it.
 	evMu      sync.Mutex
@@ -247,12 +240,7 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 	go cl.sendEvents()
 	h.cl = cl
 	h.idPrefix = cl.node + "-"
-	for i := 0; i < 4; i++ {
-		q := make(chan pubReq, 4096)
-		cl.pubs = append(cl.pubs, q)
-		cl.wg.Add(1)
-		go cl.publisher(q)
-	}
+	h.calls = cl.msgs
 	if err := cl.replay(ctx); err != nil {
 		cl.close()
 		return nil, err
@@ -307,7 +295,7 @@ func (cl *cluster) setup(ctx context.Context) error {
 	}
 	cl.stream = st
 	cl.epoch = "c" + strconv.FormatInt(st.CachedInfo().Created.UnixMilli(), 36)
-	cl.msgs = broker.NewJetStream(broker.JetStreamConfig{JS: js, Stream: st, Prefix: subjMsg, Epoch: cl.epoch,
+	cl.msgs = broker.NewJetStream(broker.JetStreamConfig{JS: js, Stream: st, Prefix: subjMsg, CallPrefix: subjCall, Epoch: cl.epoch,
 		Node: cl.node, Timeout: publishTimeout, Patience: casPatience})
 	if err := cl.setupSettings(ctx); err != nil {
 		return fmt.Errorf("jetstream bucket %s: %w", settingsBucket, err)
@@ -381,8 +369,9 @@ func (cl *cluster) apply(m jetstream.Msg) {
 	case strings.HasPrefix(subj, subjMsg):
 		cl.h.applyMsg(roomOfSubject(subj, subjMsg), cl.msgs.Decode(m.Headers(), m.Data(), sseq))
 	case strings.HasPrefix(subj, subjCall):
-		list, sfu := decodeCallList(m.Data(), cl.h)
-		cl.h.applyCall(roomOfSubject(subj, subjCall), sseq, list, sfu, nil)
+		room := roomOfSubject(subj, subjCall)
+		call := broker.DecodeCall(m.Data(), sseq)
+		cl.h.applyCall(room, sseq, cl.h.callPeersOf(room, call), call.SFU, nil, nil)
 	}
 	if sseq > cl.applied.Load() {
 		cl.applied.Store(sseq)
@@ -417,12 +406,7 @@ func (cl *cluster) close() {
 	cl.ready.Store(false)
 	cl.closeEvents(nodeEvent{Type: evBye}, time.Second)
 	close(cl.stop)
-	cl.pubsMu.Lock()
-	cl.pubsClosed = true
-	for _, q := range cl.pubs {
-		close(q)
-	}
-	cl.pubsMu.Unlock()
+	cl.h.rq.close() // the says and call changes queued are published first
 	cl.wg.Wait()
 	_ = cl.msgs.Close()
 	cl.consMu.Lock()

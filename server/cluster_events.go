@@ -146,7 +146,7 @@ func (cl *cluster) liveNodes() int {
 func (cl *cluster) dropNode(node string) {
 	for _, r := range cl.h.dropRemote(node) {
 		if cl.online() {
-			cl.enqueue(pubReq{kind: reqPurge, room: r, node: node})
+			cl.purgeNode(r, node)
 		}
 	}
 }
@@ -347,7 +347,7 @@ func (cl *cluster) onSignal(m *nats.Msg) {
 	r := sh.rooms[s.Room]
 	switch {
 	case r == nil:
-	case r.callSeq < s.CallSeq: // this node has not applied that call list yet
+	case r.callVersion < s.CallSeq: // this node has not applied that call list yet
 		if len(r.pendingSignals) < maxPendingSignals {
 			r.pendingSignals = append(r.pendingSignals, pendingSignal{s, time.Now()})
 		}
@@ -390,7 +390,7 @@ func (h *hub) flushSignals(r *room) {
 	for _, p := range r.pendingSignals {
 		switch {
 		case now.Sub(p.at) > pendingSignalTTL:
-		case p.s.CallSeq <= r.callSeq:
+		case p.s.CallSeq <= r.callVersion:
 			h.deliverSignal(r, p.s)
 		default:
 			keep = append(keep, p)

@@ -1,99 +1,26 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"hash/maphash"
 	"time"
 
 	"noom/server/broker"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Publishing into the stream, by compare-and-set. Requests for one room go
-// to one publisher goroutine, in order, so that a node never races itself
-// for a room's next seq; different rooms publish in parallel. A publisher
-// remembers the call list it published last per room, and the broker the
-// message, because its own reach the room's state only when the consumer
-// reads them back.
+// Publishing into the stream, by compare-and-set, on the room's queue
+// (roomq.go), so that a node never races itself for a room's next seq;
+// the broker remembers the message it published last per room, because
+// its own reach the room's state only when the consumer reads them back.
 
-// Publisher request kinds.
-const (
-	reqMsg     = iota // a say
-	reqCall           // a call join or leave of a local member
-	reqPurge          // take a dead node's peers out of a room's call
-	reqLoad           // read a room's messages for the joins that wait (cluster_load.go)
-	reqHistory        // read a page of a room's messages for a history request
-)
-
-// pubReq is one request to a publisher.
-type pubReq struct {
-	kind  int
-	room  *room
-	c     *client
-	text  string
-	join  bool   // reqCall: join, else leave
-	reply bool   // reqCall: answer c with a call frame
-	node  string // reqPurge
-	// reqHistory: the page before seq before (0: the newest), at most limit
-	before uint64
-	limit  int
-}
-
-// published is a call list a publisher last wrote or read for a subject.
-type published struct {
-	streamSeq uint64
-	call      []callPeer
-	callSFU   bool
-}
-
-var pubSeed = maphash.MakeSeed()
-
-// enqueue hands req to its room's publisher. A full queue refuses the
-// request (unavailable: the cluster is overloaded, the client may retry)
-// rather than block the poller.
-func (cl *cluster) enqueue(req pubReq) bool {
-	cl.pubsMu.RLock()
-	defer cl.pubsMu.RUnlock()
-	if cl.pubsClosed {
-		return false
-	}
-	q := cl.pubs[maphash.String(pubSeed, req.room.name)%uint64(len(cl.pubs))]
-	select {
-	case q <- req:
-		return true
-	default:
-		return false
-	}
-}
+// enqueue hands req to its room's queue. A full queue refuses the request
+// (unavailable: the cluster is overloaded, the client may retry) rather
+// than block the poller.
+func (cl *cluster) enqueue(req pubReq) bool { return cl.h.rq.enqueue(req) }
 
 // publishMsg queues a say of c in r.
 func (cl *cluster) publishMsg(r *room, c *client, text string) {
 	if !cl.enqueue(pubReq{kind: reqMsg, room: r, c: c, text: text}) {
 		c.replyError(errUnavailable, "the cluster is busy; try again", "say")
-	}
-}
-
-// publisher is one publishing goroutine.
-func (cl *cluster) publisher(q chan pubReq) {
-	defer cl.wg.Done()
-	last := make(map[string]published) // by subject
-	for req := range q {
-		if len(last) > 10000 { // only a cache: forgetting costs a conflict at most
-			clear(last)
-		}
-		switch req.kind {
-		case reqMsg:
-			cl.doMsg(req)
-		case reqLoad:
-			cl.doLoad(req)
-		case reqHistory:
-			cl.doHistory(req)
-		default:
-			cl.doCall(req, last)
-		}
 	}
 }
 
@@ -214,28 +141,4 @@ func (cl *cluster) msgState(r *room) broker.Position {
 		cl.msgs.Saw(r.name, cur) // another node's message, read back: no need to ask the stream
 	}
 	return cur
-}
-
-// lastMsg reads a call subject's last list from the stream.
-func (cl *cluster) lastMsg(subj string) (published, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	m, err := cl.stream.GetLastMsgForSubject(ctx, subj)
-	if err != nil {
-		return published{}, err
-	}
-	return cl.publishedOf(m), nil
-}
-
-// publishedOf describes a stored call list.
-func (cl *cluster) publishedOf(m *jetstream.RawStreamMsg) published {
-	list, sfu := decodeCallList(m.Data, cl.h)
-	return published{streamSeq: m.Sequence, call: list, callSFU: sfu}
-}
-
-// publish stores m if the subject's last message is still expect.
-func (cl *cluster) publish(m *nats.Msg, expect uint64) (*jetstream.PubAck, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	return cl.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect))
 }

@@ -65,36 +65,6 @@ func (h *hub) applyMsg(name string, m streamMsg) {
 	}
 }
 
-// applyCall applies the call list stored at stream sequence streamSeq: read
-// from the stream, or just published by this node (doCall), whichever comes
-// first; a list not newer than the one applied is old news. Then signals
-// that waited for this list go out. sfu is the list's media mode; asker,
-// if any, is the peer whose call reply tells it already.
-func (h *hub) applyCall(name string, streamSeq uint64, list []callPeer, sfu bool, asker *client) {
-	sh := h.shardOf(name)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	r := sh.rooms[name]
-	if r == nil && len(list) == 0 { // no call in a room nobody is in
-		return
-	}
-	if r == nil {
-		r = h.newRoom(name)
-		sh.rooms[name] = r
-	}
-	if streamSeq <= r.callSeq {
-		return
-	}
-	r.callSeq = streamSeq
-	answered := ""
-	if asker != nil {
-		answered = asker.idStr
-	}
-	h.setCallSFU(r, list, sfu, answered)
-	h.flushSignals(r)
-	h.dropIfEmpty(sh, r)
-}
-
 // applyEvent applies another node's member event.
 func (h *hub) applyEvent(node string, ev nodeEvent) {
 	switch ev.Type {

@@ -311,10 +311,11 @@ func TestClusterUnavailable(t *testing.T) {
 	sh.mu.Lock()
 	r := sh.rooms["r"]
 	sh.mu.Unlock()
-	busy := &cluster{pubs: []chan pubReq{make(chan pubReq)}}
+	busyHub := &hub{rq: &roomQueues{qs: []chan pubReq{make(chan pubReq)}}}
+	busy := &cluster{h: busyHub}
 	busy.publishMsg(r, c, "four")
 	a.expectError(errUnavailable, "say")
-	busy.changeCall(r, c, true, true)
+	busyHub.changeCall(r, c, true, true)
 	a.expectError(errUnavailable, "call")
 }
 

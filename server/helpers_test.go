@@ -430,6 +430,26 @@ func (ws *wsConn) expect(typ string) msg {
 	return m
 }
 
+// expectBoth reads the next two messages, one of type first and one of
+// type second, in either order (frames the protocol does not order, such
+// as a member's presence leave and its call_peer leave), and returns them
+// in that order.
+func (ws *wsConn) expectBoth(first, second string) (msg, msg) {
+	ws.t.Helper()
+	got := map[string]msg{}
+	for range 2 {
+		m := ws.next()
+		for m.str("type") == "rooms" {
+			m = ws.next()
+		}
+		if typ := m.str("type"); typ != first && typ != second || got[typ] != nil {
+			ws.t.Fatalf("got %v, want a %s and a %s frame", m, first, second)
+		}
+		got[m.str("type")] = m
+	}
+	return got[first], got[second]
+}
+
 // waitFor reads until a message of type typ, skipping others.
 func (ws *wsConn) waitFor(typ string) msg {
 	ws.t.Helper()

@@ -364,11 +364,12 @@ func TestRemove(t *testing.T) {
 	if m := b.waitFor("removed"); m.str("by") != a.id || m.str("room") != "rm" {
 		t.Fatalf("removed %v", m)
 	}
-	if m := a.expect("call_peer"); m.str("event") != "leave" || m.str("id") != b.id {
-		t.Fatalf("call_peer after remove: %v", m)
+	cp, pr := a.expectBoth("call_peer", "presence")
+	if cp.str("event") != "leave" || cp.str("id") != b.id {
+		t.Fatalf("call_peer after remove: %v", cp)
 	}
-	if m := a.expect("presence"); m.str("event") != "leave" {
-		t.Fatalf("presence after remove: %v", m)
+	if pr.str("event") != "leave" {
+		t.Fatalf("presence after remove: %v", pr)
 	}
 	b.send(map[string]any{"type": "say", "room": "rm", "text": "still here?"})
 	b.expectError(errNotInRoom, "say")

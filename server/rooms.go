@@ -65,6 +65,13 @@ type hub struct {
 	// br keeps rooms' history when standalone (history.go); nil in a
 	// cluster, whose stream keeps it.
 	br broker.Broker
+	// calls keeps the rooms' call lists (calls_change.go): br standalone,
+	// the stream in a cluster, memory for a hub without either. rq runs
+	// the requests that wait on them, and on the cluster (roomq.go).
+	// callConflicts counts call changes that found their list changed.
+	calls         broker.Calls
+	rq            *roomQueues
+	callConflicts atomic.Uint64
 	// idPrefix starts every connection id of this node: empty standalone,
 	// the node's name and a dash in a cluster, so ids are unique there.
 	idPrefix string
@@ -120,13 +127,14 @@ type room struct {
 	announced int        // last count sent in a presence or count frame
 	inFolded  bool       // queued in shard.folded
 
+	// callVersion is the version of the call list applied (broker.Calls).
+	callVersion uint64
 	// In a cluster (cluster.go): the room's members on other nodes by id,
-	// the stream sequences of its newest message and call list, for
-	// compare-and-set, its cluster state while it runs alone, and signals
-	// from other nodes that wait for a newer call list (cluster_events.go).
+	// the stream sequence of its newest message, its cluster state while
+	// it runs alone, and signals from other nodes that wait for a newer
+	// call list (cluster_events.go).
 	remote         map[string]remoteMember
 	streamSeq      uint64
-	callSeq        uint64
 	island         *islandState
 	pendingSignals []pendingSignal
 	// Whether its messages' state is read from the stream, a load is on
@@ -138,7 +146,7 @@ type room struct {
 	// the room's settings (cluster_meetings.go).
 	gated []gatedJoin
 	// callJoins counts this node's call joins queued and not yet decided
-	// (cluster_calls.go); atomic, as they are queued under c.mu only.
+	// (calls_change.go); atomic, as they are queued under c.mu only.
 	callJoins atomic.Int32
 
 	// Standalone (history.go): the newest seq the broker has made durable,
@@ -189,6 +197,8 @@ func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 	}
 	h.lobby = h.newRoom("")
 	h.list.Store(newRoomsList(nil))
+	h.calls = broker.NewMemCalls()
+	h.rq = newRoomQueues(4, 4096, h.doRoomReq)
 	return h
 }
 
@@ -199,6 +209,7 @@ func (h *hub) start() {
 }
 
 func (h *hub) stop() {
+	h.rq.close() // first: what is queued answers through the workers
 	for _, w := range h.workers {
 		w.stop()
 	}

@@ -183,6 +183,8 @@ func (s *server) housekeeping() {
 	defer ping.Stop()
 	expire := time.NewTicker(expireEvery)
 	defer expire.Stop()
+	calls := time.NewTicker(callSweepEvery)
+	defer calls.Stop()
 	s.hub.expireHistory(time.Now())
 	for {
 		select {
@@ -193,6 +195,8 @@ func (s *server) housekeeping() {
 			s.hub.sweep()
 		case now := <-expire.C:
 			s.hub.expireHistory(now)
+		case <-calls.C: // leaves the room queue refused (calls_change.go)
+			s.hub.sweepCalls(s.hub.leftCall, s.hub.withoutLeft)
 		case <-s.stopHousekeeping:
 			return
 		}
@@ -243,8 +247,12 @@ wait:
 	return err
 }
 
-// expireEvery is how often the store's retention runs.
-const expireEvery = 10 * time.Minute
+// expireEvery is how often the store's retention runs; callSweepEvery how
+// often the call lists are checked for local peers that left.
+const (
+	expireEvery    = 10 * time.Minute
+	callSweepEvery = 10 * time.Second
+)
 
 // openHistory opens the standalone node's broker over the store in -data
 // (history.go). A store that cannot be trusted (damaged, read-only, full,
@@ -260,6 +268,7 @@ func (s *server) openHistory() error {
 		return fmt.Errorf("history store in %q: %w", s.cfg.Data, err)
 	}
 	s.hub.br = br
+	s.hub.calls = br
 	if s.cfg.Data == "" {
 		s.log.Warn("history kept in memory only (-data \"\"): it is lost on restart")
 	} else {
