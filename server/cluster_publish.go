@@ -75,43 +75,6 @@ func (cl *cluster) doMsg(req pubReq) {
 	}
 }
 
-// historyPage queues a history request of c in r on r's publisher; false
-// if the stream cannot be asked now (NATS out of reach, r an island, the
-// queue full): then r's memory answers.
-func (cl *cluster) historyPage(c *client, r *room, before uint64, limit int) bool {
-	sh := cl.h.shardOf(r.name)
-	sh.mu.Lock()
-	island := r.island != nil
-	sh.mu.Unlock()
-	return !island && cl.online() && cl.enqueue(pubReq{kind: reqHistory, room: r, c: c, before: before, limit: limit})
-}
-
-// doHistory answers a history request from the stream: nothing past what
-// the room's members have received (the consumer applied), nothing of
-// another lifetime than theirs.
-func (cl *cluster) doHistory(req pubReq) {
-	r := req.room
-	sh := cl.h.shardOf(r.name)
-	sh.mu.Lock()
-	last, epoch := r.seq, r.epoch
-	sh.mu.Unlock()
-	before := req.before
-	if before == 0 || before > last+1 {
-		before = last + 1
-	}
-	msgs, more, err := cl.msgs.HistoryIn(r.name, epoch, before, req.limit)
-	if err != nil {
-		cl.log.Warn("history not read", "room", r.name, "err", err)
-		req.c.replyError(errUnavailable, "history could not be read; try again", "history")
-		return
-	}
-	payloads := make([][]byte, len(msgs))
-	for i, m := range msgs {
-		payloads[i] = m.Payload
-	}
-	req.c.send(encodeHistory(r.name, payloads, more))
-}
-
 // publishWait publishes m through the broker and waits until it is stored
 // or lost.
 func (cl *cluster) publishWait(room, epoch string, m broker.Message) error {

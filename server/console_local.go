@@ -165,11 +165,8 @@ func (s *server) roomDetail(name string) (d console.RoomDetail, found, loaded bo
 		sh.mu.Unlock()
 		return d, false, false, ""
 	}
-	d = console.RoomDetail{Name: r.name, Epoch: r.epoch, Seq: r.seq, MembersTotal: r.count(),
+	d = console.RoomDetail{Name: r.name, Epoch: r.epoch, Seq: r.delivered(), MembersTotal: r.count(),
 		Lobby: []console.Member{}, Settings: map[string]any{}, Members: []console.Member{}, Call: []console.Member{}}
-	if h.br != nil {
-		d.Seq = r.durable // seq runs ahead while publishes are in flight
-	}
 	for _, c := range r.members {
 		if len(d.Members) == maxDetailMembers {
 			break

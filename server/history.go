@@ -15,10 +15,9 @@ import (
 // history pages. A room that empties leaves memory; its seq, epoch and
 // messages stay in the store, and the next join loads them.
 //
-// In a cluster (h.cl != nil) the stream keeps the history instead
-// (broker.JetStream, up to -history-keep per room and -nats-retention),
-// h.br is nil, and pages are read from the stream on the room's publisher
-// (cluster_publish.go).
+// In a cluster the stream keeps the history instead (broker.JetStream, up
+// to -history-keep per room and -nats-retention) and h.br is nil. Pages
+// are read the same way in both, through h.msgs on the room's queue.
 
 // maxRecover is the most messages a joined frame carries to bring a client
 // back after `since`: past it recovered is false, the client gets the
@@ -151,34 +150,60 @@ func (h *hub) history(c *client, name string, before *int64, limit int) {
 	if before != nil {
 		b = uint64(*before)
 	}
-	if h.br == nil { // a cluster: the stream's pages, read off the event loop
-		if !h.cl.historyPage(c, r, b, limit) {
-			h.historyFromRing(c, r, b, limit)
-		}
+	if h.msgs == nil || !h.rq.enqueue(pubReq{kind: reqHistory, room: r, c: c, before: b, limit: limit}) {
+		h.historyFromRing(c, r, b, limit) // no broker, or too busy to ask it
+	}
+}
+
+// doHistory answers a history request from the broker, on the room's
+// queue (a cluster's stream is a round trip away; the queue keeps it off
+// the event loop): nothing past what the room's members have received,
+// nothing of another lifetime than theirs. A room that runs alone (a
+// cluster node without NATS, cluster_rooms.go), or a broker out of reach,
+// answers from memory.
+func (h *hub) doHistory(req pubReq) {
+	r := req.room
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	last, epoch, alone := r.delivered(), r.epoch, r.island != nil
+	sh.mu.Unlock()
+	before := req.before
+	if before == 0 || before > last+1 {
+		before = last + 1
+	}
+	if alone {
+		h.historyFromRing(req.c, r, before, req.limit)
 		return
 	}
-	sh := h.shardOf(name)
-	sh.mu.Lock()
-	last := r.durable // nothing past what members have received
-	sh.mu.Unlock()
-	if b == 0 || b > last+1 {
-		b = last + 1
-	}
-	msgs, more, err := h.br.History(name, b, limit)
-	if err != nil {
-		h.log.Warn("history not read", "room", name, "err", err)
-		c.replyError(errUnavailable, "history could not be read; try again", "history")
+	msgs, more, err := h.msgs.HistoryIn(r.name, epoch, before, req.limit)
+	switch {
+	case errors.Is(err, broker.ErrOffline):
+		h.historyFromRing(req.c, r, before, req.limit)
+		return
+	case err != nil:
+		h.log.Warn("history not read", "room", r.name, "err", err)
+		req.c.replyError(errUnavailable, "history could not be read; try again", "history")
 		return
 	}
 	payloads := make([][]byte, len(msgs))
 	for i, m := range msgs {
 		payloads[i] = m.Payload
 	}
-	c.send(encodeHistory(name, payloads, more))
+	req.c.send(encodeHistory(r.name, payloads, more))
+}
+
+// delivered is the newest seq r's members have received: r.seq, except
+// while a standalone node's publishes are in flight, whose seqs are given
+// out before they are durable (sayStored). The shard lock must be held.
+func (r *room) delivered() uint64 {
+	if r.inflight > 0 {
+		return r.durable
+	}
+	return r.seq
 }
 
 // historyFromRing answers a history request from what r keeps in memory:
-// in a cluster, while NATS is out of reach.
+// without a broker, or while it is out of reach.
 func (h *hub) historyFromRing(c *client, r *room, before uint64, limit int) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()

@@ -136,10 +136,7 @@ func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string,
 func (h *hub) joinedInfo(r *room, since *int64, epoch string) *joinedInfo {
 	j := &joinedInfo{room: r.name, epoch: r.epoch, count: r.count(), members: r.memberList(),
 		role: roleMember, settings: r.meet.settings()}
-	last := r.seq
-	if h.br != nil {
-		last = r.durable // seq may run ahead of what members have received
-	}
+	last := r.delivered() // seq may run ahead of what members have received
 	j.history, j.recovered = r.historySince(since, epoch, last)
 	if !j.recovered && h.br != nil && since != nil && (epoch == "" || epoch == r.epoch) && uint64(*since) < last {
 		j.history, j.recovered = h.recoverFromStore(r, uint64(*since), j.history)

@@ -105,6 +105,6 @@ func (h *hub) doRoomReq(req pubReq) {
 	case reqLoad:
 		h.cl.doLoad(req)
 	case reqHistory:
-		h.cl.doHistory(req)
+		h.doHistory(req)
 	}
 }

@@ -65,6 +65,9 @@ type hub struct {
 	// br keeps rooms' history when standalone (history.go); nil in a
 	// cluster, whose stream keeps it.
 	br broker.Broker
+	// msgs is where history pages are read: br standalone, the stream in
+	// a cluster, nil for a hub without either (benchmarks).
+	msgs broker.Messages
 	// calls keeps the rooms' call lists (calls_change.go): br standalone,
 	// the stream in a cluster, memory for a hub without either. rq runs
 	// the requests that wait on them, and on the cluster (roomq.go).

@@ -80,6 +80,11 @@ type Messages interface {
 	// newest ones for before 0), oldest first, and whether older ones are
 	// kept.
 	History(room string, before uint64, limit int) (msgs []Message, more bool, err error)
+	// HistoryIn is History within the lifetime epoch: nothing if the room
+	// is in another, as for a room in memory that has not seen a new
+	// lifetime yet (its members must not get another lifetime's messages
+	// under their epoch); "" for whichever it is in.
+	HistoryIn(room, epoch string, before uint64, limit int) (msgs []Message, more bool, err error)
 	// Since returns the kept messages after seq, oldest first, if there
 	// are at most limit and none of them is lost; otherwise complete is
 	// false and msgs nil.

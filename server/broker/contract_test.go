@@ -185,6 +185,12 @@ func TestContractSinceAndPages(t *testing.T) {
 		if len(msgs) != 2 || more {
 			t.Fatalf("page before 3: %v more %v", msgs, more)
 		}
+		if msgs, more, err := b.HistoryIn("r", rs.Epoch, 11, 5); err != nil || len(msgs) != 5 || msgs[0].Seq != 6 || !more {
+			t.Fatalf("page before 11 in the room's epoch: %v more %v %v", msgs, more, err)
+		}
+		if msgs, _, err := b.HistoryIn("r", rs.Epoch+"x", 0, 5); err != nil || len(msgs) != 0 {
+			t.Fatalf("a page in another epoch: %v %v, want none", msgs, err)
+		}
 	})
 }
 

@@ -125,9 +125,8 @@ func (j *JetStream) History(room string, before uint64, limit int) ([]Message, b
 	return j.HistoryIn(room, "", before, limit)
 }
 
-// HistoryIn is History within the lifetime epoch: nothing if the stream's
-// room is in another ("" for whichever it is in), as for a node whose room
-// has not read a new lifetime yet.
+// HistoryIn implements Messages: a node's room may not have read a new
+// lifetime yet.
 func (j *JetStream) HistoryIn(room, epoch string, before uint64, limit int) ([]Message, bool, error) {
 	msgs, more, err := j.page(room, epoch, before, limit)
 	return messagesOf(msgs), more, err

@@ -75,12 +75,19 @@ func (l *Local) Publish(room, epoch string, m Message, done func(error)) error {
 
 // History implements Broker.
 func (l *Local) History(room string, before uint64, limit int) ([]Message, bool, error) {
-	if before == 0 {
+	return l.HistoryIn(room, "", before, limit)
+}
+
+// HistoryIn implements Broker.
+func (l *Local) HistoryIn(room, epoch string, before uint64, limit int) ([]Message, bool, error) {
+	if before == 0 || epoch != "" {
 		m, ok, err := l.st.Meta(room)
-		if err != nil || !ok {
+		if err != nil || !ok || epoch != "" && m.Epoch != epoch {
 			return nil, false, err
 		}
-		before = m.LastSeq + 1
+		if before == 0 {
+			before = m.LastSeq + 1
+		}
 	}
 	recs, more, err := l.st.Before(room, before, limit)
 	return messages(recs), more, err
