@@ -42,6 +42,10 @@ func (h *hub) changeCall(r *room, c *client, join, reply bool) {
 // list and stores it. It runs on the room's queue, holding no lock.
 func (h *hub) doCall(req pubReq) {
 	r := req.room
+	// Last: a room whose members all left while its call changes were on
+	// their way stays in memory until they are decided (dropIfEmpty
+	// counts the joins), and leaves it here.
+	defer h.dropRoomIfEmpty(r)
 	if req.kind == reqCall && req.join {
 		// Counted down after the list is applied: see leaveCall. A member
 		// that left or disconnected since it asked is not added.
@@ -96,6 +100,14 @@ func (h *hub) doCall(req pubReq) {
 			req.c.replyError(errUnavailable, "the call could not be changed; try again", "call")
 		}
 	}
+}
+
+// dropRoomIfEmpty takes r out of memory if nothing holds it there.
+func (h *hub) dropRoomIfEmpty(r *room) {
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	h.dropIfEmpty(sh, r)
+	sh.mu.Unlock()
 }
 
 // callAlone changes r's call on this node only (NATS out of reach).

@@ -245,12 +245,7 @@ func sfuHome(call []callPeer) string {
 }
 
 // thisNode is this node's name in a cluster, "" standalone.
-func (h *hub) thisNode() string {
-	if h.cl == nil {
-		return ""
-	}
-	return h.cl.node
-}
+func (h *hub) thisNode() string { return h.node }
 
 // sfuSetCall brings the SFU in step with r's call going from prev (through
 // the SFU if prevSFU) to r.call (if r.sfu): the call moves to the SFU, or
@@ -319,7 +314,7 @@ func (h *hub) sfuSignal(c *client, r *room, data []byte) {
 	switch {
 	case !ok:
 		c.replyError(errNotAllowed, "the call in room "+r.name+" does not go through the server", "signal")
-	case home != h.thisNode() && h.cl != nil:
+	case home != h.thisNode():
 		if !h.cl.relaySignal(home, signalRelay{Room: r.name, To: sfuPeerID, From: c.idStr, Nick: c.nickname(), Data: data, CallSeq: seq}) {
 			c.replyError(errUnavailable, "the signal could not reach the call's node; try again", "signal")
 		}

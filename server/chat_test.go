@@ -512,3 +512,63 @@ func TestCallLeaveRefusedIsSwept(t *testing.T) {
 		t.Fatalf("b's call after the sweep: %v, want an empty call of its own", m)
 	}
 }
+
+// TestCallJoinOnItsWayKeepsRoom: the last member asks to join the call
+// and leaves before the join is decided. The room stays in memory while
+// the join is on its way (a list applied later must not bring back a room
+// without its state), and leaves it once the join is dropped; its
+// messages are still there for the next join.
+func TestCallJoinOnItsWayKeepsRoom(t *testing.T) {
+	srv := startServer(t, nil)
+	h := srv.hub
+	a := dial(t, srv, "/ws?nick=a")
+	a.join("r")
+	a.send(map[string]any{"type": "say", "room": "r", "text": "one"})
+	a.expect("msg")
+	sh := h.shardOf("r")
+	sh.mu.Lock()
+	r := sh.rooms["r"]
+	sh.mu.Unlock()
+	hold, held := make(chan struct{}), make(chan struct{})
+	if !h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: func(_ *room, list []callPeer) []callPeer {
+		close(held)
+		<-hold
+		return list
+	}}) {
+		t.Fatal("the first request refused")
+	}
+	<-held
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.send(map[string]any{"type": "leave", "room": "r"})
+	a.waitFor("left")
+	sh.mu.Lock()
+	inMemory := sh.rooms["r"] == r
+	sh.mu.Unlock()
+	if !inMemory {
+		t.Fatal("the room left memory with a call join on its way")
+	}
+	done := make(chan struct{})
+	if !h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: func(_ *room, list []callPeer) []callPeer {
+		close(done)
+		return list
+	}}) {
+		t.Fatal("the marker refused")
+	}
+	close(hold)
+	<-done
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		sh.mu.Lock()
+		inMemory = sh.rooms["r"] != nil
+		sh.mu.Unlock()
+		if !inMemory {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the room is still in memory after its call join was dropped")
+		}
+	}
+	b := dial(t, srv, "/ws?nick=b")
+	if j := b.join("r"); len(j.list("history")) != 1 || j.list("history")[0].(map[string]any)["text"] != "one" {
+		t.Fatalf("joined after the room came back: %v", j)
+	}
+}

@@ -239,7 +239,7 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 	}
 	go cl.sendEvents()
 	h.cl = cl
-	h.idPrefix = cl.node + "-"
+	h.node, h.idPrefix = cl.node, cl.node+"-"
 	h.calls, h.msgs = cl.msgs, cl.msgs
 	if err := cl.replay(ctx); err != nil {
 		cl.close()

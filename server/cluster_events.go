@@ -124,8 +124,12 @@ func (cl *cluster) heartbeats() {
 	}
 }
 
-// isLive reports whether node is one this node hears from.
+// isLive reports whether node is another node this one hears from; none
+// standalone.
 func (cl *cluster) isLive(node string) bool {
+	if cl == nil {
+		return false
+	}
 	cl.nodesMu.Lock()
 	defer cl.nodesMu.Unlock()
 	return cl.nodes[node] != nil

@@ -196,7 +196,7 @@ func (h *hub) admit(c *client, name, id string, let bool) {
 	if r == nil {
 		return
 	}
-	if node := nodeOf(id); h.cl != nil && node != h.cl.node && node != "" { // waits on another node
+	if node := nodeOf(id); node != h.thisNode() && h.cl.isLive(node) { // waits on another node
 		h.cl.command(name, roomCmd{Op: ref, Node: node, ID: id, By: c.idStr})
 		return
 	}

@@ -75,9 +75,10 @@ type hub struct {
 	calls         broker.Calls
 	rq            *roomQueues
 	callConflicts atomic.Uint64
-	// idPrefix starts every connection id of this node: empty standalone,
-	// the node's name and a dash in a cluster, so ids are unique there.
-	idPrefix string
+	// node is this node's name in a cluster, "" standalone; idPrefix
+	// starts every connection id of this node: empty standalone, the
+	// node's name and a dash in a cluster, so ids are unique there.
+	node, idPrefix string
 
 	clientsMu sync.RWMutex
 	clients   map[uint64]*client // by connection id, for signal and call
@@ -393,7 +394,8 @@ func (h *hub) countChange(r *room, delta int) {
 // on in the store (history.go) or, in a cluster, in the stream, from which
 // the next join loads them (cluster_load.go). The shard lock must be held.
 func (h *hub) dropIfEmpty(sh *shard, r *room) {
-	if r.count() == 0 && r.inflight == 0 && len(r.call) == 0 && len(r.meet.lobbyq) == 0 && len(r.gated) == 0 && sh.rooms[r.name] == r {
+	if r.count() == 0 && r.inflight == 0 && len(r.call) == 0 && r.callJoins.Load() == 0 &&
+		len(r.meet.lobbyq) == 0 && len(r.gated) == 0 && sh.rooms[r.name] == r {
 		delete(sh.rooms, r.name)
 	}
 }
