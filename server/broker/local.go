@@ -22,6 +22,8 @@ type Local struct {
 	instance string
 	seq      atomic.Uint64
 	settings *settingsWriter
+	// versions numbers the settings saved (settings_cas.go).
+	versions localSettings
 	// MemCalls keeps the call lists: live state, in memory even when the
 	// messages are on disk (after a restart nobody is in a call).
 	*MemCalls
@@ -54,7 +56,8 @@ func (l *Local) Room(room string, recent int) (RoomState, error) {
 	}
 	// Publish creates a room's metadata with its epoch (AppendIn), so a
 	// stored room always has one.
-	rs := RoomState{Epoch: m.Epoch, Seq: m.LastSeq, Known: true, Settings: m.Settings}
+	rs := RoomState{Epoch: m.Epoch, Seq: m.LastSeq, Known: true}
+	rs.Settings, rs.SettingsVersion = l.settingsOf(room, m.Settings)
 	if recent > 0 && m.LastSeq > 0 {
 		recs, err := l.st.Newest(room, recent)
 		if err != nil {
@@ -121,16 +124,19 @@ func (l *Local) Expire(now time.Time, idle time.Duration, inUse func(string) boo
 		if e := l.st.ForgetRoom(room); e != nil {
 			err = errors.Join(err, e)
 		}
+		l.versions.forget(room)
 	}
 	return removed, err
 }
 
 // SaveSettings implements Broker.
-func (l *Local) SaveSettings(room, epoch string, settings []byte, done func(error)) {
+func (l *Local) SaveSettings(room, epoch string, settings []byte, done func(error)) uint64 {
 	if done == nil {
 		done = func(error) {}
 	}
+	v, _ := l.versions.bump(room, 0, true, settings)
 	l.settings.save(room, epoch, settings, done)
+	return v
 }
 
 // Close implements Broker: queued settings are written first.
