@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"noom/server/auth"
+	"noom/server/broker"
 )
 
 // Rooms that belong to someone, across a cluster (meetings.go has the
@@ -19,14 +20,14 @@ import (
 //
 //   - A room's settings (the passcode's hash, lobby, lock, listed, the host
 //     key's hash) are one entry of the JetStream key-value bucket
-//     noom_rooms, with a version number in the value. A node reads the
-//     entry when it loads the room, before any join of its own is checked
-//     (the joins wait for the load), and creates it when there is none: the
-//     join that made the load is the room's creator, the one node whose
-//     create succeeds. A change is a compare-and-set on the entry's
-//     revision, retried on conflict; every node hears every put on the
-//     bucket's subject and applies a newer version to the room it holds in
-//     memory at once, so the passcode, the lock and the lobby hold
+//     noom_rooms (broker.KVSettings), with a version number in the value. A
+//     node reads the entry when it loads the room, before any join of its
+//     own is checked (the joins wait for the load), and creates it when
+//     there is none: the join that made the load is the room's creator, the
+//     one node whose create succeeds. A change is a compare-and-set
+//     (settings.go, the same as standalone); every node hears every put on
+//     the bucket's subject and applies a newer version to the room it
+//     holds in memory at once, so the passcode, the lock and the lobby hold
 //     everywhere from the moment the change is acknowledged.
 //   - Roles belong to the node of the member that holds them, as
 //     membership does: a node publishes its members' roles in their join
@@ -85,6 +86,7 @@ func (cl *cluster) setupSettings(ctx context.Context) error {
 		return err
 	}
 	cl.kv = kv
+	cl.h.settings = broker.NewKVSettings(kv, cl.settingsTTL(), publishTimeout)
 	return nil
 }
 
@@ -106,84 +108,25 @@ func (cl *cluster) subscribeSettings() (*nats.Subscription, error) {
 
 // readSettings returns room's settings entry, creating it if the room has
 // none: then key is the new room's host key in clear, for its creator.
-// Called on the room's publisher goroutine, by its load.
+// Called on the room's queue, by its load.
 func (cl *cluster) readSettings(room string) (e settingsEntry, key string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	k := subjectRoom(room)
-	for attempt := 0; attempt < 3; attempt++ {
-		got, err := cl.kv.Get(ctx, k)
-		switch {
-		case err == nil:
-			if json.Unmarshal(got.Value(), &e) != nil {
-				return e, "", errors.New("room settings unreadable")
-			}
-			if time.Since(got.Created()) > cl.settingsTTL()/2 { // in use: keep it alive
-				_, _ = cl.kv.Update(ctx, k, got.Value(), got.Revision())
-			}
-			return e, "", nil
-		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			return e, "", err
-		}
-		key = auth.NewHostKey()
-		e = settingsEntry{storedSettings: storedSettings{HostKey: auth.HashHostKey(key)}, V: 1}
-		b, _ := json.Marshal(e)
-		if _, err = cl.kv.Create(ctx, k, b); err == nil {
-			return e, key, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return e, "", err
-		}
+	var made string
+	b, v, created, err := cl.h.settings.ReadSettings(room, "", func() []byte {
+		made = auth.NewHostKey()
+		first, _ := json.Marshal(storedSettings{HostKey: auth.HashHostKey(made)})
+		return first
+	})
+	if err != nil {
+		return e, "", err
 	}
-	return e, "", errors.New("room settings: too many conflicts")
-}
-
-// changeSettings applies ch to room r's entry by compare-and-set, as c
-// asked, and then here at once (the others hear the put). Off the event
-// loop: it waits for NATS.
-func (cl *cluster) changeSettings(c *client, r *room, ch settingsChange) {
-	err := cl.storeSettings(r, ch, func() bool { return cl.h.stillMod(c, r) })
-	switch {
-	case errors.Is(err, errNoLongerMod):
-		c.replyError(errNotAllowed, "settings is for hosts and cohosts of room "+r.name, "settings")
-	case err != nil:
-		c.replyError(errUnavailable, "the settings could not be stored; try again", "settings")
+	if err := json.Unmarshal(b, &e.storedSettings); err != nil {
+		return e, "", errors.New("room settings unreadable")
 	}
-}
-
-var errNoLongerMod = errors.New("no longer a host or cohost")
-
-// storeSettings applies ch to room r's entry by compare-and-set, if allowed
-// (nil: the operator) still says yes, and then here at once.
-func (cl *cluster) storeSettings(r *room, ch settingsChange, allowed func() bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*publishTimeout)
-	defer cancel()
-	k := subjectRoom(r.name)
-	for attempt := 0; attempt < 5; attempt++ {
-		got, err := cl.kv.Get(ctx, k)
-		if err != nil {
-			return err
-		}
-		var e settingsEntry
-		if err := json.Unmarshal(got.Value(), &e); err != nil {
-			return err
-		}
-		if allowed != nil && !allowed() {
-			return errNoLongerMod
-		}
-		ch.applyTo(&e.storedSettings)
-		e.V++
-		b, _ := json.Marshal(e)
-		if _, err = cl.kv.Update(ctx, k, b, got.Revision()); err == nil {
-			cl.h.applySettingsEntry(r.name, e, true)
-			return nil
-		}
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
-			return err
-		}
+	e.V = v
+	if created {
+		key = made
 	}
-	return errors.New("room settings: too many conflicts")
+	return e, key, nil
 }
 
 // applyTo makes the change in s.
@@ -200,14 +143,6 @@ func (ch settingsChange) applyTo(s *storedSettings) {
 	if ch.listed != nil {
 		s.Unlisted = !*ch.listed
 	}
-}
-
-// stillMod reports whether c is still a host or cohost of r.
-func (h *hub) stillMod(c *client, r *room) bool {
-	sh := h.shardOf(r.name)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return r.meet.isMod(c.idStr) && slices.Contains(r.members, c)
 }
 
 // applySettingsEntry makes e room name's settings if it is newer than what

@@ -205,7 +205,7 @@ func (s *server) roomDetail(name string) (d console.RoomDetail, found, loaded bo
 	}
 	st := r.meet.settings()
 	d.Settings = map[string]any{"passcode": st.passcode, "lobby": st.lobby, "locked": st.locked, "listed": st.listed}
-	loaded = h.cl == nil || r.loaded
+	loaded = r.loaded
 	kept := make([][]byte, 0, len(r.history)) // payloads are never modified: referencing them is enough
 	for i := range r.history {
 		kept = append(kept, r.history[(r.histStart+i)%len(r.history)])
@@ -382,12 +382,9 @@ func (s *server) lockRoom(name string, locked bool) (found bool, err error) {
 	if r == nil {
 		return false, nil
 	}
-	ch := settingsChange{locked: &locked}
-	if h.cl != nil {
-		return true, h.cl.storeSettings(r, ch, nil)
-	}
-	h.applySettingsAs(nil, r, ch)
-	return true, nil
+	done := make(chan error, 1)
+	h.queueSettings(nil, r, settingsChange{locked: &locked}, func(err error) { done <- err })
+	return true, <-done
 }
 
 // drain is the first half of a graceful shutdown without the exit:

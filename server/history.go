@@ -52,6 +52,8 @@ func (h *hub) loadRoom(name string) (r *room, created bool, err error) {
 	if err := r.meet.loadSettings(rs.Settings); err != nil {
 		return nil, false, err
 	}
+	r.meet.version = rs.SettingsVersion
+	r.loaded = true // read at once: the store is in this process
 	r.epoch, r.seq, r.durable = rs.Epoch, rs.Seq, rs.Seq
 	for _, m := range rs.Recent {
 		r.addHistory(m.Payload, h.cfg.HistorySize)
@@ -232,16 +234,17 @@ func (r *room) page(before uint64, limit int) (msgs [][]byte, more bool) {
 	return msgs, oldest+uint64(start) > 1
 }
 
-// expireHistory runs the store's retention: messages past -retention or
+// expireHistory runs the broker's retention: messages past -retention or
 // -history-keep go, and empty rooms with nothing kept for forgetAfter are
-// forgotten. Called by the housekeeping goroutine, off the poller.
+// forgotten (a cluster's stream applies its own: nothing to do). Called by
+// the housekeeping goroutine, off the poller.
 func (h *hub) expireHistory(now time.Time) {
 	h.attempts.Expire(now) // both are bounded; this frees what ended
 	h.bars.Expire(now)
-	if h.br == nil {
+	if h.msgs == nil {
 		return
 	}
-	removed, err := h.br.Expire(now, forgetAfter, h.roomInMemory)
+	removed, err := h.msgs.Expire(now, forgetAfter, h.roomInMemory)
 	if err != nil {
 		h.log.Warn("history retention", "err", err)
 	}

@@ -60,7 +60,7 @@ func (h *hub) joinLocked(c *client, jr joinReq) {
 		}
 		sh.rooms[name] = r
 	}
-	if h.cl != nil && !r.loaded { // its settings first: the join is checked once it is loaded
+	if !r.loaded { // a cluster's: its settings first, and the join is checked once it is loaded
 		if !h.cl.load(r) {
 			c.replyJoinError(errUnavailable, "the room could not be loaded; try again", name)
 			h.dropIfEmpty(sh, r)

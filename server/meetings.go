@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"slices"
 	"time"
 
 	"noom/server/auth"
@@ -24,8 +23,10 @@ import (
 // unavailable instead of queueing without bound), then come back here and
 // check everything again, since the room may have changed meanwhile.
 //
-// In a cluster (h.br == nil) settings live in NATS instead, and roles
-// travel with membership (cluster_meetings.go).
+// Settings are kept through the broker's contract (broker.Settings: the
+// store in -data standalone, the cluster's bucket in a cluster) and
+// changed the same way in both (settings.go). In a cluster roles travel
+// with membership (cluster_meetings.go).
 
 // meeting is a room's settings, roles and lobby. Guarded by the shard lock.
 type meeting struct {
@@ -145,9 +146,11 @@ func (m *meeting) loadSettings(b []byte) error {
 	return nil
 }
 
-// saveSettings keeps r's settings through the broker; the room stays in
+// saveSettings keeps a standalone room's first settings (its creator's
+// host key) through the broker, from the event loop: the room stays in
 // memory until they are written (inflight), so a join right after cannot
-// load the older ones. The shard lock must be held.
+// load the older ones. (A cluster's are created by the load: ReadSettings.)
+// The shard lock must be held.
 func (h *hub) saveSettings(r *room) {
 	if h.br == nil {
 		return
@@ -155,7 +158,7 @@ func (h *hub) saveSettings(r *room) {
 	m := &r.meet
 	b, _ := json.Marshal(m.set)
 	r.inflight++
-	h.br.SaveSettings(r.name, r.epoch, b, func(err error) {
+	m.version = h.br.SaveSettings(r.name, r.epoch, b, func(err error) {
 		sh := h.shardOf(r.name)
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
@@ -233,11 +236,7 @@ func (h *hub) changeSettings(c *client, req *request) {
 	ch := settingsChange{lobby: req.Lobby, locked: req.Locked, listed: req.Listed}
 	if req.Passcode == nil || *req.Passcode == "" {
 		ch.setPass = req.Passcode != nil
-		if h.cl != nil {
-			go h.cl.changeSettings(c, r, ch) // waits for NATS: off the event loop
-			return
-		}
-		h.applySettings(c, r, ch)
+		h.queueSettings(c, r, ch, nil)
 		return
 	}
 	pass := *req.Passcode
@@ -249,11 +248,7 @@ func (h *hub) changeSettings(c *client, req *request) {
 			return
 		}
 		ch.setPass, ch.passHash = true, hash
-		if h.cl != nil {
-			h.cl.changeSettings(c, r, ch)
-			return
-		}
-		h.applySettings(c, r, ch)
+		h.queueSettings(c, r, ch, nil)
 	}) {
 		c.replyError(errUnavailable, "the server is busy checking passcodes; try again", "settings")
 	}
@@ -264,37 +259,6 @@ type settingsChange struct {
 	setPass               bool
 	passHash              string
 	lobby, locked, listed *bool
-}
-
-// applySettings makes ch r's settings if c is still a host or cohost of
-// r, keeps them and tells the members; turning the lobby off admits
-// everyone waiting, as a waiting room does.
-func (h *hub) applySettings(c *client, r *room, ch settingsChange) {
-	h.applySettingsAs(c, r, ch)
-}
-
-// applySettingsAs is applySettings for c, or for the operator (nil), whose
-// role is not checked.
-func (h *hub) applySettingsAs(c *client, r *room, ch settingsChange) {
-	sh := h.shardOf(r.name)
-	sh.mu.Lock()
-	if c != nil && (!r.meet.isMod(c.idStr) || !slices.Contains(r.members, c)) {
-		sh.mu.Unlock()
-		c.replyError(errNotAllowed, "settings is for hosts and cohosts of room "+r.name, "settings")
-		return
-	}
-	m := &r.meet
-	ch.applyTo(&m.set)
-	var admit []waiter
-	if !m.set.Lobby {
-		admit = slices.Clone(m.lobbyq) // admitWaiter takes each out
-	}
-	h.saveSettings(r)
-	h.roomChanged(r)
-	sh.mu.Unlock()
-	for _, w := range admit {
-		h.admitWaiter(r, w.c, false)
-	}
 }
 
 // changeRole handles a role request. A host may give any role to another

@@ -14,11 +14,12 @@ import (
 
 // Room request kinds.
 const (
-	reqMsg     = iota // a say (cluster_publish.go)
-	reqCall           // a call join or leave of a local member (calls_change.go)
-	reqPurge          // take the peers that are gone out of a room's call
-	reqLoad           // read a room's messages for the joins that wait (cluster_load.go)
-	reqHistory        // read a page of a room's messages for a history request
+	reqMsg      = iota // a say (cluster_publish.go)
+	reqCall            // a call join or leave of a local member (calls_change.go)
+	reqPurge           // take the peers that are gone out of a room's call
+	reqLoad            // read a room's messages for the joins that wait (cluster_load.go)
+	reqHistory         // read a page of a room's messages for a history request
+	reqSettings        // change a room's settings (settings.go)
 )
 
 // pubReq is one room request.
@@ -34,6 +35,9 @@ type pubReq struct {
 	// reqHistory: the page before seq before (0: the newest), at most limit
 	before uint64
 	limit  int
+	// reqSettings: the change, and who waits for its outcome.
+	change *settingsChange
+	done   func(error)
 }
 
 var roomQueueSeed = maphash.MakeSeed()
@@ -106,5 +110,7 @@ func (h *hub) doRoomReq(req pubReq) {
 		h.cl.doLoad(req)
 	case reqHistory:
 		h.doHistory(req)
+	case reqSettings:
+		h.doSettings(req)
 	}
 }

@@ -72,7 +72,10 @@ type hub struct {
 	// the stream in a cluster, memory for a hub without either. rq runs
 	// the requests that wait on them, and on the cluster (roomq.go).
 	// callConflicts counts call changes that found their list changed.
-	calls         broker.Calls
+	calls broker.Calls
+	// settings keeps the rooms' settings (settings.go): br standalone,
+	// the cluster's bucket in a cluster.
+	settings      broker.Settings
 	rq            *roomQueues
 	callConflicts atomic.Uint64
 	// node is this node's name in a cluster, "" standalone; idPrefix

@@ -268,7 +268,7 @@ func (s *server) openHistory() error {
 		return fmt.Errorf("history store in %q: %w", s.cfg.Data, err)
 	}
 	s.hub.br = br
-	s.hub.calls, s.hub.msgs = br, br
+	s.hub.calls, s.hub.msgs, s.hub.settings = br, br, br
 	if s.cfg.Data == "" {
 		s.log.Warn("history kept in memory only (-data \"\"): it is lost on restart")
 	} else {
