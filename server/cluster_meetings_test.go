@@ -61,6 +61,9 @@ func TestClusterMeetings(t *testing.T) {
 	}
 	a.send(map[string]any{"type": "admit", "room": "m", "id": d.id})
 	d.expect("joined")
+	// An id of a node nobody hears from waits nowhere: answered here.
+	a.send(map[string]any{"type": "admit", "room": "m", "id": "zzzzzz-1"})
+	a.waitError(errNoSuchMember, "admit")
 
 	// Remove reaches C, and the bar holds on B too.
 	a.send(map[string]any{"type": "mute", "room": "m", "id": c.id})
