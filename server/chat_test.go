@@ -508,7 +508,7 @@ func TestCallLeaveRefusedIsSwept(t *testing.T) {
 	b.waitError(errCallFull, "call") // a's leave was lost: its place is still taken
 	h.sweepCalls(h.leftCall, h.withoutLeft)
 	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
-	if m := b.waitFor("call"); len(m.list("peers")) != 0 {
+	if m := b.waitReply("call", "call"); len(m.list("peers")) != 0 {
 		t.Fatalf("b's call after the sweep: %v, want an empty call of its own", m)
 	}
 }

@@ -164,7 +164,7 @@ func TestClusterSignalAndCall(t *testing.T) {
 		t.Fatalf("call_peer after a disconnect on another node: %v", m)
 	}
 	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
-	if m := c.waitFor("call"); len(m.list("peers")) != 1 {
+	if m := c.waitReply("call", "call"); len(m.list("peers")) != 1 {
 		t.Fatalf("join after the call freed a place: %v", m)
 	}
 }

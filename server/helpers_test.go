@@ -450,6 +450,21 @@ func (ws *wsConn) expectBoth(first, second string) (msg, msg) {
 	return got[first], got[second]
 }
 
+// waitReply reads until a message of type typ, skipping others, but fails
+// at once on an error that answers ref: a refusal is not waited past.
+func (ws *wsConn) waitReply(typ, ref string) msg {
+	ws.t.Helper()
+	for {
+		m := ws.next()
+		if m.str("type") == "error" && m.str("ref") == ref {
+			ws.t.Fatalf("got %v, want a %s frame", m, typ)
+		}
+		if m.str("type") == typ {
+			return m
+		}
+	}
+}
+
 // waitFor reads until a message of type typ, skipping others.
 func (ws *wsConn) waitFor(typ string) msg {
 	ws.t.Helper()

@@ -190,32 +190,7 @@ func TestKillNineLosesNothingSeen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := func() (*exec.Cmd, string) {
-		cmd := exec.Command(bin)
-		args := []string{"-addr", "127.0.0.1:0", "-admin-addr", "", "-data", dir, "-rate", "100000", "-burst", "100000"}
-		cmd.Env = append(os.Environ(), childServeEnv+"="+strings.Join(args, "\x1f"))
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		addrRe := regexp.MustCompile(`msg=listening addr=(\S+)`)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
-				go func() { // keep draining, or the child blocks on its logs
-					for sc.Scan() {
-					}
-				}()
-				return cmd, m[1]
-			}
-		}
-		t.Fatalf("the server did not start: %v", sc.Err())
-		return nil, ""
-	}
+	start := func() (*exec.Cmd, string) { return startChild(t, bin, dir) }
 	cmd, addr := start()
 	srv := &server{addr: addr}
 
@@ -337,5 +312,78 @@ func TestDamagedStoreStopsStart(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("start: %v, want an error naming %s as damaged", err, file)
+	}
+}
+
+// startChild runs the test binary as a server on a store in dir (see
+// childServeEnv) and returns it with its address; it is killed when the
+// test ends.
+func startChild(t *testing.T, bin, dir string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(bin)
+	args := []string{"-addr", "127.0.0.1:0", "-admin-addr", "", "-data", dir, "-rate", "100000", "-burst", "100000"}
+	cmd.Env = append(os.Environ(), childServeEnv+"="+strings.Join(args, "\x1f"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addrRe := regexp.MustCompile(`msg=listening addr=(\S+)`)
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
+			go func() { // keep draining, or the child blocks on its logs
+				for sc.Scan() {
+				}
+			}()
+			return cmd, m[1]
+		}
+	}
+	t.Fatalf("the server did not start: %v", sc.Err())
+	return nil, ""
+}
+
+// TestKillNineKeepsSettingsTold: settings its members were told (room)
+// survive SIGKILL right after: a change is told only once it is kept.
+// Ten hosts lock their rooms at once, the server is killed as soon as the
+// last room frame arrives, and after a restart on the same -data every
+// room is locked.
+func TestKillNineKeepsSettingsTold(t *testing.T) {
+	dir := t.TempDir()
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, addr := startChild(t, bin, dir)
+	srv := &server{addr: addr}
+	const rooms = 10
+	hosts := make([]*wsConn, rooms)
+	for i := range hosts {
+		hosts[i] = dial(t, srv)
+		hosts[i].join(fmt.Sprintf("k%d", i))
+	}
+	for i, h := range hosts {
+		h.send(map[string]any{"type": "settings", "room": fmt.Sprintf("k%d", i), "locked": true})
+	}
+	for _, h := range hosts {
+		if m := h.waitFor("room"); settingsOf(m)["locked"] != true {
+			t.Fatalf("room frame after the lock: %v", m)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	_, addr = startChild(t, bin, dir)
+	ws := dial(t, &server{addr: addr})
+	for i := range rooms {
+		ws.send(map[string]any{"type": "join", "room": fmt.Sprintf("k%d", i)})
+		if m := ws.next(); m.str("type") != "error" || m.str("code") != errRoomLocked {
+			t.Errorf("join of k%d after the kill: %v, want room_locked: the lock its host was told of is lost", i, m)
+		}
 	}
 }

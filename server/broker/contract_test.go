@@ -229,8 +229,8 @@ func saveWait(b Broker, room, epoch string, settings []byte) error {
 }
 
 // TestContractSettings: a room's settings are kept with its messages,
-// create a room not stored yet, survive a reopen, and the newest of
-// several saves wins.
+// create a room not stored yet, survive a reopen with their version, and
+// the newest of several saves wins, each save a version on.
 func TestContractSettings(t *testing.T) {
 	forEach(t, func(t *testing.T, m Messages, reopen func() Messages) {
 		b, ok := m.(Broker)
@@ -241,11 +241,11 @@ func TestContractSettings(t *testing.T) {
 		if rs.Settings != nil {
 			t.Fatalf("new room has settings %q", rs.Settings)
 		}
-		if err := saveWait(b, "s", rs.Epoch, []byte(`{"v":1}`)); err != nil {
+		if err := saveWait(b, "s", rs.Epoch, []byte(`{"n":1}`)); err != nil {
 			t.Fatal(err)
 		}
 		got, err := b.Room("s", 0)
-		if err != nil || !got.Known || got.Epoch != rs.Epoch || string(got.Settings) != `{"v":1}` {
+		if err != nil || !got.Known || got.Epoch != rs.Epoch || field(t, got.Settings, "n") != 1.0 || got.SettingsVersion != 1 {
 			t.Fatalf("after save: %+v %v", got, err)
 		}
 		for s := uint64(1); s <= 3; s++ {
@@ -256,7 +256,7 @@ func TestContractSettings(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := 2; i <= 20; i++ {
 			wg.Add(1)
-			b.SaveSettings("s", rs.Epoch, fmt.Appendf(nil, `{"v":%d}`, i), func(err error) {
+			b.SaveSettings("s", rs.Epoch, fmt.Appendf(nil, `{"n":%d}`, i), func(err error) {
 				defer wg.Done()
 				if err != nil {
 					t.Error(err)
@@ -265,7 +265,7 @@ func TestContractSettings(t *testing.T) {
 		}
 		wg.Wait()
 		got, _ = b.Room("s", 5)
-		if got.Seq != 3 || len(got.Recent) != 3 || string(got.Settings) != `{"v":20}` {
+		if got.Seq != 3 || len(got.Recent) != 3 || field(t, got.Settings, "n") != 20.0 || got.SettingsVersion != 20 {
 			t.Fatalf("after saves and messages: seq %d, %d recent, settings %q", got.Seq, len(got.Recent), got.Settings)
 		}
 		if reopen == nil {
@@ -276,7 +276,7 @@ func TestContractSettings(t *testing.T) {
 		}
 		b = reopen().(Broker)
 		got, _ = b.Room("s", 0)
-		if got.Epoch != rs.Epoch || got.Seq != 3 || string(got.Settings) != `{"v":20}` {
+		if got.Epoch != rs.Epoch || got.Seq != 3 || field(t, got.Settings, "n") != 20.0 || got.SettingsVersion != 20 {
 			t.Fatalf("after reopen: %+v", got)
 		}
 	})

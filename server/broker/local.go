@@ -57,7 +57,9 @@ func (l *Local) Room(room string, recent int) (RoomState, error) {
 	// Publish creates a room's metadata with its epoch (AppendIn), so a
 	// stored room always has one.
 	rs := RoomState{Epoch: m.Epoch, Seq: m.LastSeq, Known: true}
-	rs.Settings, rs.SettingsVersion = l.settingsOf(room, m.Settings)
+	if rs.Settings, rs.SettingsVersion, err = l.settingsOf(room); err != nil {
+		return RoomState{}, err
+	}
 	if recent > 0 && m.LastSeq > 0 {
 		recs, err := l.st.Newest(room, recent)
 		if err != nil {
@@ -124,7 +126,6 @@ func (l *Local) Expire(now time.Time, idle time.Duration, inUse func(string) boo
 		if e := l.st.ForgetRoom(room); e != nil {
 			err = errors.Join(err, e)
 		}
-		l.versions.forget(room)
 	}
 	return removed, err
 }
@@ -134,8 +135,10 @@ func (l *Local) SaveSettings(room, epoch string, settings []byte, done func(erro
 	if done == nil {
 		done = func(error) {}
 	}
-	v, _ := l.versions.bump(room, 0, true, settings)
-	l.settings.save(room, epoch, settings, done)
+	v, err := l.put(room, epoch, 0, true, settings, done)
+	if err != nil {
+		go done(err)
+	}
 	return v
 }
 

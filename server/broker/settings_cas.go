@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,15 +50,15 @@ func withVersion(settings []byte, v uint64) ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// localSettings numbers a standalone node's settings changes in memory,
-// with the newest settings of each room changed since the start: every
-// writer is in this process, so the version of what the store holds when
-// a room is first read is 0, each save or update adds one, and a read
-// sees a change from the moment its version is taken, before the settings
-// writer has made it durable (the hub keeps the room in memory until then).
+// localSettings versions a standalone node's settings: the version is
+// kept in the settings object itself (member "v", as in the cluster's
+// bucket), so it survives restarts, and only the settings on their way to
+// the store are held here, so that a read sees a change from the moment
+// its version is taken (the hub keeps the room in memory until it is
+// written). Memory holds no more than the writes in flight.
 type localSettings struct {
-	mu sync.Mutex // guards m
-	m  map[string]versioned
+	mu      sync.Mutex // guards pending
+	pending map[string]versioned
 }
 
 type versioned struct {
@@ -67,76 +66,87 @@ type versioned struct {
 	s []byte
 }
 
-// get returns room's newest settings since the start, if changed.
-func (ls *localSettings) get(room string) (versioned, bool) {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	e, ok := ls.m[room]
-	return e, ok
+// current returns room's newest settings and version: on their way, or as
+// stored. ls.mu must be held.
+func (l *Local) current(room string) ([]byte, uint64, error) {
+	if e, ok := l.versions.pending[room]; ok {
+		return e.s, e.v, nil
+	}
+	m, _, err := l.st.Meta(room)
+	if err != nil {
+		return nil, 0, err
+	}
+	return m.Settings, VersionOf(m.Settings), nil
 }
 
-// bump makes s room's newest settings, one version on, if room's version
-// is still expect, or with force whatever it is (SaveSettings); ok false
-// and the current version if not.
-func (ls *localSettings) bump(room string, expect uint64, force bool, s []byte) (uint64, bool) {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if ls.m == nil {
-		ls.m = make(map[string]versioned)
+// settingsOf is current for callers that do not hold the lock.
+func (l *Local) settingsOf(room string) ([]byte, uint64, error) {
+	l.versions.mu.Lock()
+	defer l.versions.mu.Unlock()
+	return l.current(room)
+}
+
+// put makes next room's settings, one version on, if room's version is
+// still expect, or with force whatever it is (SaveSettings), and queues
+// the write; done gets its outcome. ErrSeq with the current version if not.
+func (l *Local) put(room, epoch string, expect uint64, force bool, next []byte, done func(error)) (uint64, error) {
+	if _, err := withVersion(next, 0); err != nil { // refused whatever the version
+		return 0, err
 	}
-	cur := ls.m[room].v
+	l.versions.mu.Lock()
+	defer l.versions.mu.Unlock()
+	_, cur, err := l.current(room)
+	if err != nil {
+		return 0, err
+	}
 	if !force && cur != expect {
-		return cur, false
+		return cur, fmt.Errorf("%w: settings of %q at %d, not %d", ErrSeq, room, cur, expect)
 	}
-	ls.m[room] = versioned{cur + 1, s}
-	return cur + 1, true
-}
-
-func (ls *localSettings) forget(room string) {
-	ls.mu.Lock()
-	delete(ls.m, room)
-	ls.mu.Unlock()
-}
-
-// settingsOf returns room's newest settings and version: changed since the
-// start, or as the store has them (version 0).
-func (l *Local) settingsOf(room string, stored []byte) ([]byte, uint64) {
-	if e, ok := l.versions.get(room); ok {
-		return e.s, e.v
+	b, err := withVersion(next, cur+1)
+	if err != nil {
+		return 0, err
 	}
-	return stored, 0
+	if l.versions.pending == nil {
+		l.versions.pending = make(map[string]versioned)
+	}
+	l.versions.pending[room] = versioned{cur + 1, b}
+	l.settings.save(room, epoch, b, func(err error) {
+		l.versions.mu.Lock()
+		if e, ok := l.versions.pending[room]; ok && e.v == cur+1 { // written (or lost): the store says from now on
+			delete(l.versions.pending, room)
+		}
+		l.versions.mu.Unlock()
+		done(err)
+	})
+	return cur + 1, nil
 }
 
 // ReadSettings implements Settings.
 func (l *Local) ReadSettings(room, epoch string, create func() []byte) ([]byte, uint64, bool, error) {
-	m, _, err := l.st.Meta(room)
-	if err != nil {
-		return nil, 0, false, err
-	}
-	s, v := l.settingsOf(room, m.Settings)
-	if len(s) > 0 || create == nil {
-		return s, v, false, nil
+	s, v, err := l.settingsOf(room)
+	if err != nil || len(s) > 0 || create == nil {
+		return s, v, false, err
 	}
 	first := create()
 	nv, err := l.UpdateSettings(room, epoch, v, first)
 	if errors.Is(err, ErrSeq) { // another caller created them first
-		s, v = l.settingsOf(room, m.Settings)
-		return s, v, false, nil
+		s, v, err = l.settingsOf(room)
+		return s, v, false, err
 	}
-	return first, nv, err == nil, err
+	if err != nil {
+		return nil, 0, false, err
+	}
+	s, _, err = l.settingsOf(room)
+	return s, nv, true, err
 }
 
 // UpdateSettings implements Settings: the version is checked and moved on
-// at once, in memory, and the write waits for the settings writer.
+// at once, and the write waits for the settings writer.
 func (l *Local) UpdateSettings(room, epoch string, version uint64, next []byte) (uint64, error) {
-	if !bytes.HasPrefix(bytes.TrimSpace(next), []byte("{")) {
-		return 0, fmt.Errorf("broker: settings must be a JSON object: %q", next)
-	}
-	v, ok := l.versions.bump(room, version, false, next)
-	if !ok {
-		return v, fmt.Errorf("%w: settings of %q at %d, not %d", ErrSeq, room, v, version)
-	}
 	done := make(chan error, 1)
-	l.settings.save(room, epoch, next, func(err error) { done <- err })
+	v, err := l.put(room, epoch, version, false, next, func(err error) { done <- err })
+	if err != nil {
+		return v, err
+	}
 	return v, <-done
 }

@@ -209,3 +209,35 @@ func TestSettingsNoLostChange(t *testing.T) {
 		}
 	})
 }
+
+// TestLocalSettingsLeaveMemory: once written, a standalone node's settings
+// are held by the store only (their version with them): memory does not
+// grow with the rooms ever created.
+func TestLocalSettingsLeaveMemory(t *testing.T) {
+	l, err := OpenLocal(t.TempDir(), 100, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var wg sync.WaitGroup
+	for i := range 500 {
+		wg.Add(1)
+		room := "r" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		l.SaveSettings(room, "e", []byte(`{"host":"h"}`), func(err error) {
+			defer wg.Done()
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	l.versions.mu.Lock()
+	held := len(l.versions.pending)
+	l.versions.mu.Unlock()
+	if held != 0 {
+		t.Fatalf("%d rooms' settings still in memory after their writes", held)
+	}
+	if _, v, _, err := l.ReadSettings("raa", "e", nil); err != nil || v != 1 {
+		t.Fatalf("a room's settings after the write: version %d %v, want 1", v, err)
+	}
+}
