@@ -121,9 +121,15 @@ func (h *hub) signal(c *client, name, to string, data []byte) {
 	c.mu.Lock()
 	r := c.memberOf(name, "signal")
 	c.mu.Unlock()
-	if r == nil {
+	if r == nil || h.behindCallChanges(c, r, func() { h.signalIn(c, r, to, data) }) {
 		return
 	}
+	h.signalIn(c, r, to, data)
+}
+
+// signalIn is signal for c, a member of r.
+func (h *hub) signalIn(c *client, r *room, to string, data []byte) {
+	name := r.name
 	if to == sfuPeerID {
 		h.sfuSignal(c, r, data)
 		return

@@ -28,7 +28,9 @@ func (h *hub) changeCall(r *room, c *client, join, reply bool) {
 	if join {
 		r.callJoins.Add(1)
 	}
+	c.callChanges.Add(1)
 	if !h.rq.enqueue(pubReq{kind: reqCall, room: r, c: c, join: join, reply: reply}) {
+		c.callChanges.Add(-1)
 		if join {
 			r.callJoins.Add(-1)
 		}
@@ -46,6 +48,9 @@ func (h *hub) doCall(req pubReq) {
 	// their way stays in memory until they are decided (dropIfEmpty
 	// counts the joins), and leaves it here.
 	defer h.dropRoomIfEmpty(r)
+	if req.kind == reqCall {
+		defer req.c.callChanges.Add(-1) // after the list is applied
+	}
 	if req.kind == reqCall && req.join {
 		// Counted down after the list is applied: see leaveCall. A member
 		// that left or disconnected since it asked is not added.
@@ -100,6 +105,28 @@ func (h *hub) doCall(req pubReq) {
 			req.c.replyError(errUnavailable, "the call could not be changed; try again", "call")
 		}
 	}
+}
+
+// behindCallChanges runs fn, a media or signal request of c in r, behind
+// c's call changes still on their way, on r's queue: a page may announce
+// its media, or offer, right after it asks to join, and must find itself
+// in the call. fn counts as on its way too until it has run, so that c's
+// next signals queue behind it and keep their order (an offer before its
+// candidates). True if fn was queued; false to run it now (nothing on its
+// way, or the queue full).
+func (h *hub) behindCallChanges(c *client, r *room, fn func()) bool {
+	if c.callChanges.Load() == 0 {
+		return false
+	}
+	c.callChanges.Add(1)
+	if !h.rq.enqueue(pubReq{kind: reqRun, room: r, run: func() {
+		defer c.callChanges.Add(-1)
+		fn()
+	}}) {
+		c.callChanges.Add(-1)
+		return false
+	}
+	return true
 }
 
 // dropRoomIfEmpty takes r out of memory if nothing holds it there.

@@ -572,3 +572,40 @@ func TestCallJoinOnItsWayKeepsRoom(t *testing.T) {
 		t.Fatalf("joined after the room came back: %v", j)
 	}
 }
+
+// TestCallRequestsInOrder: a page that asks to join the call and, without
+// waiting for the call frame, announces its media and offers to a peer
+// finds itself in the call: its requests take effect in the order it sent
+// them, and the offer and its candidates arrive in order.
+func TestCallRequestsInOrder(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.Rate, c.Burst = 1000, 1000 })
+	a := dial(t, srv, "/ws?nick=a")
+	b := dial(t, srv, "/ws?nick=b")
+	a.join("r")
+	b.join("r")
+	a.expect("presence")
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expect("call")
+	for round := range 20 {
+		b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+		b.send(map[string]any{"type": "media", "room": "r", "audio": true, "video": false, "screen": false})
+		for i := range 3 {
+			b.send(map[string]any{"type": "signal", "room": "r", "to": a.id, "data": map[string]any{"n": i}})
+		}
+		if m := b.waitReply("call", "media"); len(m.list("peers")) != 1 {
+			t.Fatalf("round %d: b's call: %v", round, m)
+		}
+		a.expect("call_peer") // b joined
+		if m := a.expect("call_peer"); m.str("event") != "media" {
+			t.Fatalf("round %d: after b's media: %v", round, m)
+		}
+		for i := range 3 {
+			if s := a.expect("signal"); s["data"].(map[string]any)["n"] != float64(i) {
+				t.Fatalf("round %d: signal %d arrived as %v", round, i, s)
+			}
+		}
+		b.send(map[string]any{"type": "call", "room": "r", "action": "leave"})
+		b.expect("call")
+		a.expect("call_peer") // b left
+	}
+}

@@ -48,6 +48,11 @@ type client struct {
 
 	// tok is its accepted token (tokens.go).
 	tok atomic.Pointer[tokenState]
+	// callChanges counts its call joins and leaves, and the media and
+	// signal requests queued behind them, on their way through room
+	// queues (calls_change.go): while it is above 0 its media and signal
+	// requests queue too, so that its requests take effect in order.
+	callChanges atomic.Int32
 
 	// Read state, owned by Parse.
 	part      *partial // a frame or message split across reads, if any

@@ -150,9 +150,15 @@ func (h *hub) media(c *client, name string, audio, video, screen bool) {
 	c.mu.Lock()
 	r := c.memberOf(name, "media")
 	c.mu.Unlock()
-	if r == nil {
+	if r == nil || h.behindCallChanges(c, r, func() { h.mediaIn(c, r, audio, video, screen) }) {
 		return
 	}
+	h.mediaIn(c, r, audio, video, screen)
+}
+
+// mediaIn is media for c, a member of r.
+func (h *hub) mediaIn(c *client, r *room, audio, video, screen bool) {
+	name := r.name
 	sh := h.shardOf(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

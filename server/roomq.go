@@ -20,6 +20,7 @@ const (
 	reqLoad            // read a room's messages for the joins that wait (cluster_load.go)
 	reqHistory         // read a page of a room's messages for a history request
 	reqSettings        // change a room's settings (settings.go)
+	reqRun             // run a request behind the room's queued ones (calls_change.go)
 )
 
 // pubReq is one room request.
@@ -38,6 +39,8 @@ type pubReq struct {
 	// reqSettings: the change, and who waits for its outcome.
 	change *settingsChange
 	done   func(error)
+	// reqRun: what to run.
+	run func()
 }
 
 var roomQueueSeed = maphash.MakeSeed()
@@ -112,5 +115,7 @@ func (h *hub) doRoomReq(req pubReq) {
 		h.doHistory(req)
 	case reqSettings:
 		h.doSettings(req)
+	case reqRun:
+		req.run()
 	}
 }
