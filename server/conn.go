@@ -48,19 +48,21 @@ type client struct {
 
 	// tok is its accepted token (tokens.go).
 	tok atomic.Pointer[tokenState]
-	// callChanges counts its call joins and leaves, and the media and
-	// signal requests queued behind them, on their way through room
-	// queues (calls_change.go): while it is above 0 its media and signal
-	// requests queue too, so that its requests take effect in order.
-	callChanges atomic.Int32
 
 	// Read state, owned by Parse.
 	part      *partial // a frame or message split across reads, if any
 	discarded int64    // bytes dropped since the peer's input ended
 	errs      int32    // malformed requests so far
-	tokens    float64
-	tokenTime int64 // clock.now() of the last refill
-	rlNotice  int64 // clock.now() of the last rate_limited answer
+	// callChanges counts its call joins and leaves, and the media and
+	// signal requests queued behind them, on their way through room
+	// queues (calls_change.go): while it is above 0 its media and signal
+	// requests queue too, so that its requests take effect in order. Not
+	// read state, but here it fills errs' padding: a client stays 256
+	// bytes, one size class.
+	callChanges atomic.Int32
+	tokens      float64
+	tokenTime   int64 // clock.now() of the last refill
+	rlNotice    int64 // clock.now() of the last rate_limited answer
 
 	// Worker-owned.
 	widx         int32 // index in worker.conns, -1 once unregistered
