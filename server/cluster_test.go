@@ -311,7 +311,7 @@ func TestClusterUnavailable(t *testing.T) {
 	sh.mu.Lock()
 	r := sh.rooms["r"]
 	sh.mu.Unlock()
-	busyHub := &hub{rq: &roomQueues{qs: []chan pubReq{make(chan pubReq)}}}
+	busyHub := &hub{rq: &roomQueues{qs: []chan *pubReq{make(chan *pubReq)}}}
 	busy := &cluster{h: busyHub}
 	busy.publishMsg(r, c, "four")
 	a.expectError(errUnavailable, "say")
