@@ -1,16 +1,17 @@
 // Package broker is the contract between the rooms of a noom node and
 // whatever keeps their shared state: the per-room ordered publish (seq and
-// epoch), the kept history and its pages, and recovery after a seq. The
-// hub calls it and never asks what is behind it.
+// epoch), the kept history and its pages, recovery after a seq, call lists
+// (calls.go) and room settings (settings_cas.go). The hub calls it and
+// never asks what is behind it.
 //
 // Local (local.go) is the standalone node's broker, durable by default: an
 // embedded store (package store) in the -data directory. JetStream
 // (jetstream.go) is the cluster's: one stream shared by every node, a
 // subject per room, published by compare-and-set. It keeps messages and
-// call lists (Messages, Calls, calls.go); a cluster's settings and
-// membership are the cluster's own (package main, cluster*.go), and it
-// reads its rooms' messages and lists back from the stream to apply them,
-// so that every node sees one order.
+// call lists (Messages, Calls); a cluster's settings are in its key-value
+// bucket (KVSettings), and its membership is the cluster's own (package
+// main, cluster*.go). A cluster node reads its rooms' messages and lists
+// back from the stream to apply them, so that every node sees one order.
 //
 // The rules every implementation keeps (the contract tests check them):
 //
@@ -30,6 +31,8 @@
 //   - A call list is replaced only from the version it is at (Calls):
 //     every change is decided on the newest list, so a limit checked on
 //     it holds across nodes, and no change is lost to another.
+//   - A room's settings are created once and then changed only from the
+//     version they are at (Settings); a change returns once durable.
 package broker
 
 import (
