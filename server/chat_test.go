@@ -474,35 +474,13 @@ func TestCallLeaveRefusedIsSwept(t *testing.T) {
 	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	a.expect("call")
 
-	// Hold r's queue on a request that waits, and fill it behind that.
-	sh := h.shardOf("r")
-	sh.mu.Lock()
-	r := sh.rooms["r"]
-	sh.mu.Unlock()
-	hold, held := make(chan struct{}), make(chan struct{})
-	nothing := func(_ *room, list []callPeer) []callPeer { return list }
-	if !h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: func(r *room, list []callPeer) []callPeer {
-		close(held)
-		<-hold
-		return list
-	}}) {
-		t.Fatal("the first request refused")
-	}
-	<-held
-	for h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: nothing}) {
-	}
+	r := roomNamed(h, "r")
+	release := holdQueue(t, h, r, true) // a's leave will find the queue full
 	a.send(map[string]any{"type": "leave", "room": "r"})
 	a.expect("left")
 	b.expect("presence")
-	close(hold)
-	drained := make(chan struct{})
-	for !h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: func(_ *room, list []callPeer) []callPeer {
-		close(drained)
-		return list
-	}}) {
-		time.Sleep(time.Millisecond) // the queue is still full
-	}
-	<-drained
+	release()
+	drainQueue(t, h, r)
 
 	b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	b.waitError(errCallFull, "call") // a's leave was lost: its place is still taken
@@ -525,47 +503,18 @@ func TestCallJoinOnItsWayKeepsRoom(t *testing.T) {
 	a.join("r")
 	a.send(map[string]any{"type": "say", "room": "r", "text": "one"})
 	a.expect("msg")
-	sh := h.shardOf("r")
-	sh.mu.Lock()
-	r := sh.rooms["r"]
-	sh.mu.Unlock()
-	hold, held := make(chan struct{}), make(chan struct{})
-	if !h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: func(_ *room, list []callPeer) []callPeer {
-		close(held)
-		<-hold
-		return list
-	}}) {
-		t.Fatal("the first request refused")
-	}
-	<-held
+	r := roomNamed(h, "r")
+	release := holdQueue(t, h, r, false)
 	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	a.send(map[string]any{"type": "leave", "room": "r"})
 	a.waitFor("left")
-	sh.mu.Lock()
-	inMemory := sh.rooms["r"] == r
-	sh.mu.Unlock()
-	if !inMemory {
+	if roomNamed(h, "r") != r {
 		t.Fatal("the room left memory with a call join on its way")
 	}
-	done := make(chan struct{})
-	if !h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: func(_ *room, list []callPeer) []callPeer {
-		close(done)
-		return list
-	}}) {
-		t.Fatal("the marker refused")
-	}
-	close(hold)
-	<-done
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		sh.mu.Lock()
-		inMemory = sh.rooms["r"] != nil
-		sh.mu.Unlock()
-		if !inMemory {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the room is still in memory after its call join was dropped")
-		}
+	release()
+	drainQueue(t, h, r)
+	if roomNamed(h, "r") != nil {
+		t.Fatal("the room is still in memory after its call join was dropped")
 	}
 	b := dial(t, srv, "/ws?nick=b")
 	if j := b.join("r"); len(j.list("history")) != 1 || j.list("history")[0].(map[string]any)["text"] != "one" {

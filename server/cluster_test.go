@@ -304,18 +304,14 @@ func TestClusterUnavailable(t *testing.T) {
 		t.Errorf("errors by code:\n%s", grepLines(metrics, "noom_errors_total"))
 	}
 
-	// A publisher queue that is full (here one nobody reads) refuses at
-	// once, without blocking the poller: unavailable too.
-	c := nodes[0].hub.lookup(a.id)
-	sh := nodes[0].hub.shardOf("r")
-	sh.mu.Lock()
-	r := sh.rooms["r"]
-	sh.mu.Unlock()
-	busyHub := &hub{rq: &roomQueues{qs: []chan *pubReq{make(chan *pubReq)}}}
-	busy := &cluster{h: busyHub}
-	busy.publishMsg(r, c, "four")
+	// A room queue that is full refuses at once, without blocking the
+	// poller: unavailable too.
+	h := nodes[0].hub
+	release := holdQueue(t, h, roomNamed(h, "r"), true)
+	defer release()
+	a.send(map[string]any{"type": "say", "room": "r", "text": "four"})
 	a.expectError(errUnavailable, "say")
-	busyHub.changeCall(r, c, true, true)
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	a.expectError(errUnavailable, "call")
 }
 

@@ -450,6 +450,39 @@ func (ws *wsConn) expectBoth(first, second string) (msg, msg) {
 	return got[first], got[second]
 }
 
+// roomNamed returns room name as h holds it in memory, nil if it does not.
+func roomNamed(h *hub, name string) *room {
+	sh := h.shardOf(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.rooms[name]
+}
+
+// holdQueue stops r's room queue on a request that waits for release,
+// and with fill fills the queue behind it, so that r's next requests are
+// refused until release.
+func holdQueue(t testing.TB, h *hub, r *room, fill bool) (release func()) {
+	t.Helper()
+	hold, held := make(chan struct{}), make(chan struct{})
+	if !h.rq.enqueue(pubReq{kind: reqRun, room: r, run: func() { close(held); <-hold }}) {
+		t.Fatal("the room's queue refused the first request")
+	}
+	<-held
+	for fill && h.rq.enqueue(pubReq{kind: reqRun, room: r, run: func() {}}) {
+	}
+	return func() { close(hold) }
+}
+
+// drainQueue waits until what r's room queue holds now has run.
+func drainQueue(t testing.TB, h *hub, r *room) {
+	t.Helper()
+	done := make(chan struct{})
+	for !h.rq.enqueue(pubReq{kind: reqRun, room: r, run: func() { close(done) }}) {
+		time.Sleep(time.Millisecond) // still full
+	}
+	<-done
+}
+
 // waitReply reads until a message of type typ, skipping others, but fails
 // at once on an error that answers ref: a refusal is not waited past.
 func (ws *wsConn) waitReply(typ, ref string) msg {

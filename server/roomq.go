@@ -1,9 +1,6 @@
 package main
 
-import (
-	"hash/maphash"
-	"sync"
-)
+import "noom/server/keyq"
 
 // Room requests that wait on the broker (a call change, and in a cluster a
 // say, a load, a history page) run off the event loop, on a few queue
@@ -43,69 +40,26 @@ type pubReq struct {
 	run func()
 }
 
-var roomQueueSeed = maphash.MakeSeed()
-
-// roomQueues are the hub's queue goroutines. close ends them under mu,
-// which enqueue holds for reading: the housekeeping and NATS's handlers
-// may still queue a purge then.
-type roomQueues struct {
-	mu sync.RWMutex
-	// qs hold pointers: 4 queues of 4,096 requests of about 100 bytes
-	// would be 1.7 MB of buffers held from the start, which the garbage
-	// collector's target grows with (it showed as 0.1 KiB more per
-	// connection in make compare); pointers are 128 KB, one small
-	// allocation per request.
-	qs     []chan *pubReq
-	closed bool
-	wg     sync.WaitGroup
-}
+// roomQueues are the hub's queue goroutines (package keyq), keyed by room.
+// They hold pointers: 4 queues of 4,096 requests of about 100 bytes would
+// be 1.7 MB of buffers from the start, which the garbage collector's
+// target grows with (make compare showed about 0.1 KiB more per
+// connection); pointers are 128 KB, one small allocation per request.
+type roomQueues struct{ q *keyq.Queues[*pubReq] }
 
 // newRoomQueues starts n queues of depth requests each, run by do.
 func newRoomQueues(n, depth int, do func(pubReq)) *roomQueues {
-	rq := &roomQueues{}
-	for range n {
-		q := make(chan *pubReq, depth)
-		rq.qs = append(rq.qs, q)
-		rq.wg.Add(1)
-		go func() {
-			defer rq.wg.Done()
-			for req := range q {
-				do(*req)
-			}
-		}()
-	}
-	return rq
+	return &roomQueues{keyq.New(n, depth, func(req *pubReq) { do(*req) })}
 }
 
 // enqueue hands req to its room's queue; false if it is full or closed.
-func (rq *roomQueues) enqueue(req pubReq) bool {
-	rq.mu.RLock()
-	defer rq.mu.RUnlock()
-	if rq.closed {
-		return false
-	}
-	q := rq.qs[maphash.String(roomQueueSeed, req.room.name)%uint64(len(rq.qs))]
-	select {
-	case q <- &req:
-		return true
-	default:
-		return false
-	}
-}
+// The housekeeping and NATS's handlers may still queue a purge during a
+// close: it is refused.
+func (rq *roomQueues) enqueue(req pubReq) bool { return rq.q.Enqueue(req.room.name, &req) }
 
 // close runs what is queued, then ends the queues; later requests are
 // refused. Safe to call more than once.
-func (rq *roomQueues) close() {
-	rq.mu.Lock()
-	if !rq.closed {
-		rq.closed = true
-		for _, q := range rq.qs {
-			close(q)
-		}
-	}
-	rq.mu.Unlock()
-	rq.wg.Wait()
-}
+func (rq *roomQueues) close() { rq.q.Close() }
 
 // doRoomReq runs one room request on its queue.
 func (h *hub) doRoomReq(req pubReq) {

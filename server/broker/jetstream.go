@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"noom/server/keyq"
 )
 
 // JetStream is the cluster's message broker: every node's rooms in one
@@ -59,11 +60,8 @@ type JetStream struct {
 	mu   sync.Mutex // guards last
 	last map[string]Position
 
-	queues   []chan pubJob
-	wg       sync.WaitGroup
-	closeMu  sync.RWMutex // held for reading by Publish, for writing by Close
-	closed   bool
-	count    atomic.Uint64 // numbers publishes for their Nats-Msg-Id
+	queues   *keyq.Queues[pubJob] // the publishers, by room
+	count    atomic.Uint64        // numbers publishes for their Nats-Msg-Id
 	lostAcks atomic.Int32
 }
 
@@ -136,12 +134,7 @@ func NewJetStream(cfg JetStreamConfig) *JetStream {
 	cfg.Patience = max(cfg.Patience, cfg.Timeout)
 	j := &JetStream{js: cfg.JS, stream: cfg.Stream, prefix: cfg.Prefix, callPrefix: cfg.CallPrefix, epoch: cfg.Epoch, node: cfg.Node,
 		timeout: cfg.Timeout, patience: cfg.Patience, last: make(map[string]Position)}
-	for i := 0; i < cfg.Workers; i++ {
-		q := make(chan pubJob, 1024)
-		j.queues = append(j.queues, q)
-		j.wg.Add(1)
-		go j.worker(q)
-	}
+	j.queues = keyq.New(cfg.Workers, 1024, func(job pubJob) { job.done(j.publish(job.room, job.epoch, job.m)) })
 	return j
 }
 
@@ -273,27 +266,10 @@ func (j *JetStream) Load(room string, recent int) (Position, []StreamMsg, error)
 // Publish implements Messages. Publishes of one room go to one worker, in
 // order, so a node never races itself for a room's next seq.
 func (j *JetStream) Publish(room, epoch string, m Message, done func(error)) error {
-	j.closeMu.RLock()
-	defer j.closeMu.RUnlock()
-	if j.closed {
-		return fmt.Errorf("%w: closed", ErrBusy)
+	if !j.queues.Enqueue(room, pubJob{room, epoch, m, done}) {
+		return fmt.Errorf("%w: %d publishes queued, or closed", ErrBusy, j.queues.Depth())
 	}
-	q := j.queues[maphash.String(pubSeed, room)%uint64(len(j.queues))]
-	select {
-	case q <- pubJob{room, epoch, m, done}:
-		return nil
-	default:
-		return fmt.Errorf("%w: %d publishes queued", ErrBusy, cap(q))
-	}
-}
-
-var pubSeed = maphash.MakeSeed()
-
-func (j *JetStream) worker(q chan pubJob) {
-	defer j.wg.Done()
-	for job := range q {
-		job.done(j.publish(job.room, job.epoch, job.m))
-	}
+	return nil
 }
 
 // publish stores m if it follows room's last message in epoch.
@@ -377,15 +353,7 @@ func (j *JetStream) Expire(time.Time, time.Duration, func(string) bool) (int, er
 
 // Close implements Messages: queued publishes are done first.
 func (j *JetStream) Close() error {
-	j.closeMu.Lock()
-	if !j.closed {
-		j.closed = true
-		for _, q := range j.queues {
-			close(q)
-		}
-	}
-	j.closeMu.Unlock()
-	j.wg.Wait()
+	j.queues.Close()
 	return nil
 }
 
