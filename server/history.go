@@ -152,46 +152,44 @@ func (h *hub) history(c *client, name string, before *int64, limit int) {
 	if before != nil {
 		b = uint64(*before)
 	}
-	if h.msgs == nil || !h.rq.enqueue(pubReq{kind: reqHistory, room: r, c: c, before: b, limit: limit}) {
+	if h.msgs == nil || !h.rq.enqueue(pubReq{kind: reqRun, room: r, run: func() { h.historyPage(c, r, b, limit) }}) {
 		h.historyFromRing(c, r, b, limit) // no broker, or too busy to ask it
 	}
 }
 
-// doHistory answers a history request from the broker, on the room's
+// historyPage answers a history request from the broker, on the room's
 // queue (a cluster's stream is a round trip away; the queue keeps it off
 // the event loop): nothing past what the room's members have received,
 // nothing of another lifetime than theirs. A room that runs alone (a
 // cluster node without NATS, cluster_rooms.go), or a broker out of reach,
 // answers from memory.
-func (h *hub) doHistory(req pubReq) {
-	r := req.room
+func (h *hub) historyPage(c *client, r *room, before uint64, limit int) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	last, epoch, alone := r.delivered(), r.epoch, r.island != nil
 	sh.mu.Unlock()
-	before := req.before
 	if before == 0 || before > last+1 {
 		before = last + 1
 	}
 	if alone {
-		h.historyFromRing(req.c, r, before, req.limit)
+		h.historyFromRing(c, r, before, limit)
 		return
 	}
-	msgs, more, err := h.msgs.HistoryIn(r.name, epoch, before, req.limit)
+	msgs, more, err := h.msgs.HistoryIn(r.name, epoch, before, limit)
 	switch {
 	case errors.Is(err, broker.ErrOffline):
-		h.historyFromRing(req.c, r, before, req.limit)
+		h.historyFromRing(c, r, before, limit)
 		return
 	case err != nil:
 		h.log.Warn("history not read", "room", r.name, "err", err)
-		req.c.replyError(errUnavailable, "history could not be read; try again", "history")
+		c.replyError(errUnavailable, "history could not be read; try again", "history")
 		return
 	}
 	payloads := make([][]byte, len(msgs))
 	for i, m := range msgs {
 		payloads[i] = m.Payload
 	}
-	req.c.send(encodeHistory(r.name, payloads, more))
+	c.send(encodeHistory(r.name, payloads, more))
 }
 
 // delivered is the newest seq r's members have received: r.seq, except

@@ -11,13 +11,11 @@ import "noom/server/keyq"
 
 // Room request kinds.
 const (
-	reqMsg      = iota // a say (cluster_publish.go)
-	reqCall            // a call join or leave of a local member (calls_change.go)
-	reqPurge           // take the peers that are gone out of a room's call
-	reqLoad            // read a room's messages for the joins that wait (cluster_load.go)
-	reqHistory         // read a page of a room's messages for a history request
-	reqSettings        // change a room's settings (settings.go)
-	reqRun             // run a request behind the room's queued ones (calls_change.go)
+	reqMsg   = iota // a say (cluster_publish.go)
+	reqCall         // a call join or leave of a local member (calls_change.go)
+	reqPurge        // take the peers that are gone out of a room's call
+	reqLoad         // read a room's messages for the joins that wait (cluster_load.go)
+	reqRun          // anything else: a history page, a settings change, a media or signal request
 )
 
 // pubReq is one room request.
@@ -30,21 +28,16 @@ type pubReq struct {
 	reply bool // reqCall: answer c with a call frame
 	// reqPurge: the list without the peers that are gone.
 	purge func(r *room, list []callPeer) []callPeer
-	// reqHistory: the page before seq before (0: the newest), at most limit
-	before uint64
-	limit  int
-	// reqSettings: the change, and who waits for its outcome.
-	change *settingsChange
-	done   func(error)
 	// reqRun: what to run.
 	run func()
 }
 
 // roomQueues are the hub's queue goroutines (package keyq), keyed by room.
-// They hold pointers: 4 queues of 4,096 requests of about 100 bytes would
-// be 1.7 MB of buffers from the start, which the garbage collector's
-// target grows with (make compare showed about 0.1 KiB more per
-// connection); pointers are 128 KB, one small allocation per request.
+// They hold pointers: 4 queues of 4,096 requests held by value (about
+// 100 bytes each then) were 1.7 MB of buffers from the start, which the
+// garbage collector's target grows with (make compare showed about
+// 0.1 KiB more per connection); pointers are 128 KB, one small
+// allocation per request.
 type roomQueues struct{ q *keyq.Queues[*pubReq] }
 
 // newRoomQueues starts n queues of depth requests each, run by do.
@@ -70,10 +63,6 @@ func (h *hub) doRoomReq(req pubReq) {
 		h.cl.doMsg(req)
 	case reqLoad:
 		h.cl.doLoad(req)
-	case reqHistory:
-		h.doHistory(req)
-	case reqSettings:
-		h.doSettings(req)
 	case reqRun:
 		req.run()
 	}

@@ -28,7 +28,7 @@ func (h *hub) queueSettings(c *client, r *room, ch settingsChange, done func(err
 	if done == nil {
 		done = func(error) {}
 	}
-	if !h.rq.enqueue(pubReq{kind: reqSettings, room: r, c: c, change: &ch, done: done}) {
+	if !h.rq.enqueue(pubReq{kind: reqRun, room: r, run: func() { done(h.changeSettingsNow(c, r, ch)) }}) {
 		if c != nil {
 			c.replyError(errUnavailable, "the server is busy; try again", "settings")
 		}
@@ -41,20 +41,20 @@ var (
 	errNoLongerMod = errors.New("no longer a host or cohost")
 )
 
-// doSettings keeps a settings change, on the room's queue. The room stays
-// in memory meanwhile (inflight), so that a join cannot load older
-// settings.
-func (h *hub) doSettings(req pubReq) {
-	r := req.room
-	err := h.keepSettings(req.c, r, *req.change)
+// changeSettingsNow keeps a settings change of c (nil: the operator), on
+// the room's queue, answers c if it failed, and returns the outcome. The
+// room stays in memory meanwhile (inflight), so that a join cannot load
+// older settings.
+func (h *hub) changeSettingsNow(c *client, r *room, ch settingsChange) error {
+	err := h.keepSettings(c, r, ch)
 	switch {
 	case errors.Is(err, errNoLongerMod):
-		req.c.replyError(errNotAllowed, "settings is for hosts and cohosts of room "+r.name, "settings")
-	case err != nil && req.c != nil:
+		c.replyError(errNotAllowed, "settings is for hosts and cohosts of room "+r.name, "settings")
+	case err != nil && c != nil:
 		h.log.Warn("room settings not stored", "room", r.name, "err", err)
-		req.c.replyError(errUnavailable, "the settings could not be stored; try again", "settings")
+		c.replyError(errUnavailable, "the settings could not be stored; try again", "settings")
 	}
-	req.done(err)
+	return err
 }
 
 // keepSettings applies ch to r's settings if c (nil: the operator) is
