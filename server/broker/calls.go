@@ -101,8 +101,8 @@ type callRecord struct {
 	SFU   bool   `json:"sfu,omitempty"`
 }
 
-// EncodeCall is the stored form of a list.
-func EncodeCall(peers []Peer, sfu bool) []byte {
+// encodeCall is the stored form of a list.
+func encodeCall(peers []Peer, sfu bool) []byte {
 	if peers == nil {
 		peers = []Peer{}
 	}

@@ -18,8 +18,8 @@ import (
 // wanted is simply kept (Change's keep), so a change is never applied
 // twice.
 
-// CallSubject is room's call subject.
-func (j *JetStream) CallSubject(room string) string {
+// callSubject is room's call subject.
+func (j *JetStream) callSubject(room string) string {
 	return j.callPrefix + strings.ReplaceAll(room, ".", "~")
 }
 
@@ -27,7 +27,7 @@ func (j *JetStream) CallSubject(room string) string {
 func (j *JetStream) Call(room string) (Call, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), j.timeout)
 	defer cancel()
-	m, err := j.stream.GetLastMsgForSubject(ctx, j.CallSubject(room))
+	m, err := j.stream.GetLastMsgForSubject(ctx, j.callSubject(room))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return Call{}, nil
@@ -42,7 +42,7 @@ func (j *JetStream) SetCall(room string, version uint64, peers []Peer, sfu bool)
 	if j.callPrefix == "" {
 		return Call{}, errors.New("broker: no call subjects configured (JetStreamConfig.CallPrefix)")
 	}
-	ack, err := j.send(&nats.Msg{Subject: j.CallSubject(room), Data: EncodeCall(peers, sfu)}, version)
+	ack, err := j.send(&nats.Msg{Subject: j.callSubject(room), Data: encodeCall(peers, sfu)}, version)
 	switch {
 	case err == nil:
 		return Call{Peers: peers, SFU: sfu && len(peers) > 0, Version: ack.Sequence}, nil

@@ -45,7 +45,7 @@ func (k *KVSettings) ReadSettings(room, _ string, create func() []byte) ([]byte,
 			if k.ttl > 0 && time.Since(got.Created()) > k.ttl/2 { // in use: keep it alive
 				_, _ = k.kv.Update(ctx, key, got.Value(), got.Revision())
 			}
-			return got.Value(), VersionOf(got.Value()), false, nil
+			return got.Value(), versionOf(got.Value()), false, nil
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
 			return nil, 0, false, err
 		case create == nil:
@@ -78,7 +78,7 @@ func (k *KVSettings) UpdateSettings(room, _ string, version uint64, next []byte)
 	var rev uint64 // 0: create, for a room without settings yet
 	switch {
 	case err == nil:
-		if v := VersionOf(got.Value()); v != version {
+		if v := versionOf(got.Value()); v != version {
 			return v, fmt.Errorf("%w: settings of %q at %d, not %d", ErrSeq, room, v, version)
 		}
 		rev = got.Revision()

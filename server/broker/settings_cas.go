@@ -31,8 +31,8 @@ type Settings interface {
 // bucket: nodes apply the puts they hear by it).
 const versionField = "v"
 
-// VersionOf reads the version a settings object carries (0 for none).
-func VersionOf(settings []byte) uint64 {
+// versionOf reads the version a settings object carries (0 for none).
+func versionOf(settings []byte) uint64 {
 	var v struct {
 		V uint64 `json:"v"`
 	}
@@ -76,7 +76,7 @@ func (l *Local) current(room string) ([]byte, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	return m.Settings, VersionOf(m.Settings), nil
+	return m.Settings, versionOf(m.Settings), nil
 }
 
 // settingsOf is current for callers that do not hold the lock.
