@@ -36,82 +36,35 @@ import (
 // than its room's tells the room's members with a joined frame, and the
 // room goes on from that message.
 
-// gatedJoin is a local join that waits for the room's load before it is
-// checked against the room's settings (cluster_meetings.go).
-type gatedJoin struct {
-	c  *client
-	jr joinReq
-}
-
 // streamMsg is one message of a room as the stream holds it, with its
 // stream sequence: seq 0 is a lifetime's start marker.
 type streamMsg = broker.StreamMsg
 
-// load queues the load of r, if none is queued. It reports false if the
-// room cannot be loaded now: NATS is out of reach, or the publisher's queue
-// is full. The shard lock must be held.
-func (cl *cluster) load(r *room) bool {
-	if r.loading {
-		return true
+// loadMessages reads r's messages' state from the stream for its load
+// (load.go): the subject's last messages and its head, the start marker
+// if that is all. An empty subject gets a start marker first: the room has
+// a lifetime, named alike on every node, from its first join on.
+func (cl *cluster) loadMessages(r *room) ([]streamMsg, error) {
+	if !cl.online() {
+		return nil, errors.New("NATS is out of reach")
 	}
-	if !cl.online() || !cl.enqueue(pubReq{kind: reqLoad, room: r}) {
-		return false
-	}
-	r.loading = true
-	return true
-}
-
-// doLoad reads r's settings and messages from the stream, on r's
-// publisher, and completes the joins that wait for them. An empty subject
-// gets a start marker first: the room has a lifetime, named alike on every
-// node, from its first join on.
-func (cl *cluster) doLoad(req pubReq) {
-	r := req.room
-	var msgs []streamMsg
-	var set settingsEntry
-	var key string
-	err := errors.New("NATS is out of reach")
-	if cl.online() {
-		if set, key, err = cl.readSettings(r.name); err == nil {
-			var head broker.Position
-			head, msgs, err = cl.msgs.Load(r.name, cl.h.cfg.HistorySize)
-			msgs = append(msgs, streamMsg{Position: head}) // the marker, if that is all
-		}
-	}
+	head, msgs, err := cl.msgs.Load(r.name, cl.h.cfg.HistorySize)
 	if err != nil {
-		cl.log.Warn("room not loaded", "room", r.name, "err", err)
-		cl.h.refuseLoad(r)
-		return
+		return nil, err
 	}
-	for _, g := range cl.h.finishLoad(r, msgs, set, key) {
-		cl.h.join(g.c, g.jr) // checked now, against the settings just read
-	}
+	return append(msgs, streamMsg{Position: head}), nil
 }
 
-// finishLoad gives r the message state read from the stream (msgs, oldest
-// first) merged with what the consumer applied meanwhile, and its
-// settings (key: its host key, if this load created it), and returns the
-// joins to check now.
-func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key string) []gatedJoin {
-	sh := h.shardOf(r.name)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	gated := r.gated
-	r.gated = nil
-	if sh.rooms[r.name] != r || !r.loading { // everyone left meanwhile, and the room was dropped
-		return gated // they load it again
-	}
-	if m := &r.meet; set.V >= m.version { // else a newer put was applied meanwhile
-		m.version = set.V
-		m.set = set.storedSettings
-	}
-	r.meet.pendingKey = key
+// applyLoaded gives r the message state read from the stream (msgs,
+// oldest first) merged with what the consumer applied meanwhile. The
+// shard lock is held.
+func (h *hub) applyLoaded(r *room, msgs []streamMsg) {
 	all := append(msgs, r.early...)
 	// Sorted by stream sequence, the first of equal ones kept: a message
 	// the load read is also the head it read, without its payload.
 	slices.SortStableFunc(all, func(a, b streamMsg) int { return cmp.Compare(a.StreamSeq, b.StreamSeq) })
 	all = slices.CompactFunc(all, func(a, b streamMsg) bool { return a.StreamSeq == b.StreamSeq })
-	r.loading, r.loaded, r.early = false, true, nil
+	r.early = nil
 	r.epoch, r.seq, r.streamSeq = h.cl.epoch, 0, 0
 	r.history, r.histStart = nil, 0
 	if len(all) > 0 {
@@ -125,19 +78,5 @@ func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key strin
 				}
 			}
 		}
-	}
-	return gated
-}
-
-// refuseLoad answers the joins waiting for r's load with unavailable.
-func (h *hub) refuseLoad(r *room) {
-	sh := h.shardOf(r.name)
-	sh.mu.Lock()
-	gated := r.gated
-	r.gated, r.loading, r.early = nil, false, nil
-	h.dropIfEmpty(sh, r)
-	sh.mu.Unlock()
-	for _, g := range gated {
-		g.c.replyJoinError(errUnavailable, "the room could not be loaded; try again", r.name)
 	}
 }

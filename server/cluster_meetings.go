@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"noom/server/auth"
 	"noom/server/broker"
 )
 
@@ -104,29 +102,6 @@ func (cl *cluster) subscribeSettings() (*nats.Subscription, error) {
 		}
 		cl.h.applySettingsEntry(roomOfSubject(m.Subject, "$KV."+settingsBucket+"."), e, false)
 	})
-}
-
-// readSettings returns room's settings entry, creating it if the room has
-// none: then key is the new room's host key in clear, for its creator.
-// Called on the room's queue, by its load.
-func (cl *cluster) readSettings(room string) (e settingsEntry, key string, err error) {
-	var made string
-	b, v, created, err := cl.h.settings.ReadSettings(room, "", func() []byte {
-		made = auth.NewHostKey()
-		first, _ := json.Marshal(storedSettings{HostKey: auth.HashHostKey(made)})
-		return first
-	})
-	if err != nil {
-		return e, "", err
-	}
-	if err := json.Unmarshal(b, &e.storedSettings); err != nil {
-		return e, "", errors.New("room settings unreadable")
-	}
-	e.V = v
-	if created {
-		key = made
-	}
-	return e, key, nil
 }
 
 // applyTo makes the change in s.

@@ -35,30 +35,33 @@ const (
 // seq and epoch before the store forgets it (PROTOCOL.md: a day).
 const forgetAfter = 24 * time.Hour
 
-// loadRoom builds room name from what the broker keeps of it; created
-// says the broker had no trace of it, so this join creates it (in a
-// cluster, without a broker, no join does: meetings.go). The shard lock
-// must be held: the reads are from the store's memory map, a few
-// microseconds.
-func (h *hub) loadRoom(name string) (r *room, created bool, err error) {
-	r = h.newRoom(name)
-	if h.br == nil {
-		return r, false, nil
+// loadRoom builds room name from what the broker keeps of it. The shard
+// lock must be held: the reads are from the store's memory map, a few
+// microseconds. A room the broker has no trace of is not loaded yet: its
+// first settings are created on its queue (load.go) before a join is let
+// in. In a cluster (no broker here) every room is loaded that way, with
+// its messages.
+func (h *hub) loadRoom(name string) (*room, error) {
+	r := h.newRoom(name)
+	if h.br == nil { // a cluster's (loaded from the stream), or a hub that keeps nothing
+		r.loaded = h.settings == nil
+		return r, nil
 	}
 	rs, err := h.br.Room(name, h.cfg.HistorySize)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if err := r.meet.loadSettings(rs.Settings); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	r.meet.version = rs.SettingsVersion
-	r.loaded = true // read at once: the store is in this process
+	r.stateKnown = true // read at once: the store is in this process
+	r.loaded = rs.Known
 	r.epoch, r.seq, r.durable = rs.Epoch, rs.Seq, rs.Seq
 	for _, m := range rs.Recent {
 		r.addHistory(m.Payload, h.cfg.HistorySize)
 	}
-	return r, !rs.Known, nil
+	return r, nil
 }
 
 // recoverFromStore returns the messages after since from the store when

@@ -387,3 +387,54 @@ func TestKillNineKeepsSettingsTold(t *testing.T) {
 		}
 	}
 }
+
+// TestKillNineKeepsNewRoomsHost: a new room's first settings (the hash of
+// the host key its creator was given in joined) survive SIGKILL right
+// after: the creator's join waits until they are kept (load.go). Ten
+// clients create a room each at once, the server is killed as soon as the
+// last joined arrives, and after a restart on the same -data a join
+// without the key is a member in every room, one with it the host.
+func TestKillNineKeepsNewRoomsHost(t *testing.T) {
+	dir := t.TempDir()
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, addr := startChild(t, bin, dir)
+	srv := &server{addr: addr}
+	const rooms = 10
+	creators := make([]*wsConn, rooms)
+	for i := range creators {
+		creators[i] = dial(t, srv)
+	}
+	for i, c := range creators {
+		c.send(map[string]any{"type": "join", "room": fmt.Sprintf("n%d", i)})
+	}
+	keys := make([]string, rooms)
+	for i, c := range creators {
+		j := c.expect("joined")
+		if keys[i] = j.str("host_key"); j.str("role") != roleHost || keys[i] == "" {
+			t.Fatalf("creator of n%d: %v", i, j)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	_, addr = startChild(t, bin, dir)
+	srv = &server{addr: addr}
+	ws := dial(t, srv)
+	for i := range rooms {
+		if j := ws.join(fmt.Sprintf("n%d", i)); j.str("role") != roleMember {
+			t.Errorf("a stranger joined n%d after the kill as %q: the room its creator was told of is lost", i, j.str("role"))
+		}
+	}
+	for i := range rooms {
+		c := dial(t, srv)
+		c.send(map[string]any{"type": "join", "room": fmt.Sprintf("n%d", i), "host_key": keys[i]})
+		if j := c.expect("joined"); j.str("role") != roleHost {
+			t.Errorf("the creator of n%d came back with its key as %q", i, j.str("role"))
+		}
+	}
+}

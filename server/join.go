@@ -3,8 +3,6 @@ package main
 import (
 	"cmp"
 	"strconv"
-
-	"noom/server/auth"
 )
 
 // Joining a room: the checks (lobby.go has those of a room that belongs to
@@ -50,28 +48,23 @@ func (h *hub) joinLocked(c *client, jr joinReq) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	r := sh.rooms[name]
-	created := false
 	if r == nil {
 		var err error
-		if r, created, err = h.loadRoom(name); err != nil {
+		if r, err = h.loadRoom(name); err != nil {
 			h.log.Warn("room not loaded", "room", name, "err", err)
 			c.replyJoinError(errUnavailable, "the room could not be loaded; try again", name)
 			return
 		}
 		sh.rooms[name] = r
 	}
-	if !r.loaded { // a cluster's: its settings first, and the join is checked once it is loaded
-		if !h.cl.load(r) {
+	if !r.loaded { // new, or a cluster's: the join is checked once it is loaded (load.go)
+		if !h.gateJoin(r, c, jr) {
 			c.replyJoinError(errUnavailable, "the room could not be loaded; try again", name)
 			h.dropIfEmpty(sh, r)
-			return
 		}
-		r.gated = append(r.gated, gatedJoin{c, jr})
 		return
 	}
-	if r.meet.pendingKey != "" { // the cluster's room was created by the load of this join
-		created = true
-	}
+	created := r.meet.pendingKey != "" // its load created the room: this join is its first
 	role := roleMember
 	switch {
 	case created, h.hostGrant(c, r, &jr):
@@ -90,12 +83,8 @@ func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string,
 	m := &r.meet
 	var hostKey string
 	switch {
-	case created && m.pendingKey != "": // stored by the load (cluster_meetings.go)
+	case created: // stored by the load (load.go)
 		hostKey, m.pendingKey = m.pendingKey, ""
-	case created:
-		hostKey = auth.NewHostKey()
-		m.set.HostKey = auth.HashHostKey(hostKey)
-		h.saveSettings(r)
 	}
 	rolesChanged := false
 	if role == roleHost {

@@ -146,31 +146,6 @@ func (m *meeting) loadSettings(b []byte) error {
 	return nil
 }
 
-// saveSettings keeps a standalone room's first settings (its creator's
-// host key) through the broker, from the event loop: the room stays in
-// memory until they are written (inflight), so a join right after cannot
-// load the older ones. (A cluster's are created by the load: ReadSettings.)
-// The shard lock must be held.
-func (h *hub) saveSettings(r *room) {
-	if h.br == nil {
-		return
-	}
-	m := &r.meet
-	b, _ := json.Marshal(m.set)
-	r.inflight++
-	m.version = h.br.SaveSettings(r.name, r.epoch, b, func(err error) {
-		sh := h.shardOf(r.name)
-		sh.mu.Lock()
-		defer sh.mu.Unlock()
-		r.inflight--
-		if err != nil {
-			h.stats.storeErrors.Add(1)
-			h.log.Warn("room settings not stored", "room", r.name, "err", err)
-		}
-		h.dropIfEmpty(sh, r)
-	})
-}
-
 // roleEntries lists r's hosts and cohosts in join order. The shard lock
 // must be held.
 func (r *room) roleEntries() []roleEntry {

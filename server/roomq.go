@@ -14,7 +14,7 @@ const (
 	reqMsg   = iota // a say (cluster_publish.go)
 	reqCall         // a call join or leave of a local member (calls_change.go)
 	reqPurge        // take the peers that are gone out of a room's call
-	reqLoad         // read a room's messages for the joins that wait (cluster_load.go)
+	reqLoad         // load a room for the joins that wait (load.go)
 	reqRun          // anything else: a history page, a settings change, a media or signal request
 )
 
@@ -62,7 +62,7 @@ func (h *hub) doRoomReq(req pubReq) {
 	case reqMsg:
 		h.cl.doMsg(req)
 	case reqLoad:
-		h.cl.doLoad(req)
+		h.doLoad(req)
 	case reqRun:
 		req.run()
 	}

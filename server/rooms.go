@@ -85,6 +85,10 @@ type hub struct {
 
 	clientsMu sync.RWMutex
 	clients   map[uint64]*client // by connection id, for signal and call
+	// held are the requests of connections waiting behind their joins
+	// (held.go); heldMu is taken with the client's mu held.
+	heldMu sync.Mutex
+	held   map[*client]*heldReqs
 
 	// Meetings (meetings.go, lobby.go, tokens.go): the token verifier (nil
 	// without a key), failed passcodes per address and room, removed
@@ -144,14 +148,14 @@ type room struct {
 	streamSeq      uint64
 	island         *islandState
 	pendingSignals []pendingSignal
-	// Whether its messages' state is read from the stream, a load is on
-	// its way, what the consumer applied meanwhile and the joins that wait
-	// for it (cluster_load.go).
-	loaded, loading bool
-	early           []streamMsg
-	// gated are local joins that wait for the load to be checked against
-	// the room's settings (cluster_meetings.go).
-	gated []gatedJoin
+	// Whether it is loaded (its settings read, load.go; only then are
+	// joins let in), a load is on its way, its messages' state is read
+	// (standalone at once, by loadRoom; in a cluster from the stream),
+	// what the consumer applied meanwhile (cluster_load.go) and the joins
+	// that wait for the load.
+	loaded, loading, stateKnown bool
+	early                       []streamMsg
+	gated                       []gatedJoin
 	// callJoins counts this node's call joins queued and not yet decided
 	// (calls_change.go); atomic, as they are queued under c.mu only.
 	callJoins atomic.Int32
@@ -189,6 +193,7 @@ func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 		seed:       maphash.MakeSeed(),
 		shards:     make([]shard, ns),
 		clients:    make(map[uint64]*client),
+		held:       make(map[*client]*heldReqs),
 		slowFrame:  closeFrame(closeTryAgainLater, "slow consumer"),
 		flushAt:    min(64<<10, cfg.SendBuffer/2),
 		sweepParts: max(1, int(cfg.PingInterval/sweepEvery(cfg))),
@@ -311,6 +316,7 @@ func (h *hub) disconnect(c *client) bool {
 		c.mu.Unlock()
 		return false
 	}
+	h.dropHeld(c)
 	c.mu.Unlock()
 	// Closed now, so no join can add a room after leaveRooms took them.
 	if h.leaveRooms(c) == 0 { // in no room: it was in the lobby, if anywhere

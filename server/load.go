@@ -1,0 +1,143 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+
+	"noom/server/auth"
+)
+
+// Loading a room that the broker cannot answer for at once. A join finds
+// its room in memory, or loads it: standalone, the store is in this
+// process and a known room is read under the shard lock (loadRoom, in
+// microseconds). Two cases wait instead, on the room's queue (roomq.go),
+// off the event loop:
+//
+//   - a room the broker has no trace of: its first settings, with the
+//     host key its creator gets, are created through the contract
+//     (broker.Settings.ReadSettings, which one caller wins) and are
+//     durable before anyone is told it is host, so a crash cannot hand
+//     the room to whoever comes next;
+//   - in a cluster, any room not in memory yet: its settings the same way,
+//     and its messages' state from the stream (cluster_load.go).
+//
+// The joins wait outside the room (gated) and are checked against the
+// settings once the load is done; the first, when the load created them,
+// is the host. The requests their connections send meanwhile wait behind
+// them (held.go), so a say sent right after join still finds its sender in
+// the room.
+
+// gatedJoin is a local join that waits for the room's load before it is
+// checked against the room's settings.
+type gatedJoin struct {
+	c  *client
+	jr joinReq
+}
+
+// gateJoin makes c's join wait for r's load, queued if none is. It reports
+// false if the load cannot be queued (the room's queue is full). c.mu and
+// the shard lock are held.
+func (h *hub) gateJoin(r *room, c *client, jr joinReq) bool {
+	if !r.loading {
+		if !h.rq.enqueue(pubReq{kind: reqLoad, room: r}) {
+			return false
+		}
+		r.loading = true
+	}
+	r.gated = append(r.gated, gatedJoin{c, jr})
+	h.holdBehind(c)
+	return true
+}
+
+// doLoad reads r's settings, creating them for a new room, and in a
+// cluster its messages, on r's queue, then checks the joins that wait.
+func (h *hub) doLoad(req pubReq) {
+	r := req.room
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	epoch, stateKnown := r.epoch, r.stateKnown
+	sh.mu.Unlock()
+	var msgs []streamMsg
+	var err error
+	if !stateKnown {
+		msgs, err = h.cl.loadMessages(r)
+	}
+	var set settingsEntry
+	var key string
+	if err == nil {
+		set, key, err = h.readSettings(r.name, epoch)
+	}
+	if err != nil {
+		h.log.Warn("room not loaded", "room", r.name, "err", err)
+		h.refuseLoad(r)
+		return
+	}
+	for _, g := range h.finishLoad(r, msgs, set, key) {
+		h.join(g.c, g.jr) // checked now, against the settings just read
+		h.settled(g.c)
+	}
+	h.dropRoomIfEmpty(r) // its joiners may all have gone meanwhile
+}
+
+// readSettings returns room's settings entry, creating it if the room has
+// none: then key is the new room's host key in clear, for its creator.
+// epoch is the room's (a new standalone room is stored with it).
+func (h *hub) readSettings(room, epoch string) (e settingsEntry, key string, err error) {
+	var made string
+	b, v, created, err := h.settings.ReadSettings(room, epoch, func() []byte {
+		made = auth.NewHostKey()
+		first, _ := json.Marshal(storedSettings{HostKey: auth.HashHostKey(made)})
+		return first
+	})
+	if err != nil {
+		return e, "", err
+	}
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &e.storedSettings); err != nil {
+			return e, "", errors.New("room settings unreadable")
+		}
+	}
+	e.V = v
+	if created {
+		key = made
+	}
+	return e, key, nil
+}
+
+// finishLoad gives r its settings (key: its host key, if this load
+// created them) and, when it had to read them (msgs), its messages'
+// state, and returns the joins to check now.
+func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key string) []gatedJoin {
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	gated := r.gated
+	r.gated = nil
+	if sh.rooms[r.name] != r || !r.loading { // everyone left meanwhile, and the room was dropped
+		return gated // they load it again
+	}
+	if m := &r.meet; set.V >= m.version { // else a newer put was applied meanwhile
+		m.version = set.V
+		m.set = set.storedSettings
+	}
+	r.meet.pendingKey = key
+	if !r.stateKnown {
+		h.applyLoaded(r, msgs)
+	}
+	r.loading, r.loaded, r.stateKnown = false, true, true
+	return gated
+}
+
+// refuseLoad answers the joins waiting for r's load with unavailable.
+func (h *hub) refuseLoad(r *room) {
+	sh := h.shardOf(r.name)
+	sh.mu.Lock()
+	gated := r.gated
+	r.gated, r.loading, r.early = nil, false, nil
+	h.dropIfEmpty(sh, r)
+	sh.mu.Unlock()
+	for _, g := range gated {
+		g.c.replyJoinError(errUnavailable, "the room could not be loaded; try again", r.name)
+		h.settled(g.c)
+	}
+}
