@@ -60,9 +60,9 @@ type RoomState struct {
 	Recent []Message
 	// Known is false for a room the broker had no trace of: Epoch is new.
 	Known bool
-	// Settings is what SaveSettings last kept for the room (opaque to the
-	// broker: the hub's JSON of passcode hash, lobby, lock, host key
-	// hash), nil if nothing; SettingsVersion their version (Settings).
+	// Settings are the room's settings as last kept (Settings; opaque to
+	// the broker: the hub's JSON of passcode hash, lobby, lock, host key
+	// hash), nil if none; SettingsVersion their version.
 	Settings        []byte
 	SettingsVersion uint64
 }
@@ -109,15 +109,6 @@ type Broker interface {
 	Messages
 	Calls
 	Settings
-	// SaveSettings keeps settings as room's (epoch is the room's, from
-	// Room; a room not stored yet is created with it). done is called once
-	// they are durable, or with the error that lost them, never on the
-	// caller's goroutine. Saves of one room are kept in call order; a
-	// save superseded by a newer one of the same room before it was
-	// written may be skipped, its done called with the newer one's
-	// result. It returns the version the settings get (Settings), so that
-	// a change that follows is checked against them.
-	SaveSettings(room, epoch string, settings []byte, done func(error)) uint64
 }
 
 // Errors of the contract; implementations wrap them with detail.

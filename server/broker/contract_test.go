@@ -222,15 +222,9 @@ func TestContractExpire(t *testing.T) {
 	})
 }
 
-func saveWait(b Broker, room, epoch string, settings []byte) error {
-	done := make(chan error, 1)
-	b.SaveSettings(room, epoch, settings, func(err error) { done <- err })
-	return <-done
-}
-
 // TestContractSettings: a room's settings are kept with its messages,
-// create a room not stored yet, survive a reopen with their version, and
-// the newest of several saves wins, each save a version on.
+// create a room not stored yet, come with its state (Room), and survive a
+// reopen with their version, each change a version on.
 func TestContractSettings(t *testing.T) {
 	forEach(t, func(t *testing.T, m Messages, reopen func() Messages) {
 		b, ok := m.(Broker)
@@ -241,8 +235,8 @@ func TestContractSettings(t *testing.T) {
 		if rs.Settings != nil {
 			t.Fatalf("new room has settings %q", rs.Settings)
 		}
-		if err := saveWait(b, "s", rs.Epoch, []byte(`{"n":1}`)); err != nil {
-			t.Fatal(err)
+		if v, err := b.UpdateSettings("s", rs.Epoch, 0, []byte(`{"n":1}`)); err != nil || v != 1 {
+			t.Fatal(v, err)
 		}
 		got, err := b.Room("s", 0)
 		if err != nil || !got.Known || got.Epoch != rs.Epoch || field(t, got.Settings, "n") != 1.0 || got.SettingsVersion != 1 {
@@ -253,20 +247,14 @@ func TestContractSettings(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		var wg sync.WaitGroup
-		for i := 2; i <= 20; i++ {
-			wg.Add(1)
-			b.SaveSettings("s", rs.Epoch, fmt.Appendf(nil, `{"n":%d}`, i), func(err error) {
-				defer wg.Done()
-				if err != nil {
-					t.Error(err)
-				}
-			})
+		for i := uint64(2); i <= 20; i++ {
+			if _, err := b.UpdateSettings("s", rs.Epoch, i-1, fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		wg.Wait()
 		got, _ = b.Room("s", 5)
 		if got.Seq != 3 || len(got.Recent) != 3 || field(t, got.Settings, "n") != 20.0 || got.SettingsVersion != 20 {
-			t.Fatalf("after saves and messages: seq %d, %d recent, settings %q", got.Seq, len(got.Recent), got.Settings)
+			t.Fatalf("after changes and messages: seq %d, %d recent, settings %q", got.Seq, len(got.Recent), got.Settings)
 		}
 		if reopen == nil {
 			return

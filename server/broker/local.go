@@ -130,18 +130,6 @@ func (l *Local) Expire(now time.Time, idle time.Duration, inUse func(string) boo
 	return removed, err
 }
 
-// SaveSettings implements Broker.
-func (l *Local) SaveSettings(room, epoch string, settings []byte, done func(error)) uint64 {
-	if done == nil {
-		done = func(error) {}
-	}
-	v, err := l.put(room, epoch, 0, true, settings, done)
-	if err != nil {
-		go done(err)
-	}
-	return v
-}
-
 // Close implements Broker: queued settings are written first.
 func (l *Local) Close() error {
 	l.settings.close()

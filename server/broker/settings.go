@@ -43,7 +43,8 @@ func newSettingsWriter(st *store.Store) *settingsWriter {
 	return w
 }
 
-// save queues settings for room; see Broker.SaveSettings.
+// save queues settings for room (Local.UpdateSettings): done gets the
+// outcome of the write that keeps them, or of a newer one of the room.
 func (w *settingsWriter) save(room, epoch string, settings []byte, done func(error)) {
 	w.mu.Lock()
 	if w.closing {

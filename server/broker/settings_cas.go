@@ -87,9 +87,9 @@ func (l *Local) settingsOf(room string) ([]byte, uint64, error) {
 }
 
 // put makes next room's settings, one version on, if room's version is
-// still expect, or with force whatever it is (SaveSettings), and queues
-// the write; done gets its outcome. ErrSeq with the current version if not.
-func (l *Local) put(room, epoch string, expect uint64, force bool, next []byte, done func(error)) (uint64, error) {
+// still expect, and queues the write; done gets its outcome. ErrSeq with
+// the current version if not.
+func (l *Local) put(room, epoch string, expect uint64, next []byte, done func(error)) (uint64, error) {
 	if _, err := withVersion(next, 0); err != nil { // refused whatever the version
 		return 0, err
 	}
@@ -99,7 +99,7 @@ func (l *Local) put(room, epoch string, expect uint64, force bool, next []byte, 
 	if err != nil {
 		return 0, err
 	}
-	if !force && cur != expect {
+	if cur != expect {
 		return cur, fmt.Errorf("%w: settings of %q at %d, not %d", ErrSeq, room, cur, expect)
 	}
 	b, err := withVersion(next, cur+1)
@@ -144,7 +144,7 @@ func (l *Local) ReadSettings(room, epoch string, create func() []byte) ([]byte, 
 // at once, and the write waits for the settings writer.
 func (l *Local) UpdateSettings(room, epoch string, version uint64, next []byte) (uint64, error) {
 	done := make(chan error, 1)
-	v, err := l.put(room, epoch, version, false, next, func(err error) { done <- err })
+	v, err := l.put(room, epoch, version, next, func(err error) { done <- err })
 	if err != nil {
 		return v, err
 	}

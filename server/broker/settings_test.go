@@ -223,12 +223,12 @@ func TestLocalSettingsLeaveMemory(t *testing.T) {
 	for i := range 500 {
 		wg.Add(1)
 		room := "r" + string(rune('a'+i%26)) + string(rune('a'+i/26))
-		l.SaveSettings(room, "e", []byte(`{"host":"h"}`), func(err error) {
+		go func() {
 			defer wg.Done()
-			if err != nil {
+			if _, err := l.UpdateSettings(room, "e", 0, []byte(`{"host":"h"}`)); err != nil {
 				t.Error(err)
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	l.versions.mu.Lock()
