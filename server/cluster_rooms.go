@@ -276,7 +276,7 @@ func (h *hub) announce(r *room) {
 	if len(r.members) == 0 {
 		return
 	}
-	j := h.joinedInfo(r, nil, "")
+	j := h.joinedInfo(r, nil, "", nil)
 	j.withRecovered, j.recovered = true, false
 	head, members, tail := encodeJoined(j)
 	frame := append(append(append(make([]byte, 0, len(head)+len(members)+len(tail)), head...), members...), tail...)

@@ -64,26 +64,6 @@ func (h *hub) loadRoom(name string) (*room, error) {
 	return r, nil
 }
 
-// recoverFromStore returns the messages after since from the store when
-// the ring no longer reaches back to it: all of them, and true, if none is
-// lost and there are at most maxRecover; otherwise ring (the newest) and
-// false. Only what members have received (seq ≤ r.durable) is returned:
-// the store may hold a message whose broadcast is still on its way. The
-// shard lock must be held.
-func (h *hub) recoverFromStore(r *room, since uint64, ring [][]byte) ([][]byte, bool) {
-	msgs, complete, err := h.br.Since(r.name, since, maxRecover)
-	if err != nil || !complete {
-		return ring, false
-	}
-	out := make([][]byte, 0, len(msgs))
-	for _, m := range msgs {
-		if m.Seq <= r.durable {
-			out = append(out, m.Payload)
-		}
-	}
-	return out, true
-}
-
 // sayStored gives a message r's next seq and publishes it; published
 // broadcasts it once it is durable. c.mu is held; the shard lock is taken
 // here.

@@ -27,7 +27,11 @@ func (h *hub) joinLocked(c *client, jr joinReq) {
 	if r := c.roomOf(name); r != nil { // already in: just send the state again
 		sh := h.shardOf(name)
 		sh.mu.Lock()
-		head, members, tail := encodeJoined(h.joinedFor(r, c, jr.since, jr.epoch))
+		if h.wantsRecovery(r, &jr) && h.readRecovery(r, c, jr) {
+			sh.mu.Unlock()
+			return
+		}
+		head, members, tail := encodeJoined(h.joinedFor(r, c, jr.since, jr.epoch, jr.recovery))
 		c.w.push(job{op: jobSend, c: c, frame: head, more: &[2][]byte{members, tail}})
 		sh.mu.Unlock()
 		return
@@ -63,6 +67,9 @@ func (h *hub) joinLocked(c *client, jr joinReq) {
 			h.dropIfEmpty(sh, r)
 		}
 		return
+	}
+	if h.wantsRecovery(r, &jr) && h.readRecovery(r, c, jr) {
+		return // checked once the messages after since are read
 	}
 	created := r.meet.pendingKey != "" // its load created the room: this join is its first
 	role := roleMember
@@ -106,7 +113,7 @@ func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string,
 	if len(c.rooms) == 1 {
 		c.w.push(job{op: jobLeave, room: h.lobby, c: c})
 	}
-	j := h.joinedFor(r, c, jr.since, jr.epoch) // in a cluster r is loaded: joins wait for that (gate)
+	j := h.joinedFor(r, c, jr.since, jr.epoch, jr.recovery) // r is loaded: joins wait for that (gateJoin)
 	j.hostKey = hostKey
 	head, members, tail := encodeJoined(j)
 	c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
@@ -122,13 +129,13 @@ func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string,
 }
 
 // joinedInfo describes r for a joined frame. The shard lock must be held.
-func (h *hub) joinedInfo(r *room, since *int64, epoch string) *joinedInfo {
+func (h *hub) joinedInfo(r *room, since *int64, epoch string, rec *recovery) *joinedInfo {
 	j := &joinedInfo{room: r.name, epoch: r.epoch, count: r.count(), members: r.memberList(),
 		role: roleMember, settings: r.meet.settings()}
 	last := r.delivered() // seq may run ahead of what members have received
 	j.history, j.recovered = r.historySince(since, epoch, last)
-	if !j.recovered && h.br != nil && since != nil && (epoch == "" || epoch == r.epoch) && uint64(*since) < last {
-		j.history, j.recovered = h.recoverFromStore(r, uint64(*since), j.history)
+	if !j.recovered && rec != nil && since != nil && (epoch == "" || epoch == r.epoch) {
+		j.history, j.recovered = r.recovered(rec, uint64(*since), last, j.history)
 	}
 	j.withRecovered = since != nil
 	for _, p := range j.history {
@@ -139,8 +146,8 @@ func (h *hub) joinedInfo(r *room, since *int64, epoch string) *joinedInfo {
 
 // joinedFor is joinedInfo for c's own joined frame: with its role. The
 // shard lock must be held.
-func (h *hub) joinedFor(r *room, c *client, since *int64, epoch string) *joinedInfo {
-	j := h.joinedInfo(r, since, epoch)
+func (h *hub) joinedFor(r *room, c *client, since *int64, epoch string, rec *recovery) *joinedInfo {
+	j := h.joinedInfo(r, since, epoch, rec)
 	j.role = r.meet.roleOf(c.idStr)
 	return j
 }

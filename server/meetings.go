@@ -69,6 +69,9 @@ type joinReq struct {
 	// passHash is the hash passcode was found to match, off the event
 	// loop; it counts only while it is still the room's.
 	passHash string
+	// recovery is what the broker keeps after since, read on the room's
+	// queue when since is beyond the room's ring (recovery.go).
+	recovery *recovery
 }
 
 // storedSettings is a room's settings as the broker keeps them.
