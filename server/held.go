@@ -3,8 +3,9 @@ package main
 // A connection's requests take effect in the order it sent them, also
 // across a join that has to wait: a join of a room that must be loaded
 // first (a cluster's room read from the stream, or a new room whose
-// settings are being created, join.go) waits on the room's queue, off the
-// event loop. Whatever the connection sends meanwhile (a say to that room,
+// settings are being created, load.go) or whose `since` is beyond the
+// ring (recovery.go) waits on the room's queue, and one with a passcode
+// for the passcode's hash (lobby.go), off the event loop. Whatever the connection sends meanwhile (a say to that room,
 // a leave, another join) waits behind it here, and runs once every such
 // join is settled: joined, waiting or refused. Without this a client that
 // sends join then say without waiting for joined got not_in_room.

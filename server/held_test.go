@@ -146,3 +146,29 @@ func joinWaits(srv *server, ws *wsConn) bool {
 	c := srv.hub.lookup(ws.id)
 	return c != nil && c.held.Load() > 0
 }
+
+// TestPasscodeJoinThenSay: a say sent right behind a join with a passcode
+// waits for the passcode's check (on a goroutine of its own, a few
+// milliseconds) and finds its sender in the room; a wrong passcode's say
+// gets not_in_room, after bad_passcode.
+func TestPasscodeJoinThenSay(t *testing.T) {
+	srv := startServer(t, nil)
+	host := dial(t, srv)
+	host.join("guarded")
+	host.send(map[string]any{"type": "settings", "room": "guarded", "passcode": "1234"})
+	host.waitFor("room")
+	for _, tc := range []struct{ pass, want string }{{"1234", "msg"}, {"0000", "error"}} {
+		ws := dial(t, srv)
+		ws.send(map[string]any{"type": "join", "room": "guarded", "passcode": tc.pass})
+		ws.send(map[string]any{"type": "say", "room": "guarded", "text": "hello"})
+		if tc.want == "error" {
+			ws.expectError(errBadPasscode, "join")
+			ws.expectError(errNotInRoom, "say")
+			continue
+		}
+		ws.expect("joined")
+		if m := ws.expect("msg"); m.str("text") != "hello" {
+			t.Fatalf("msg %v", m)
+		}
+	}
+}

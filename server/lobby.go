@@ -95,7 +95,9 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 			return false
 		}
 		hash, try := m.set.Passcode, *jr
+		h.holdBehind(c) // c's next requests wait for the answer (held.go)
 		if !h.slow(func() {
+			defer h.settled(c)
 			if !auth.CheckPasscode(hash, try.passcode) {
 				h.attempts.Fail(addr, try.room, time.Now())
 				c.replyJoinError(errBadPasscode, "wrong passcode for room "+try.room, try.room)
@@ -104,6 +106,7 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 			try.passHash = hash
 			h.join(c, try)
 		}) {
+			c.held.Add(-1) // nothing waits after all; c.mu is held, so nothing was queued
 			c.replyJoinError(errUnavailable, "the server is busy checking passcodes; try again", r.name)
 		}
 		return false
