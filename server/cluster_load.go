@@ -20,10 +20,10 @@ import (
 // one of its own connections joins the room. A room in memory for other
 // nodes' members or a call only is not: the consumer skips its messages.
 // The first local join of a room that is not loaded queues a load on the
-// room's publisher, which reads the room's settings and the subject's last
-// messages; the joins wait for it outside the room (gated) and are checked
-// against the settings once it is done (cluster_meetings.go). So a local
-// member is always in a loaded room. Messages the consumer applies while a
+// room's queue (load.go, as a standalone node's new room does), which
+// reads the room's settings and, here, the subject's last messages; the
+// joins wait for it outside the room (gated) and are checked against the
+// settings once it is done. So a local member is always in a loaded room. Messages the consumer applies while a
 // load is on its way are kept aside (early) and merged with what the load
 // read.
 

@@ -45,9 +45,9 @@ type meeting struct {
 	orphaned    bool
 	// ending is set while end takes everyone out: no presence frames.
 	ending bool
-	// In a cluster: the version of the settings entry applied, and the
-	// new room's host key while its creator's join is on its way
-	// (cluster_meetings.go).
+	// The version of the settings applied (broker.Settings), and a new
+	// room's host key, created by its load, while its creator's join is on
+	// its way (load.go).
 	version    uint64
 	pendingKey string
 }

@@ -401,7 +401,7 @@ func (h *hub) countChange(r *room, delta int) {
 // dropIfEmpty forgets r once nobody is in it, no message of its is on
 // its way to the store and it has no call; its seq, epoch and history live
 // on in the store (history.go) or, in a cluster, in the stream, from which
-// the next join loads them (cluster_load.go). The shard lock must be held.
+// the next join loads them (load.go). The shard lock must be held.
 func (h *hub) dropIfEmpty(sh *shard, r *room) {
 	if r.count() == 0 && r.inflight == 0 && len(r.call) == 0 && r.callJoins.Load() == 0 &&
 		len(r.meet.lobbyq) == 0 && len(r.gated) == 0 && sh.rooms[r.name] == r {
