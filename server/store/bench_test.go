@@ -132,3 +132,27 @@ func BenchmarkBefore(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSetMetas measures keeping rooms' settings: one room a write
+// (SetMeta) against 256 rooms a write (SetMetas, as the settings writer
+// batches a burst of new rooms). An op is one room's settings.
+func BenchmarkSetMetas(b *testing.B) {
+	settings := []byte(`{"host":"2jmj7l5rSw0yVb_vlWAYkK_YBwk","lobby":false}`)
+	for _, be := range backends {
+		for _, batch := range []int{1, 256} {
+			b.Run(fmt.Sprintf("%s/rooms-a-write=%d", be.name, batch), func(b *testing.B) {
+				s := be.open(b, Options{})
+				b.ReportAllocs()
+				us := make([]MetaUpdate, batch)
+				for i := 0; i < b.N; i += batch {
+					for j := range us {
+						us[j] = MetaUpdate{fmt.Sprintf("room-%07d", i+j), Meta{Epoch: "e", Settings: settings}}
+					}
+					if err := s.SetMetas(us); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -406,17 +406,23 @@ func (d *disk) commit(batch []pending, rejected []error) error {
 	})
 }
 
-func (d *disk) setMeta(room string, m Meta) error {
+func (d *disk) setMetas(us []MetaUpdate) error {
 	return d.update(func(tx *bolt.Tx) error {
 		rooms := tx.Bucket(bucketRooms)
-		if v := rooms.Get([]byte(room)); v != nil {
-			old, err := decodeMeta(v)
-			if err != nil {
-				return d.damagedRoom([]byte(room), err)
+		for _, u := range us {
+			m := u.Meta
+			if v := rooms.Get([]byte(u.Room)); v != nil {
+				old, err := decodeMeta(v)
+				if err != nil {
+					return d.damagedRoom([]byte(u.Room), err)
+				}
+				m.LastSeq = old.LastSeq
 			}
-			m.LastSeq = old.LastSeq
+			if err := rooms.Put([]byte(u.Room), appendMeta(nil, m)); err != nil {
+				return err
+			}
 		}
-		return rooms.Put([]byte(room), appendMeta(nil, m))
+		return nil
 	})
 }
 

@@ -61,20 +61,23 @@ func (s *mem) meta(room string) (Meta, bool, error) {
 	return m, true, nil
 }
 
-func (s *mem) setMeta(room string, m Meta) error {
+func (s *mem) setMetas(us []MetaUpdate) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(m.Settings) == 0 {
-		m.Settings = nil // as the file does
-	} else {
-		m.Settings = slices.Clone(m.Settings)
+	for _, u := range us {
+		m := u.Meta
+		if len(m.Settings) == 0 {
+			m.Settings = nil // as the file does
+		} else {
+			m.Settings = slices.Clone(m.Settings)
+		}
+		if r := s.byName[u.Room]; r != nil {
+			m.LastSeq = r.meta.LastSeq
+			r.meta = m
+			continue
+		}
+		s.byName[u.Room] = &memRoom{meta: m}
 	}
-	if r := s.byName[room]; r != nil {
-		m.LastSeq = r.meta.LastSeq
-		r.meta = m
-		return nil
-	}
-	s.byName[room] = &memRoom{meta: m}
 	return nil
 }
 

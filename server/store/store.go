@@ -119,7 +119,8 @@ type backend interface {
 	// and nothing of the batch was written.
 	commit(batch []pending, rejected []error) error
 	meta(room string) (Meta, bool, error)
-	setMeta(room string, m Meta) error
+	// setMetas writes every update in one transaction, made durable.
+	setMetas(us []MetaUpdate) error
 	newest(room string, n int) ([]Record, error)
 	before(room string, seq uint64, n int) ([]Record, bool, error)
 	since(room string, seq uint64, limit int) ([]Record, bool, error)
@@ -237,8 +238,23 @@ func (s *Store) Meta(room string) (Meta, bool, error) {
 // for a fresh sequence); a stored room keeps its LastSeq, which only Append
 // moves. To restart a room's sequence, ForgetRoom it first.
 func (s *Store) SetMeta(room string, m Meta) error {
-	if err := checkRoom(room); err != nil {
-		return err
+	return s.SetMetas([]MetaUpdate{{room, m}})
+}
+
+// MetaUpdate is one room's metadata for SetMetas.
+type MetaUpdate struct {
+	Room string
+	Meta Meta
+}
+
+// SetMetas is SetMeta for several rooms in one transaction and one sync:
+// all of them are kept, or none (the error). A room named twice gets the
+// later one.
+func (s *Store) SetMetas(us []MetaUpdate) error {
+	for _, u := range us {
+		if err := checkRoom(u.Room); err != nil {
+			return err
+		}
 	}
 	if s.closed.Load() {
 		return ErrClosed
@@ -246,7 +262,7 @@ func (s *Store) SetMeta(room string, m Meta) error {
 	if err := s.q.failed(); err != nil {
 		return err
 	}
-	return s.wrote(s.b.setMeta(room, m))
+	return s.wrote(s.b.setMetas(us))
 }
 
 // Newest returns room's newest n records, oldest first; fewer if fewer are

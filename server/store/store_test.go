@@ -253,6 +253,39 @@ func TestMeta(t *testing.T) {
 	})
 }
 
+// TestSetMetas: several rooms' metadata in one write: new rooms are
+// created, a stored room keeps its LastSeq, a room named twice gets the
+// later one, and a bad name refuses the whole write.
+func TestSetMetas(t *testing.T) {
+	forEach(t, Options{}, func(t *testing.T, s *Store) {
+		fill(t, s, "old", 1, 3, 100)
+		err := s.SetMetas([]MetaUpdate{
+			{"old", Meta{Epoch: "e0", Settings: []byte(`{"n":1}`), LastSeq: 50}},
+			{"new1", Meta{Epoch: "e1", Settings: []byte(`{"n":2}`)}},
+			{"new2", Meta{Epoch: "e2", Settings: []byte(`{"n":3}`)}},
+			{"new1", Meta{Epoch: "e1", Settings: []byte(`{"n":4}`)}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for room, want := range map[string]struct {
+			settings string
+			last     uint64
+		}{"old": {`{"n":1}`, 3}, "new1": {`{"n":4}`, 0}, "new2": {`{"n":3}`, 0}} {
+			m, ok, err := s.Meta(room)
+			if err != nil || !ok || string(m.Settings) != want.settings || m.LastSeq != want.last {
+				t.Errorf("Meta(%s) = %+v, %v, %v; want settings %s, LastSeq %d", room, m, ok, err, want.settings, want.last)
+			}
+		}
+		if err := s.SetMetas([]MetaUpdate{{"fine", Meta{}}, {"", Meta{}}}); err == nil {
+			t.Error("SetMetas with an empty room name succeeded")
+		}
+		if _, ok, _ := s.Meta("fine"); ok {
+			t.Error("a refused SetMetas kept one of its rooms")
+		}
+	})
+}
+
 func TestExpire(t *testing.T) {
 	const hour = int64(time.Hour / time.Millisecond)
 	now := time.UnixMilli(100 * hour)
