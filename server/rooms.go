@@ -104,6 +104,8 @@ type hub struct {
 	attempts *auth.Attempts
 	bars     *auth.Bars
 	slowSem  chan struct{}
+	// loadSem holds a slot per load running on its own goroutine (load.go).
+	loadSem chan struct{}
 }
 
 // shard is one lock's worth of rooms.
@@ -200,6 +202,7 @@ func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 		attempts:   auth.NewAttempts(passAttempts, passWindow),
 		bars:       auth.NewBars(),
 		slowSem:    make(chan struct{}, slowChecks),
+		loadSem:    make(chan struct{}, loadSlots),
 	}
 	for i := range h.shards {
 		h.shards[i].rooms = make(map[string]*room)
