@@ -2,12 +2,15 @@ package main
 
 import "noom/server/keyq"
 
-// Room requests that wait on the broker (a call change, and in a cluster a
-// say, a load, a history page) run off the event loop, on a few queue
-// goroutines: requests for one room go to one queue, in order, so that a
-// node never races itself for a room's call list or next seq; different
+// Room requests that wait on the broker (a call change, a settings
+// change, a history page, the messages after a join's since, and in a
+// cluster a say) run off the event loop, on a few queue goroutines:
+// requests for one room go to one queue, in order, so that a node never
+// races itself for a room's call list, settings or next seq; different
 // rooms go on in parallel. A full queue refuses a request at once
-// (unavailable) rather than block a poller.
+// (unavailable) rather than block a poller. A room's load is queued too,
+// but runs on a goroutine of its own (load.go): only joins need it done,
+// and they wait for it.
 
 // Room request kinds.
 const (
