@@ -35,8 +35,9 @@ type client struct {
 	handed, written atomic.Int64
 	lastRead        atomic.Int64  // clock.now() of the last bytes read
 	state           atomic.Uint32 // a connState (lifecycle.go)
-	// held counts its joins that wait for their room's load, and is 1
-	// more while the requests queued behind them run (held.go). It fills
+	// held counts its joins that wait (for their room's load, the
+	// messages after their since, their passcode's check), and is 1 more
+	// while the requests queued behind them run (held.go). It fills
 	// state's padding: a client stays 256 bytes.
 	held atomic.Int32
 	// For the operator's console: when it connected (clock.now()) and the
