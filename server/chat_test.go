@@ -460,20 +460,26 @@ func TestMembersKeepJoinOrder(t *testing.T) {
 	}
 }
 
+// aInCallBInRoom puts a and b in room r of srv, and a alone in its call.
+func aInCallBInRoom(t *testing.T, srv *server) (a, b *wsConn) {
+	t.Helper()
+	a = dial(t, srv, "/ws?nick=a")
+	b = dial(t, srv, "/ws?nick=b")
+	a.join("r")
+	b.join("r")
+	a.expect("presence")
+	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	a.expect("call")
+	return a, b
+}
+
 // TestCallLeaveRefusedIsSwept: a call leave that the room's queue refused
 // (full) does not keep the place: the sweep finds the peer that is no
 // member and takes it out, and the call has room again.
 func TestCallLeaveRefusedIsSwept(t *testing.T) {
 	srv := startServer(t, func(c *Config) { c.CallLimit = 1 })
 	h := srv.hub
-	a := dial(t, srv, "/ws?nick=a")
-	b := dial(t, srv, "/ws?nick=b")
-	a.join("r")
-	b.join("r")
-	a.expect("presence")
-	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
-	a.expect("call")
-
+	a, b := aInCallBInRoom(t, srv)
 	r := roomNamed(h, "r")
 	release := holdQueue(t, h, r, true) // a's leave will find the queue full
 	a.send(map[string]any{"type": "leave", "room": "r"})
@@ -528,13 +534,7 @@ func TestCallJoinOnItsWayKeepsRoom(t *testing.T) {
 // them, and the offer and its candidates arrive in order.
 func TestCallRequestsInOrder(t *testing.T) {
 	srv := startServer(t, func(c *Config) { c.Rate, c.Burst = 1000, 1000 })
-	a := dial(t, srv, "/ws?nick=a")
-	b := dial(t, srv, "/ws?nick=b")
-	a.join("r")
-	b.join("r")
-	a.expect("presence")
-	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
-	a.expect("call")
+	a, b := aInCallBInRoom(t, srv)
 	for round := range 20 {
 		b.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 		b.send(map[string]any{"type": "media", "room": "r", "audio": true, "video": false, "screen": false})

@@ -460,7 +460,9 @@ func roomNamed(h *hub, name string) *room {
 
 // holdQueue stops r's room queue on a request that waits for release,
 // and with fill fills the queue behind it, so that r's next requests are
-// refused until release.
+// refused until release. A test that fails before release releases it as
+// it ends, so that the server's close (which runs what is queued) does not
+// wait for good.
 func holdQueue(t testing.TB, h *hub, r *room, fill bool) (release func()) {
 	t.Helper()
 	hold, held := make(chan struct{}), make(chan struct{})
@@ -470,7 +472,9 @@ func holdQueue(t testing.TB, h *hub, r *room, fill bool) (release func()) {
 	<-held
 	for fill && h.rq.enqueue(pubReq{kind: reqRun, room: r, run: func() {}}) {
 	}
-	return func() { close(hold) }
+	release = sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release) // before the server's own cleanup: registered after it
+	return release
 }
 
 // drainQueue waits until what r's room queue holds now has run.

@@ -185,14 +185,8 @@ func seqRange(from, to int) []int {
 // every message any client had received as msg is in the history, with
 // the text it had.
 func TestKillNineLosesNothingSeen(t *testing.T) {
-	dir := t.TempDir()
-	bin, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := func() (*exec.Cmd, string) { return startChild(t, bin, dir) }
-	cmd, addr := start()
-	srv := &server{addr: addr}
+	k := startKillable(t)
+	srv := k.srv
 
 	const senders = 4
 	var mu sync.Mutex
@@ -233,15 +227,11 @@ func TestKillNineLosesNothingSeen(t *testing.T) {
 		defer mu.Unlock()
 		return len(seen) >= 300
 	})
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+	k.kill9()
 	wg.Wait()
 
-	_, addr = start()
-	srv = &server{addr: addr}
-	ws := dial(t, srv)
+	k.start()
+	ws := dial(t, k.srv)
 	ws.send(map[string]any{"type": "join", "room": "r"})
 	ws.expect("joined")
 	kept := map[int]string{}
@@ -346,23 +336,60 @@ func startChild(t *testing.T, bin, dir string) (*exec.Cmd, string) {
 	return nil, ""
 }
 
+// killable is a server run as a real process (startChild) on a store of
+// its own, for the tests that kill it with SIGKILL and start it again.
+type killable struct {
+	t        *testing.T
+	bin, dir string
+	cmd      *exec.Cmd
+	srv      *server // its address, for dial
+}
+
+// startKillable starts a killable server on a new store.
+func startKillable(t *testing.T) *killable {
+	t.Helper()
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &killable{t: t, bin: bin, dir: t.TempDir()}
+	k.start()
+	return k
+}
+
+func (k *killable) start() {
+	k.t.Helper()
+	cmd, addr := startChild(k.t, k.bin, k.dir)
+	k.cmd, k.srv = cmd, &server{addr: addr}
+}
+
+// kill9 sends SIGKILL and waits for the process to end.
+func (k *killable) kill9() {
+	k.t.Helper()
+	if err := k.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		k.t.Fatal(err)
+	}
+	_ = k.cmd.Wait()
+}
+
+// restart kill9s the server and starts it again on the same store.
+func (k *killable) restart() {
+	k.t.Helper()
+	k.kill9()
+	k.start()
+}
+
 // TestKillNineKeepsSettingsTold: settings its members were told (room)
 // survive SIGKILL right after: a change is told only once it is kept.
 // Ten hosts lock their rooms at once, the server is killed as soon as the
 // last room frame arrives, and after a restart on the same -data every
 // room is locked.
 func TestKillNineKeepsSettingsTold(t *testing.T) {
-	dir := t.TempDir()
-	bin, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd, addr := startChild(t, bin, dir)
-	srv := &server{addr: addr}
+	k := startKillable(t)
 	const rooms = 10
 	hosts := make([]*wsConn, rooms)
 	for i := range hosts {
-		hosts[i] = dial(t, srv)
+		hosts[i] = dial(t, k.srv)
 		hosts[i].join(fmt.Sprintf("k%d", i))
 	}
 	for i, h := range hosts {
@@ -373,13 +400,8 @@ func TestKillNineKeepsSettingsTold(t *testing.T) {
 			t.Fatalf("room frame after the lock: %v", m)
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-
-	_, addr = startChild(t, bin, dir)
-	ws := dial(t, &server{addr: addr})
+	k.restart()
+	ws := dial(t, k.srv)
 	for i := range rooms {
 		ws.send(map[string]any{"type": "join", "room": fmt.Sprintf("k%d", i)})
 		if m := ws.next(); m.str("type") != "error" || m.str("code") != errRoomLocked {
@@ -395,17 +417,11 @@ func TestKillNineKeepsSettingsTold(t *testing.T) {
 // last joined arrives, and after a restart on the same -data a join
 // without the key is a member in every room, one with it the host.
 func TestKillNineKeepsNewRoomsHost(t *testing.T) {
-	dir := t.TempDir()
-	bin, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd, addr := startChild(t, bin, dir)
-	srv := &server{addr: addr}
+	k := startKillable(t)
 	const rooms = 10
 	creators := make([]*wsConn, rooms)
 	for i := range creators {
-		creators[i] = dial(t, srv)
+		creators[i] = dial(t, k.srv)
 	}
 	for i, c := range creators {
 		c.send(map[string]any{"type": "join", "room": fmt.Sprintf("n%d", i)})
@@ -417,21 +433,15 @@ func TestKillNineKeepsNewRoomsHost(t *testing.T) {
 			t.Fatalf("creator of n%d: %v", i, j)
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-
-	_, addr = startChild(t, bin, dir)
-	srv = &server{addr: addr}
-	ws := dial(t, srv)
+	k.restart()
+	ws := dial(t, k.srv)
 	for i := range rooms {
 		if j := ws.join(fmt.Sprintf("n%d", i)); j.str("role") != roleMember {
 			t.Errorf("a stranger joined n%d after the kill as %q: the room its creator was told of is lost", i, j.str("role"))
 		}
 	}
 	for i := range rooms {
-		c := dial(t, srv)
+		c := dial(t, k.srv)
 		c.send(map[string]any{"type": "join", "room": fmt.Sprintf("n%d", i), "host_key": keys[i]})
 		if j := c.expect("joined"); j.str("role") != roleHost {
 			t.Errorf("the creator of n%d came back with its key as %q", i, j.str("role"))
