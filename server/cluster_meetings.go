@@ -46,13 +46,6 @@ import (
 // settingsBucket is the key-value bucket of rooms' settings.
 const settingsBucket = "noom_rooms"
 
-// settingsEntry is a room's settings as the bucket keeps them.
-type settingsEntry struct {
-	storedSettings
-	// V orders the versions: nodes apply only a newer one.
-	V uint64 `json:"v"`
-}
-
 // roomCmd is a host's request carried to other nodes (see above).
 type roomCmd struct {
 	Op    string `json:"op"`

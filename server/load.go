@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 
 	"noom/server/auth"
 )
@@ -91,7 +90,7 @@ func (h *hub) load(r *room) {
 	var set settingsEntry
 	var key string
 	if err == nil {
-		set, key, err = h.readSettings(r.name, epoch)
+		set, key, err = h.readSettings(r.name, epoch, true)
 	}
 	if err != nil {
 		h.log.Warn("room not loaded", "room", r.name, "err", err)
@@ -105,27 +104,29 @@ func (h *hub) load(r *room) {
 	h.dropRoomIfEmpty(r) // its joiners may all have gone meanwhile
 }
 
-// readSettings returns room's settings entry, creating it if the room has
-// none: then key is the new room's host key in clear, for its creator.
-// epoch is the room's (a new standalone room is stored with it).
-func (h *hub) readSettings(room, epoch string) (e settingsEntry, key string, err error) {
-	var made string
-	b, v, created, err := h.settings.ReadSettings(room, epoch, func() []byte {
-		made = auth.NewHostKey()
-		first, _ := json.Marshal(storedSettings{HostKey: auth.HashHostKey(made)})
-		return first
-	})
+// readSettings returns room's settings and their version; with create,
+// a room that has none gets its first (a new host key's hash), and key is
+// that key in clear, for its creator. epoch is the room's (a new
+// standalone room is stored with it).
+func (h *hub) readSettings(room, epoch string, create bool) (e settingsEntry, key string, err error) {
+	var first func() []byte
+	if create {
+		first = func() []byte {
+			key = auth.NewHostKey()
+			b, _ := json.Marshal(storedSettings{HostKey: auth.HashHostKey(key)})
+			return b
+		}
+	}
+	b, v, created, err := h.settings.ReadSettings(room, epoch, first)
 	if err != nil {
 		return e, "", err
 	}
-	if len(b) > 0 {
-		if err := json.Unmarshal(b, &e.storedSettings); err != nil {
-			return e, "", errors.New("room settings unreadable")
-		}
+	if e.storedSettings, err = decodeSettings(b); err != nil {
+		return e, "", err
 	}
 	e.V = v
-	if created {
-		key = made
+	if !created {
+		key = "" // another caller's settings won
 	}
 	return e, key, nil
 }

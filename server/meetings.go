@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"time"
 
 	"noom/server/auth"
@@ -138,15 +139,32 @@ func (m *meeting) setRole(id, role string) {
 
 // loadSettings sets m from what the broker kept.
 func (m *meeting) loadSettings(b []byte) error {
-	if len(b) == 0 {
-		return nil
+	s, err := decodeSettings(b)
+	if err == nil {
+		m.set = s
 	}
+	return err
+}
+
+// settingsEntry is a room's settings as the broker keeps them, with their
+// version (broker.Settings; the cluster's bucket and the store alike).
+type settingsEntry struct {
+	storedSettings
+	// V orders the versions: nodes apply only a newer one.
+	V uint64 `json:"v"`
+}
+
+// decodeSettings reads settings as the broker keeps them; none (nil) are
+// the defaults.
+func decodeSettings(b []byte) (storedSettings, error) {
 	var s storedSettings
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
+	if len(b) == 0 {
+		return s, nil
 	}
-	m.set = s
-	return nil
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, errors.New("room settings unreadable")
+	}
+	return s, nil
 }
 
 // roleEntries lists r's hosts and cohosts in join order. The shard lock

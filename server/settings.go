@@ -90,15 +90,10 @@ func (h *hub) keepSettings(c *client, r *room, ch settingsChange) error {
 			return err
 		}
 		// Changed since: take the newest, then decide again on them.
-		cur, v, _, err := h.settings.ReadSettings(r.name, epoch, nil)
+		e, _, err := h.readSettings(r.name, epoch, false)
 		if err != nil {
 			return err
 		}
-		var e settingsEntry
-		if err := json.Unmarshal(cur, &e.storedSettings); err != nil {
-			return err
-		}
-		e.V = v
 		h.applySettingsEntry(r.name, e, false)
 	}
 	return errors.New("room settings: too many conflicts")
