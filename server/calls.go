@@ -121,10 +121,9 @@ func (h *hub) signal(c *client, name, to string, data []byte) {
 	c.mu.Lock()
 	r := c.memberOf(name, "signal")
 	c.mu.Unlock()
-	if r == nil || h.behindCallChanges(c, r, func() { h.signalIn(c, r, to, data) }) {
-		return
+	if r != nil {
+		h.signalIn(c, r, to, data)
 	}
-	h.signalIn(c, r, to, data)
 }
 
 // signalIn is signal for c, a member of r.

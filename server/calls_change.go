@@ -22,19 +22,24 @@ import (
 // the sweep (sweepCalls), which also, in a cluster, purges the peers of
 // nodes that are gone (cluster_calls.go).
 
-// changeCall queues a call join or leave of c in r; with reply, c gets the
-// call frame (or call_full) once it is decided.
+// changeCall queues a call join or leave of c in r. With reply it is c's
+// own call request: c gets the call frame (or call_full) once it is
+// decided, and c's next requests wait until then (held.go), so that a
+// page's media and signals sent right after it asks to join find it in the
+// call. c.mu is held.
 func (h *hub) changeCall(r *room, c *client, join, reply bool) {
 	if join {
 		r.callJoins.Add(1)
 	}
-	c.callChanges.Add(1)
+	if reply {
+		h.holdBehind(c)
+	}
 	if !h.rq.enqueue(pubReq{kind: reqCall, room: r, c: c, join: join, reply: reply}) {
-		c.callChanges.Add(-1)
 		if join {
 			r.callJoins.Add(-1)
 		}
 		if reply {
+			c.held.Add(-1) // nothing waits after all; c.mu is held, so nothing was queued
 			c.replyError(errUnavailable, "the server is busy; try again", "call")
 		}
 	}
@@ -48,8 +53,8 @@ func (h *hub) doCall(req pubReq) {
 	// their way stays in memory until they are decided (dropIfEmpty
 	// counts the joins), and leaves it here.
 	defer h.dropRoomIfEmpty(r)
-	if req.kind == reqCall {
-		defer req.c.callChanges.Add(-1) // after the list is applied
+	if req.kind == reqCall && req.reply {
+		defer h.settled(req.c) // after the list is applied: c's next requests run
 	}
 	if req.kind == reqCall && req.join {
 		// Counted down after the list is applied: see leaveCall. A member
@@ -105,28 +110,6 @@ func (h *hub) doCall(req pubReq) {
 			req.c.replyError(errUnavailable, "the call could not be changed; try again", "call")
 		}
 	}
-}
-
-// behindCallChanges runs fn, a media or signal request of c in r, behind
-// c's call changes still on their way, on r's queue: a page may announce
-// its media, or offer, right after it asks to join, and must find itself
-// in the call. fn counts as on its way too until it has run, so that c's
-// next signals queue behind it and keep their order (an offer before its
-// candidates). True if fn was queued; false to run it now (nothing on its
-// way, or the queue full).
-func (h *hub) behindCallChanges(c *client, r *room, fn func()) bool {
-	if c.callChanges.Load() == 0 {
-		return false
-	}
-	c.callChanges.Add(1)
-	if !h.rq.enqueue(pubReq{kind: reqRun, room: r, run: func() {
-		defer c.callChanges.Add(-1)
-		fn()
-	}}) {
-		c.callChanges.Add(-1)
-		return false
-	}
-	return true
 }
 
 // dropRoomIfEmpty takes r out of memory if nothing holds it there.

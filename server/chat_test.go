@@ -498,10 +498,11 @@ func TestCallLeaveRefusedIsSwept(t *testing.T) {
 }
 
 // TestCallJoinOnItsWayKeepsRoom: the last member asks to join the call
-// and leaves before the join is decided. The room stays in memory while
-// the join is on its way (a list applied later must not bring back a room
-// without its state), and leaves it once the join is dropped; its
-// messages are still there for the next join.
+// and disconnects before the join is decided (a leave request would wait
+// behind the join: held.go). The room stays in memory while the join is
+// on its way (a list applied later must not bring back a room without its
+// state), and leaves it once the join is dropped; its messages are still
+// there for the next join.
 func TestCallJoinOnItsWayKeepsRoom(t *testing.T) {
 	srv := startServer(t, nil)
 	h := srv.hub
@@ -512,8 +513,9 @@ func TestCallJoinOnItsWayKeepsRoom(t *testing.T) {
 	r := roomNamed(h, "r")
 	release := holdQueue(t, h, r, false)
 	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
-	a.send(map[string]any{"type": "leave", "room": "r"})
-	a.waitFor("left")
+	eventually(t, 5*time.Second, "the call join queued", func() bool { return r.callJoins.Load() == 1 })
+	_ = a.c.Close()
+	eventually(t, 5*time.Second, "a gone", func() bool { return srv.stats.connections.Load() == 0 })
 	if roomNamed(h, "r") != r {
 		t.Fatal("the room left memory with a call join on its way")
 	}

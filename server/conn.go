@@ -35,9 +35,10 @@ type client struct {
 	handed, written atomic.Int64
 	lastRead        atomic.Int64  // clock.now() of the last bytes read
 	state           atomic.Uint32 // a connState (lifecycle.go)
-	// held counts its joins that wait (for their room's load, the
-	// messages after their since, their passcode's check), and is 1 more
-	// while the requests queued behind them run (held.go). It fills
+	// held counts its requests that wait (a join for its room's load, the
+	// messages after its since or its passcode's check; a call join or
+	// leave to be decided), and is 1 more while the requests queued behind
+	// them run (held.go). It fills
 	// state's padding: a client stays 256 bytes.
 	held atomic.Int32
 	// For the operator's console: when it connected (clock.now()) and the
@@ -58,16 +59,9 @@ type client struct {
 	part      *partial // a frame or message split across reads, if any
 	discarded int64    // bytes dropped since the peer's input ended
 	errs      int32    // malformed requests so far
-	// callChanges counts its call joins and leaves, and the media and
-	// signal requests queued behind them, on their way through room
-	// queues (calls_change.go): while it is above 0 its media and signal
-	// requests queue too, so that its requests take effect in order. Not
-	// read state, but here it fills errs' padding: a client stays 256
-	// bytes, one size class.
-	callChanges atomic.Int32
-	tokens      float64
-	tokenTime   int64 // clock.now() of the last refill
-	rlNotice    int64 // clock.now() of the last rate_limited answer
+	tokens    float64
+	tokenTime int64 // clock.now() of the last refill
+	rlNotice  int64 // clock.now() of the last rate_limited answer
 
 	// Worker-owned.
 	widx         int32 // index in worker.conns, -1 once unregistered

@@ -1,27 +1,37 @@
 package main
 
 // A connection's requests take effect in the order it sent them, also
-// across a join that has to wait: a join of a room that must be loaded
-// first (a cluster's room read from the stream, or a new room whose
-// settings are being created, load.go) or whose `since` is beyond the
-// ring (recovery.go) waits on the room's queue, and one with a passcode
-// for the passcode's hash (lobby.go), off the event loop. Whatever the connection sends meanwhile (a say to that room,
-// a leave, another join) waits behind it here, and runs once every such
-// join is settled: joined, waiting or refused. Without this a client that
-// sends join then say without waiting for joined got not_in_room.
+// across a request the server decides off the event loop:
 //
-// While no join of a connection waits (nearly always), its requests run
+//   - a join of a room that must be loaded first (a cluster's room read
+//     from the stream, or a new room whose settings are being created,
+//     load.go), or whose since is beyond the ring (recovery.go), waits on
+//     the room's queue; one with a passcode waits for the passcode's hash
+//     (lobby.go);
+//   - a call join or leave is decided on the room's queue
+//     (calls_change.go).
+//
+// Whatever the connection sends meanwhile (a say to that room, a leave,
+// the media and signals of a page that just asked to join the call) waits
+// behind it here, and runs once every such request is settled: answered,
+// or refused. Without this a client that sent join then say without
+// waiting for joined got not_in_room, and a page's offer right after its
+// call join got not_allowed.
+//
+// While nothing of a connection waits (nearly always), its requests run
 // at once on the poller: c.held is 0 and nothing else is looked at.
 
-// maxHeld is how many requests one connection may have waiting behind its
-// joins; past it a request is refused (unavailable). With the rate limit
-// a client cannot send many more in the few milliseconds a load takes.
+// maxHeld is how many requests one connection may have waiting; past it a
+// request is refused (unavailable). With the rate limit (-burst 40 by
+// default) a client cannot send many more in the milliseconds a wait
+// takes.
 const maxHeld = 64
 
-// heldReqs are the requests of a connection waiting behind its joins.
+// heldReqs are the requests of a connection waiting behind the ones that
+// wait off the event loop.
 type heldReqs struct{ reqs []request }
 
-// dispatchOrHold runs req of c, or queues it behind c's joins that wait.
+// dispatchOrHold runs req of c, or queues it behind c's requests that wait.
 // Called on the poller for each request.
 func (h *hub) dispatchOrHold(c *client, req *request) {
 	if c.held.Load() == 0 { // only c's own requests make it rise, on this goroutine
@@ -47,17 +57,17 @@ func (h *hub) dispatchOrHold(c *client, req *request) {
 	h.heldMu.Unlock()
 	c.mu.Unlock()
 	if full {
-		c.replyError(errUnavailable, "too many requests wait for a join; try again", req.Type)
+		c.replyError(errUnavailable, "too many requests waiting; try again", req.Type)
 	}
 }
 
-// holdBehind marks that a join of c waits: c's next requests are queued
-// until settled is called for it. c.mu is held.
+// holdBehind marks that a request of c waits off the event loop: c's next
+// requests are queued until settled is called for it. c.mu is held.
 func (h *hub) holdBehind(c *client) { c.held.Add(1) }
 
-// settled is called once a join of c that waited has been answered (or c
-// is gone). When it was the last such join, the requests queued behind it
-// run, here, in order, until one of them is a join that waits in turn.
+// settled is called once a request of c that waited has been answered (or
+// c is gone). When it was the last such request, the ones queued behind
+// it run, here, in order, until one of them waits in turn.
 func (h *hub) settled(c *client) {
 	c.mu.Lock()
 	if c.held.Load() > 1 {
@@ -69,7 +79,7 @@ func (h *hub) settled(c *client) {
 	hr := h.held[c]
 	for {
 		// c.held stays 1 while this runs, so the poller queues behind; a
-		// join run here that waits makes it 2, and holds the rest.
+		// request run here that waits makes it 2, and holds the rest.
 		if hr == nil || len(hr.reqs) == 0 || c.getState() == connClosed || c.held.Load() > 1 {
 			if hr != nil && (len(hr.reqs) == 0 || c.getState() == connClosed) {
 				delete(h.held, c)

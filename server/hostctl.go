@@ -150,10 +150,9 @@ func (h *hub) media(c *client, name string, audio, video, screen bool) {
 	c.mu.Lock()
 	r := c.memberOf(name, "media")
 	c.mu.Unlock()
-	if r == nil || h.behindCallChanges(c, r, func() { h.mediaIn(c, r, audio, video, screen) }) {
-		return
+	if r != nil {
+		h.mediaIn(c, r, audio, video, screen)
 	}
-	h.mediaIn(c, r, audio, video, screen)
 }
 
 // mediaIn is media for c, a member of r.
