@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -445,6 +446,41 @@ func TestKillNineKeepsNewRoomsHost(t *testing.T) {
 		c.send(map[string]any{"type": "join", "room": fmt.Sprintf("n%d", i), "host_key": keys[i]})
 		if j := c.expect("joined"); j.str("role") != roleHost {
 			t.Errorf("the creator of n%d came back with its key as %q", i, j.str("role"))
+		}
+	}
+}
+
+// BenchmarkJoin measures join → joined over a real socket, for a room
+// nobody has created (its first settings are kept before joined:
+// load.go) and for one the store knows, on disk and in memory. An op is
+// one join and its joined, then a leave and its left.
+func BenchmarkJoin(b *testing.B) {
+	for _, store := range []string{"disk", "memory"} {
+		for _, room := range []string{"new", "known"} {
+			b.Run(store+"/"+room, func(b *testing.B) {
+				srv := startServer(b, func(c *Config) {
+					c.Rate, c.Burst, c.MaxRooms = 1e6, 1e6, 1
+					if store == "disk" {
+						c.Data = b.TempDir()
+					}
+				})
+				ws := dial(b, srv)
+				name := func(i int) string { return "r" + strconv.Itoa(i) }
+				if room == "known" {
+					for i := range b.N {
+						ws.join(name(i))
+						ws.send(map[string]any{"type": "leave", "room": name(i)})
+						ws.waitFor("left")
+					}
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					ws.join(name(i))
+					ws.send(map[string]any{"type": "leave", "room": name(i)})
+					ws.waitFor("left")
+				}
+			})
 		}
 	}
 }
