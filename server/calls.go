@@ -148,7 +148,7 @@ func (h *hub) signalIn(c *client, r *room, to string, data []byte) {
 		c.replyError(errNotAllowed, "signal goes only between peers of the room's call", "signal")
 	case local:
 		t.send(encodeSignal(name, c.idStr, c.nickname(), data))
-	case !h.cl.relaySignal(rm.node, signalRelay{Room: name, To: to, From: c.idStr, Nick: c.nickname(), Data: data, CallSeq: callSeq}):
+	case !h.relaySignal(rm.node, signalRelay{Room: name, To: to, From: c.idStr, Nick: c.nickname(), Data: data, CallSeq: callSeq}):
 		c.replyError(errUnavailable, "the signal could not be relayed to "+to+"'s node; try again", "signal")
 	}
 }

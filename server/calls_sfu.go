@@ -174,7 +174,7 @@ func (g *sfuGlue) run() {
 			send := func(data []byte) { c.send(encodeSignal(room, sfuPeerID, sfuPeerID, data)) }
 			if c == nil { // a peer on another node: its signals go through NATS
 				send = func(data []byte) {
-					g.h.cl.relaySignal(nodeOf(id), signalRelay{Room: room, To: id, From: sfuPeerID, Nick: sfuPeerID, Data: data, CallSeq: seq})
+					g.h.relaySignal(nodeOf(id), signalRelay{Room: room, To: id, From: sfuPeerID, Nick: sfuPeerID, Data: data, CallSeq: seq})
 				}
 			}
 			p, err := call.Join(op.id, send)
@@ -294,7 +294,7 @@ func (h *hub) sfuSetCall(r *room, prev []callPeer, prevSFU bool, answered string
 // the peer's own node does it.
 func (h *hub) sfuDropped(room, id string) {
 	if node := nodeOf(id); node != h.thisNode() {
-		h.cl.command(room, roomCmd{Op: "sfudrop", Node: node, ID: id})
+		h.command(room, roomCmd{Op: "sfudrop", Node: node, ID: id})
 		return
 	}
 	if c := h.lookup(id); c != nil {
@@ -315,7 +315,7 @@ func (h *hub) sfuSignal(c *client, r *room, data []byte) {
 	case !ok:
 		c.replyError(errNotAllowed, "the call in room "+r.name+" does not go through the server", "signal")
 	case home != h.thisNode():
-		if !h.cl.relaySignal(home, signalRelay{Room: r.name, To: sfuPeerID, From: c.idStr, Nick: c.nickname(), Data: data, CallSeq: seq}) {
+		if !h.relaySignal(home, signalRelay{Room: r.name, To: sfuPeerID, From: c.idStr, Nick: c.nickname(), Data: data, CallSeq: seq}) {
 			c.replyError(errUnavailable, "the signal could not reach the call's node; try again", "signal")
 		}
 	case h.sfu == nil:
@@ -329,7 +329,7 @@ func (h *hub) sfuSignal(c *client, r *room, data []byte) {
 // with tell, the other nodes' (cluster_meetings.go).
 func (h *hub) speakers(room string, ids []string, tell bool) {
 	if tell {
-		h.cl.command(room, roomCmd{Op: "speakers", IDs: ids})
+		h.command(room, roomCmd{Op: "speakers", IDs: ids})
 	}
 	sh := h.shardOf(room)
 	sh.mu.Lock()

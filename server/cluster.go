@@ -45,17 +45,18 @@ import (
 //     compare-and-set, so the call limit holds across nodes. Peers that are
 //     gone (their node dead, or never heard from; local ones no longer
 //     members) are purged by whichever node notices (cluster_calls.go).
-//   - Membership is each node's own business: a node publishes its members'
-//     joins, leaves and renames on noom.ev.<node>, numbered, with a
-//     heartbeat every two seconds, through a bounded queue that never makes
-//     a join wait for NATS. Others apply them to their view of the room
-//     (counts, presence, joined.members). A node that sees a gap in the
-//     numbers (events the queue dropped, too), or a node it does not know,
-//     asks that node for a snapshot of its members (noom.snap.<node>). A
-//     node not heard from for 8 seconds is dead: its members leave every
-//     room everywhere.
-//   - Signals go straight to the node of the target (noom.sig.<node>):
-//     connection ids start with their node's name.
+//   - Membership is each node's own business (broker.NATSMembers): a node
+//     publishes its members' joins, leaves and renames on noom.ev.<node>,
+//     numbered, with a heartbeat every two seconds, through a bounded
+//     queue that never makes a join wait for NATS. Others apply them to
+//     their view of the room (counts, presence, joined.members). A node
+//     that sees a gap in the numbers (events the queue dropped, too), or a
+//     node it does not know, asks that node for a snapshot of its members
+//     (noom.snap.<node>). A node not heard from for 8 seconds is dead: its
+//     members leave every room everywhere.
+//   - Signals go straight to the node of the target (noom.sig.<node>),
+//     through the same Membership: connection ids start with their node's
+//     name.
 //
 // While NATS is out of reach a node keeps serving its own members: remote
 // members time out and leave, a room where someone speaks runs as an island
@@ -72,9 +73,9 @@ import (
 const (
 	subjMsg  = "noom.msg."
 	subjCall = "noom.call."
-	subjEv   = "noom.ev."
-	subjSnap = "noom.snap."
-	subjSig  = "noom.sig."
+	// subjMembers starts the subjects of membership (broker.NATSMembers):
+	// noom.ev.<node>, noom.snap.<node>, noom.sig.<node>.
+	subjMembers = "noom."
 	// streamName is the JetStream stream of messages and call lists.
 	streamName = "NOOM"
 )
@@ -89,31 +90,6 @@ const (
 	// that others keep winning.
 	casPatience = 5 * time.Second
 )
-
-// Member event types on noom.ev.<node>.
-const (
-	evJoin      = "j"
-	evLeave     = "l"
-	evNick      = "n"
-	evHeartbeat = "h"
-	evBye       = "b"
-	// evRole: a member's role changed; evCmd: a host's request for another
-	// node's members or lobby (cluster_meetings.go).
-	evRole = "r"
-	evCmd  = "c"
-)
-
-// nodeEvent is one message on noom.ev.<node>.
-type nodeEvent struct {
-	Seq   uint64   `json:"s"`            // the node's event number; a heartbeat repeats the last
-	Type  string   `json:"t"`            // evJoin ...
-	Room  string   `json:"r,omitempty"`  // evJoin, evLeave
-	Rooms []string `json:"rs,omitempty"` // evNick: the member's rooms
-	ID    string   `json:"i,omitempty"`
-	Nick  string   `json:"n,omitempty"`
-	Role  string   `json:"o,omitempty"` // evJoin, evRole
-	Cmd   *roomCmd `json:"c,omitempty"` // evCmd
-}
 
 // remoteMember is a member of a room on another node.
 type remoteMember struct{ node, nick, role string }
@@ -150,18 +126,10 @@ type cluster struct {
 	// rejoinMu is held by regained: one catch-up at a time.
 	rejoinMu sync.Mutex
 
-	// Membership events wait in evq for sendEvents (cluster_events.go).
-	// evMu orders numbering and queueing; evFull and evClosed are under it.
-	evMu      sync.Mutex
-	evSeq     uint64
-	evq       chan nodeEvent
-	evDone    chan struct{} // closed when sendEvents has sent the last
-	evFull    bool
-	evClosed  bool
-	evDropped atomic.Uint64
+	// members is the membership across nodes (server/broker): this
+	// node's members' changes out, the others' in (to memberView).
+	members *broker.NATSMembers
 
-	nodesMu sync.Mutex
-	nodes   map[string]*peerNode
 	// joinedAt is when this node joined the cluster, or came back to it
 	// (Unix nanoseconds): see settled.
 	joinedAt atomic.Int64
@@ -172,15 +140,6 @@ type cluster struct {
 	subs      []*nats.Subscription
 	stop      chan struct{}
 	wg        sync.WaitGroup
-}
-
-// peerNode is what this node knows of another.
-type peerNode struct {
-	seq      uint64      // last event applied
-	lastSeen time.Time   // last message of any kind
-	syncing  bool        // a snapshot is on its way
-	failed   bool        // the last one did not come: ask again
-	pending  []nodeEvent // events received while syncing
 }
 
 // newNodeName returns six random base-36 characters.
@@ -212,9 +171,7 @@ func nodeOf(id string) string {
 // membership. The hub must be started; nothing is served before this
 // returns. url may hold a password or token: errors show it redacted.
 func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, log *slog.Logger) (*cluster, error) {
-	cl := &cluster{h: h, log: log.With("component", "cluster"), node: newNodeName(), url: url,
-		nodes: make(map[string]*peerNode), stop: make(chan struct{}),
-		evq: make(chan nodeEvent, eventQueue), evDone: make(chan struct{})}
+	cl := &cluster{h: h, log: log.With("component", "cluster"), node: newNodeName(), url: url, stop: make(chan struct{})}
 	opts := append([]nats.Option{
 		nats.Name("noom " + cl.node),
 		nats.MaxReconnects(-1),
@@ -237,25 +194,19 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 		nc.Close()
 		return nil, err
 	}
-	go cl.sendEvents()
+	cl.members, err = broker.NewNATSMembers(broker.NATSMembersConfig{Conn: nc, Node: cl.node, Prefix: subjMembers,
+		View: memberView{cl}, Heartbeat: heartbeatEvery, DeadAfter: deadAfter, Paused: cl.degraded.Load,
+		Log: cl.log})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
 	h.cl = cl
 	h.node, h.idPrefix = cl.node, cl.node+"-"
-	h.calls, h.msgs = cl.msgs, cl.msgs
+	h.calls, h.msgs, h.members = cl.msgs, cl.msgs, cl.members
 	if err := cl.replay(ctx); err != nil {
 		cl.close()
 		return nil, err
-	}
-	for _, s := range []struct {
-		subj string
-		f    nats.MsgHandler
-	}{{subjEv + "*", cl.onEvent}, {subjSnap + cl.node, cl.onSnapshotRequest}, {subjSig + cl.node, cl.onSignal}} {
-		sub, err := nc.Subscribe(s.subj, s.f)
-		if err != nil {
-			cl.close()
-			return nil, err
-		}
-		sub.SetPendingLimits(-1, 256<<20) // a snapshot can be large; memory is bounded by bytes
-		cl.subs = append(cl.subs, sub)
 	}
 	sub, err := cl.subscribeSettings()
 	if err != nil {
@@ -265,9 +216,12 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 	cl.subs = append(cl.subs, sub)
 	cl.joinedAt.Store(time.Now().UnixNano())
 	cl.ready.Store(true)
-	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // the others answer with theirs: see onEvent
+	if err := cl.members.Start(); err != nil { // the others answer with theirs, and ask for this node's members
+		cl.close()
+		return nil, err
+	}
 	cl.wg.Add(1)
-	go cl.heartbeats()
+	go cl.sweeps()
 	cl.log.Info("joined the cluster", "node", cl.node, "nats", redactURL(nc.ConnectedUrl()), "epoch", cl.epoch)
 	return cl, nil
 }
@@ -404,7 +358,7 @@ func (cl *cluster) close() {
 	default:
 	}
 	cl.ready.Store(false)
-	cl.closeEvents(nodeEvent{Type: evBye}, time.Second)
+	cl.members.Close(time.Second)
 	close(cl.stop)
 	cl.h.rq.close() // the says and call changes queued are published first
 	cl.wg.Wait()
@@ -466,6 +420,6 @@ func (cl *cluster) regained() {
 	cl.joinedAt.Store(time.Now().UnixNano()) // nodes declared dead meanwhile may be back
 	cl.h.stats.degraded.Store(false)
 	cl.h.leaveIslands()
-	cl.publishEvent(nodeEvent{Type: evHeartbeat}) // others see this node again and ask for a snapshot
+	cl.members.Announce() // others see this node again and ask for a snapshot
 	cl.log.Info("NATS reachable again: back in the cluster")
 }

@@ -142,16 +142,7 @@ func (s *server) answerAdmin(req adminReq) adminResp {
 }
 
 // peerNames lists the other nodes this node hears from.
-func (cl *cluster) peerNames() []string {
-	cl.nodesMu.Lock()
-	defer cl.nodesMu.Unlock()
-	names := make([]string, 0, len(cl.nodes))
-	for n := range cl.nodes {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func (cl *cluster) peerNames() []string { return cl.members.Nodes() }
 
 // gather asks every other node and returns the answers that came within
 // gatherWait (or ctx), and the nodes this node knows that did not answer.

@@ -62,12 +62,10 @@ func (cl *cluster) sweepCalls() {
 	if !cl.settled() {
 		return
 	}
-	live := make(map[string]bool) // read first: fetchSnapshot takes shard locks under nodesMu
-	cl.nodesMu.Lock()
-	for n := range cl.nodes {
+	live := make(map[string]bool) // read first: the membership calls the room table under its lock
+	for _, n := range cl.members.Nodes() {
 		live[n] = true
 	}
-	cl.nodesMu.Unlock()
 	cl.h.sweepCalls(func(r *room, p callPeer) bool {
 		n := nodeOf(p.id)
 		return cl.h.leftCall(r, p) || n != cl.node && !live[n]

@@ -2,99 +2,61 @@ package main
 
 import (
 	"encoding/json"
-	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"noom/server/broker"
 )
 
-// Membership across nodes (see cluster.go for the design): each node
-// publishes its members' events, numbered, with heartbeats; the others
-// apply them in order, ask for a snapshot when they miss one, and drop a
-// node that falls silent. Signals for a member on another node go to that
-// node directly.
+// Membership across nodes is the broker's (broker.NATSMembers): this
+// node's members' changes go out through h.members, and the others' come
+// back to memberView, which applies them to the room table
+// (cluster_rooms.go). Signals for a member on another node go to that
+// node directly, through the same Membership (Relay).
 
-// eventQueue bounds the membership events waiting for the NATS socket.
-// Normally the queue is empty within microseconds; it fills only while
-// NATS does not read (a stalled server, a full socket), and then events
-// are dropped rather than block: the others see the gap in the numbers
-// (the next heartbeat carries the last number) and ask for a snapshot.
-const eventQueue = 4096
+// memberView is the hub's broker.View in a cluster.
+type memberView struct{ cl *cluster }
 
-// publishEvent numbers ev (a heartbeat repeats the last number) and queues
-// it for sendEvents. It never waits on the network: callers hold room
-// locks, on a poller goroutine. A full queue drops ev, numbered, so that
-// its loss shows as a gap.
-func (cl *cluster) publishEvent(ev nodeEvent) {
-	cl.evMu.Lock()
-	defer cl.evMu.Unlock()
-	if cl.evClosed {
+// Join records another node's member, or its new nick or role.
+func (v memberView) Join(node string, m broker.Member) {
+	v.cl.h.remoteJoin(node, m.Room, m.ID, m.Nick, m.Role)
+}
+
+// Leave forgets another node's member.
+func (v memberView) Leave(_, room, id string) { v.cl.h.remoteLeave(room, id) }
+
+// Role records another node's member's role.
+func (v memberView) Role(_, room, id, role string) { v.cl.h.remoteRole(room, id, role) }
+
+// Command runs a host's request about room sent by another node, if it is
+// for every node or this one (cluster_meetings.go).
+func (v memberView) Command(_, room string, b []byte) {
+	var cmd roomCmd
+	if json.Unmarshal(b, &cmd) != nil {
 		return
 	}
-	if ev.Type != evHeartbeat && ev.Type != evBye {
-		cl.evSeq++
-	}
-	ev.Seq = cl.evSeq
-	select {
-	case cl.evq <- ev:
-		cl.evFull = false
-	default:
-		cl.evDropped.Add(1)
-		if !cl.evFull { // once per overflow, not once per event
-			cl.evFull = true
-			cl.log.Warn("membership events dropped: NATS does not take them; the other nodes will resync", "queue", eventQueue)
-		}
+	if cmd.Node == "" || cmd.Node == v.cl.node {
+		v.cl.h.roomCommand(room, &cmd)
 	}
 }
 
-// sendEvents publishes the queued events in order, until close ends the
-// queue. nc.Publish buffers, and waits only when the socket is full: then
-// it is this goroutine that waits, with no lock held.
-func (cl *cluster) sendEvents() {
-	defer close(cl.evDone)
-	for ev := range cl.evq {
-		b, _ := json.Marshal(ev)
-		_ = cl.nc.Publish(subjEv+cl.node, b)
-	}
+// Signal delivers a signal relayed from another node.
+func (v memberView) Signal(b []byte) { v.cl.onSignal(b) }
+
+// Replace makes members all that this node knows of node's.
+func (v memberView) Replace(node string, members []broker.Member) {
+	v.cl.h.replaceRemote(node, members)
 }
 
-// closeEvents queues a last event (the bye), ends the queue and waits, at
-// most wait, for it to be sent.
-func (cl *cluster) closeEvents(last nodeEvent, wait time.Duration) {
-	cl.publishEvent(last)
-	cl.evMu.Lock()
-	if !cl.evClosed {
-		cl.evClosed = true
-		close(cl.evq)
-	}
-	cl.evMu.Unlock()
-	select {
-	case <-cl.evDone:
-	case <-time.After(wait):
-		cl.log.Warn("leaving the cluster: NATS did not take the last membership events")
-	}
-}
+// Gone takes node's members out of every room, and its peers out of every
+// call.
+func (v memberView) Gone(node string) { v.cl.dropNode(node) }
 
-// memberEvent tells the cluster a local member joined (with its role) or
-// left a room.
-func (cl *cluster) memberEvent(typ, room, id, nick, role string) {
-	if cl == nil || !cl.ready.Load() {
-		return
-	}
-	cl.publishEvent(nodeEvent{Type: typ, Room: room, ID: id, Nick: nick, Role: role})
-}
+// Local lists this node's members, for another node's snapshot.
+func (v memberView) Local() []broker.Member { return v.cl.h.localMembers() }
 
-// nickEvent tells the cluster a local member has a new nick.
-func (cl *cluster) nickEvent(id, nick string, rooms []string) {
-	if cl == nil || !cl.ready.Load() || len(rooms) == 0 {
-		return
-	}
-	cl.publishEvent(nodeEvent{Type: evNick, ID: id, Nick: nick, Rooms: rooms})
-}
-
-// heartbeats announces this node every heartbeatEvery and declares
-// silent nodes dead.
-func (cl *cluster) heartbeats() {
+// sweeps purges the call lists of peers that are gone, every heartbeat,
+// until the cluster closes.
+func (cl *cluster) sweeps() {
 	defer cl.wg.Done()
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
@@ -104,45 +66,20 @@ func (cl *cluster) heartbeats() {
 			return
 		case <-t.C:
 		}
-		if !cl.degraded.Load() {
-			cl.publishEvent(nodeEvent{Type: evHeartbeat})
-		}
-		var dead []string
-		cl.nodesMu.Lock()
-		for name, n := range cl.nodes {
-			if time.Since(n.lastSeen) > deadAfter {
-				dead = append(dead, name)
-				delete(cl.nodes, name)
-			}
-		}
-		cl.nodesMu.Unlock()
-		for _, name := range dead {
-			cl.log.Warn("node silent: its members leave", "node", name, "after", deadAfter)
-			cl.dropNode(name)
-		}
 		cl.sweepCalls()
 	}
 }
 
 // isLive reports whether node is another node this one hears from; none
 // standalone.
-func (cl *cluster) isLive(node string) bool {
-	if cl == nil {
-		return false
-	}
-	cl.nodesMu.Lock()
-	defer cl.nodesMu.Unlock()
-	return cl.nodes[node] != nil
-}
+func (cl *cluster) isLive(node string) bool { return cl != nil && cl.members.Live(node) }
 
 // liveNodes counts the other nodes heard from recently.
 func (cl *cluster) liveNodes() int {
 	if cl == nil {
 		return 0
 	}
-	cl.nodesMu.Lock()
-	defer cl.nodesMu.Unlock()
-	return len(cl.nodes)
+	return len(cl.members.Nodes())
 }
 
 // dropNode takes every member of node out of every room, and its peers out
@@ -151,147 +88,6 @@ func (cl *cluster) dropNode(node string) {
 	for _, r := range cl.h.dropRemote(node) {
 		if cl.online() {
 			cl.purgeNode(r, node)
-		}
-	}
-}
-
-// onEvent applies another node's member event, in that node's order.
-func (cl *cluster) onEvent(m *nats.Msg) {
-	node := strings.TrimPrefix(m.Subject, subjEv)
-	if node == cl.node {
-		return
-	}
-	var ev nodeEvent
-	if json.Unmarshal(m.Data, &ev) != nil {
-		return
-	}
-	if ev.Type == evBye {
-		cl.nodesMu.Lock()
-		delete(cl.nodes, node)
-		cl.nodesMu.Unlock()
-		cl.dropNode(node)
-		return
-	}
-	cl.nodesMu.Lock()
-	n := cl.nodes[node]
-	if n == nil {
-		n = &peerNode{}
-		cl.nodes[node] = n
-		// A node new to us: say who we are at once, rather than at the next
-		// heartbeat, so that it learns of our members within milliseconds.
-		cl.publishEvent(nodeEvent{Type: evHeartbeat})
-	}
-	n.lastSeen = time.Now()
-	var apply, fetch bool
-	switch {
-	case n.syncing:
-		if ev.Type != evHeartbeat {
-			n.pending = append(n.pending, ev)
-		}
-	case !n.failed && (ev.Type == evHeartbeat && ev.Seq == n.seq || ev.Type != evHeartbeat && ev.Seq == n.seq+1):
-		n.seq = ev.Seq
-		apply = ev.Type != evHeartbeat
-	case !n.failed && ev.Seq <= n.seq:
-		// Queued before the snapshot that covered it: a node answers a
-		// snapshot request at once, while its events wait in its queue.
-	default: // a node new to us, a gap, or a snapshot that did not come: ask for its whole state
-		n.syncing = true
-		if ev.Type != evHeartbeat {
-			n.pending = append(n.pending, ev)
-		}
-		fetch = true
-	}
-	cl.nodesMu.Unlock()
-	if apply {
-		cl.h.applyEvent(node, ev)
-	}
-	if fetch {
-		go cl.fetchSnapshot(node)
-	}
-}
-
-// snapshotChunk is one reply message of a snapshot: up to snapshotBatch
-// members as [room, id, nick, role].
-type snapshotChunk struct {
-	Seq     uint64      `json:"s"`
-	Last    bool        `json:"last"`
-	Members [][4]string `json:"m"`
-}
-
-const snapshotBatch = 2000
-
-// onSnapshotRequest answers with this node's members, in chunks.
-func (cl *cluster) onSnapshotRequest(m *nats.Msg) {
-	if m.Reply == "" {
-		return
-	}
-	cl.evMu.Lock()
-	seq := cl.evSeq // the state read below includes at least every event up to seq
-	cl.evMu.Unlock()
-	all := cl.h.localMembers()
-	for i := 0; ; i += snapshotBatch {
-		end := min(i+snapshotBatch, len(all))
-		b, _ := json.Marshal(snapshotChunk{Seq: seq, Last: end == len(all), Members: all[i:end]})
-		_ = cl.nc.Publish(m.Reply, b)
-		if end == len(all) {
-			return
-		}
-	}
-}
-
-// fetchSnapshot asks node for its members, replaces what this node knows
-// of them, and applies the events that came meanwhile.
-func (cl *cluster) fetchSnapshot(node string) {
-	members, seq, err := cl.requestSnapshot(node)
-	cl.nodesMu.Lock()
-	n := cl.nodes[node]
-	if n == nil { // declared dead meanwhile
-		cl.nodesMu.Unlock()
-		return
-	}
-	if err != nil {
-		n.syncing, n.pending = false, nil
-		n.failed = true // so the next event or heartbeat asks again
-		cl.nodesMu.Unlock()
-		cl.log.Warn("snapshot", "node", node, "err", err)
-		return
-	}
-	pending := n.pending
-	n.syncing, n.failed, n.pending, n.seq = false, false, nil, seq
-	cl.h.replaceRemote(node, members) // under nodesMu, so no event of node overtakes it
-	for _, ev := range pending {
-		if ev.Seq > n.seq {
-			n.seq = ev.Seq
-			cl.h.applyEvent(node, ev)
-		}
-	}
-	cl.nodesMu.Unlock()
-}
-
-func (cl *cluster) requestSnapshot(node string) ([][4]string, uint64, error) {
-	inbox := cl.nc.NewRespInbox()
-	sub, err := cl.nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer sub.Unsubscribe()
-	_ = sub.SetPendingLimits(-1, 256<<20)
-	if err := cl.nc.PublishRequest(subjSnap+node, inbox, nil); err != nil {
-		return nil, 0, err
-	}
-	var members [][4]string
-	for {
-		m, err := sub.NextMsg(5 * time.Second)
-		if err != nil {
-			return nil, 0, err
-		}
-		var ch snapshotChunk
-		if err := json.Unmarshal(m.Data, &ch); err != nil {
-			return nil, 0, err
-		}
-		members = append(members, ch.Members...)
-		if ch.Last {
-			return members, ch.Seq, nil
 		}
 	}
 }
@@ -324,14 +120,11 @@ type pendingSignal struct {
 	at time.Time
 }
 
-// relaySignal sends s to node, the node of its target; false if NATS did
-// not take it.
-func (cl *cluster) relaySignal(node string, s signalRelay) bool {
-	if !cl.online() {
-		return false
-	}
+// relaySignal sends s to node, the node of its target; false if it could
+// not be sent (standalone: there is no other node).
+func (h *hub) relaySignal(node string, s signalRelay) bool {
 	b, _ := json.Marshal(s)
-	return cl.nc.Publish(subjSig+node, b) == nil
+	return h.members.Relay(node, b)
 }
 
 // onSignal delivers a signal relayed from another node, if sender and
@@ -339,9 +132,9 @@ func (cl *cluster) relaySignal(node string, s signalRelay) bool {
 // node checked that already; this check sees the target's own leaves, and
 // waiting for the same call list keeps the order a page relies on:
 // call_peer join before the newcomer's offer.
-func (cl *cluster) onSignal(m *nats.Msg) {
+func (cl *cluster) onSignal(data []byte) {
 	var s signalRelay
-	if json.Unmarshal(m.Data, &s) != nil || !validRoom(s.Room) {
+	if json.Unmarshal(data, &s) != nil || !validRoom(s.Room) {
 		return
 	}
 	h := cl.h

@@ -187,7 +187,7 @@ func TestClusterStalledNATSDoesNotStallJoins(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("a join waited for a NATS server that does not read")
 	}
-	eventually(t, 10*time.Second, "the event queue to overflow", func() bool { return stalled.hub.cl.evDropped.Load() > 0 })
+	eventually(t, 10*time.Second, "the event queue to overflow", func() bool { return stalled.hub.cl.members.Dropped() > 0 })
 	proxy.resume()
 
 	// The other node has missed events (the queue overflowed): it resyncs.

@@ -140,27 +140,21 @@ func (h *hub) applySettingsEntry(name string, e settingsEntry, force bool) {
 	}
 }
 
-// roleEvent tells the other nodes a local member's role.
-func (cl *cluster) roleEvent(room, id, role string) {
-	if cl == nil || !cl.ready.Load() {
-		return
+// command sends cmd about room to its node (cmd.Node), or to every other
+// node: nowhere standalone.
+func (h *hub) command(room string, cmd roomCmd) {
+	if _, alone := h.members.(broker.Alone); alone {
+		return // nobody to tell: spare the encoding
 	}
-	cl.publishEvent(nodeEvent{Type: evRole, Room: room, ID: id, Role: role})
-}
-
-// command sends cmd about room to its node (cmd.Node), or to every node.
-func (cl *cluster) command(room string, cmd roomCmd) {
-	if cl == nil || !cl.ready.Load() {
-		return
-	}
-	cl.publishEvent(nodeEvent{Type: evCmd, Room: room, Cmd: &cmd})
+	b, _ := json.Marshal(cmd)
+	h.members.Command(room, b)
 }
 
 // setLocalRole gives local member id of r role and tells the cluster. The
 // shard lock must be held.
 func (h *hub) setLocalRole(r *room, id, role string) {
 	r.meet.setRole(id, role)
-	h.cl.roleEvent(r.name, id, role)
+	h.members.Role(r.name, id, role)
 }
 
 // remoteRole applies another node's role event.
@@ -281,7 +275,7 @@ func (h *hub) roomCommand(name string, cmd *roomCmd) {
 	case "knocks": // a host or cohost elsewhere wants to know who waits here
 		sh.mu.Lock()
 		for _, w := range r.meet.lobbyq {
-			h.cl.command(name, roomCmd{Op: "knock", Node: nodeOf(cmd.To), To: cmd.To, ID: w.c.idStr, Nick: w.c.nickname()})
+			h.command(name, roomCmd{Op: "knock", Node: nodeOf(cmd.To), To: cmd.To, ID: w.c.idStr, Nick: w.c.nickname()})
 		}
 		sh.mu.Unlock()
 	case "end":
@@ -307,6 +301,6 @@ func (h *hub) announceMod(r *room, t *client) {
 	}
 	h.sendKnocks(r, t)
 	if r.meet.set.Lobby {
-		h.cl.command(r.name, roomCmd{Op: "knocks", To: t.idStr})
+		h.command(r.name, roomCmd{Op: "knocks", To: t.idStr})
 	}
 }

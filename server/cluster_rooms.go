@@ -3,10 +3,13 @@ package main
 import (
 	"slices"
 	"strconv"
+
+	"noom/server/broker"
 )
 
 // The room table's side of the cluster: applying the stream and other
-// nodes' member events to rooms, under the rooms' shard locks.
+// nodes' members (memberView, cluster_events.go) to rooms, under the
+// rooms' shard locks.
 
 // applyMsg applies a message read from the stream to its room, if this
 // node has the room in memory and loaded (cluster_load.go): the room's seq
@@ -62,26 +65,6 @@ func (h *hub) applyMsg(name string, m streamMsg) {
 	if len(r.members) > 0 {
 		b := append(newFrame(len(m.Payload)), m.Payload...)
 		h.broadcast(r, frameOf(b), nil)
-	}
-}
-
-// applyEvent applies another node's member event.
-func (h *hub) applyEvent(node string, ev nodeEvent) {
-	switch ev.Type {
-	case evJoin:
-		h.remoteJoin(node, ev.Room, ev.ID, ev.Nick, ev.Role)
-	case evLeave:
-		h.remoteLeave(ev.Room, ev.ID)
-	case evNick:
-		for _, room := range ev.Rooms {
-			h.remoteJoin(node, room, ev.ID, ev.Nick, "")
-		}
-	case evRole:
-		h.remoteRole(ev.Room, ev.ID, ev.Role)
-	case evCmd:
-		if ev.Cmd != nil && (ev.Cmd.Node == "" || ev.Cmd.Node == h.cl.node) {
-			h.roomCommand(ev.Room, ev.Cmd)
-		}
 	}
 }
 
@@ -171,15 +154,15 @@ func (h *hub) dropRemote(node string) []*room {
 	return calls
 }
 
-// replaceRemote makes members ([room, id, nick]) all that this node knows
-// of node's members: a snapshot.
-func (h *hub) replaceRemote(node string, members [][4]string) {
+// replaceRemote makes members all that this node knows of node's
+// members: a snapshot.
+func (h *hub) replaceRemote(node string, members []broker.Member) {
 	want := make(map[string]map[string][2]string) // room -> id -> nick, role
 	for _, m := range members {
-		if want[m[0]] == nil {
-			want[m[0]] = make(map[string][2]string)
+		if want[m.Room] == nil {
+			want[m.Room] = make(map[string][2]string)
 		}
-		want[m[0]][m[1]] = [2]string{m[2], m[3]}
+		want[m.Room][m.ID] = [2]string{m.Nick, m.Role}
 	}
 	for i := range h.shards {
 		sh := &h.shards[i]
@@ -200,15 +183,15 @@ func (h *hub) replaceRemote(node string, members [][4]string) {
 	}
 }
 
-// localMembers lists this node's members as [room, id, nick, role].
-func (h *hub) localMembers() [][4]string {
-	var out [][4]string
+// localMembers lists this node's members.
+func (h *hub) localMembers() []broker.Member {
+	var out []broker.Member
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		for name, r := range sh.rooms {
 			for _, c := range r.members {
-				out = append(out, [4]string{name, c.idStr, c.nickname(), r.meet.roleOf(c.idStr)})
+				out = append(out, broker.Member{Room: name, ID: c.idStr, Nick: c.nickname(), Role: r.meet.roleOf(c.idStr)})
 			}
 		}
 		sh.mu.Unlock()

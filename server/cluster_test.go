@@ -213,8 +213,8 @@ func TestClusterSignalOnlyWithinCall(t *testing.T) {
 	}
 	early, _ := json.Marshal(signalRelay{Room: "r", To: a.id, From: b.id, Nick: "bob", Data: json.RawMessage(`2`),
 		CallSeq: info.State.LastSeq + 1})
-	if err := nodes[1].hub.cl.nc.Publish(subjSig+nodeOf(a.id), early); err != nil {
-		t.Fatal(err)
+	if !nodes[1].hub.cl.members.Relay(nodeOf(a.id), early) {
+		t.Fatal("the relay was not sent")
 	}
 	a.expectSilence(300 * time.Millisecond)
 	b.send(map[string]any{"type": "call", "room": "r", "action": "leave"}) // the next call list
@@ -246,8 +246,8 @@ func TestClusterSignalOnlyWithinCall(t *testing.T) {
 	}
 	early, _ = json.Marshal(signalRelay{Room: "r", To: a.id, From: c.id, Nick: "cat", Data: json.RawMessage(`3`),
 		CallSeq: info.State.LastSeq + 1})
-	if err := nodes[2].hub.cl.nc.Publish(subjSig+nodeOf(a.id), early); err != nil {
-		t.Fatal(err)
+	if !nodes[2].hub.cl.members.Relay(nodeOf(a.id), early) {
+		t.Fatal("the relay was not sent")
 	}
 	c.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	c.expect("call")

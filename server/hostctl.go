@@ -33,7 +33,7 @@ func (h *hub) remove(c *client, name, id string) {
 		return
 	}
 	if remote { // its node removes it, bars it everywhere
-		h.cl.command(name, roomCmd{Op: "remove", Node: rm.node, ID: id, By: c.idStr})
+		h.command(name, roomCmd{Op: "remove", Node: rm.node, ID: id, By: c.idStr})
 		return
 	}
 	t := h.lookup(id)
@@ -50,7 +50,7 @@ func (h *hub) remove(c *client, name, id string) {
 func (h *hub) removeLocal(t *client, r *room, by string) {
 	who, until := t.barKey(), time.Now().Add(barTime)
 	h.bars.Bar(r.name, who, until)
-	h.cl.command(r.name, roomCmd{Op: "bar", Who: who, Until: until.UnixMilli()})
+	h.command(r.name, roomCmd{Op: "bar", Who: who, Until: until.UnixMilli()})
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	h.dropMember(t, r, encodeRoomBy("removed", r.name, by))
@@ -85,7 +85,7 @@ func (h *hub) mute(c *client, name, id string) {
 	sh.mu.Unlock()
 	switch {
 	case remote:
-		h.cl.command(name, roomCmd{Op: "mute", Node: rm.node, ID: id, By: c.idStr})
+		h.command(name, roomCmd{Op: "mute", Node: rm.node, ID: id, By: c.idStr})
 	case t == nil:
 		c.replyError(errNoSuchMember, "no member "+id+" in room "+name, "mute")
 	default:
@@ -117,7 +117,7 @@ func (h *hub) end(c *client, name string) {
 	if r == nil {
 		return
 	}
-	h.cl.command(name, roomCmd{Op: "end", By: c.idStr})
+	h.command(name, roomCmd{Op: "end", By: c.idStr})
 	h.endLocal(r, c.idStr)
 }
 
@@ -191,7 +191,7 @@ func (h *hub) callMuted(r *room, id string, muted bool) {
 		if muted {
 			on = "on"
 		}
-		h.cl.command(r.name, roomCmd{Op: "sfumute", Node: home, ID: id, Role: on})
+		h.command(r.name, roomCmd{Op: "sfumute", Node: home, ID: id, Role: on})
 	case h.sfu != nil:
 		h.sfu.push(sfuOp{kind: sfuMute, room: r.name, id: id, muted: muted})
 	}

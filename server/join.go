@@ -3,6 +3,8 @@ package main
 import (
 	"cmp"
 	"strconv"
+
+	"noom/server/broker"
 )
 
 // Joining a room: the checks (lobby.go has those of a room that belongs to
@@ -118,7 +120,7 @@ func (h *hub) addMember(sh *shard, r *room, c *client, jr *joinReq, role string,
 	head, members, tail := encodeJoined(j)
 	c.w.push(job{op: jobJoin, room: r, c: c, frame: head, more: &[2][]byte{members, tail}})
 	h.presence(sh, r, "join", c.idStr, c.nickname(), c)
-	h.cl.memberEvent(evJoin, r.name, c.idStr, c.nickname(), role)
+	h.members.Joined(broker.Member{Room: r.name, ID: c.idStr, Nick: c.nickname(), Role: role})
 	if rolesChanged || (role != roleMember && r.count() > 1) {
 		h.roomChanged(r)
 	}

@@ -135,7 +135,7 @@ func (h *hub) wait(sh *shard, r *room, c *client, jr *joinReq) {
 			t.send(knock)
 		}
 	}
-	h.cl.command(r.name, roomCmd{Op: "knock", ID: c.idStr, Nick: c.nickname()}) // hosts elsewhere
+	h.command(r.name, roomCmd{Op: "knock", ID: c.idStr, Nick: c.nickname()}) // hosts elsewhere
 }
 
 // sendKnocks tells t, newly a host or cohost of r, who waits in r's lobby.
@@ -199,8 +199,8 @@ func (h *hub) admit(c *client, name, id string, let bool) {
 	if r == nil {
 		return
 	}
-	if node := nodeOf(id); node != h.thisNode() && h.cl.isLive(node) { // waits on another node
-		h.cl.command(name, roomCmd{Op: ref, Node: node, ID: id, By: c.idStr})
+	if node := nodeOf(id); node != h.thisNode() && h.members.Live(node) { // waits on another node
+		h.command(name, roomCmd{Op: ref, Node: node, ID: id, By: c.idStr})
 		return
 	}
 	t := h.lookup(id)
@@ -232,7 +232,7 @@ func (h *hub) admitWaiter(r *room, t *client, deny bool) bool {
 		who := t.barKey()
 		if h.bars.Barred(r.name, who, time.Now()) {
 			h.bars.Lift(r.name, who)
-			h.cl.command(r.name, roomCmd{Op: "lift", Who: who})
+			h.command(r.name, roomCmd{Op: "lift", Who: who})
 		}
 		h.addMember(sh, r, t, &w.jr, roleMember, false)
 	}

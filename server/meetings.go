@@ -291,7 +291,7 @@ func (h *hub) changeRole(c *client, name, id, role string) {
 		h.setLocalRole(r, c.idStr, roleCohost)
 	}
 	if remote { // its node gives it the role, and tells everyone
-		h.cl.command(name, roomCmd{Op: "role", Node: rm.node, ID: id, Role: role, By: c.idStr})
+		h.command(name, roomCmd{Op: "role", Node: rm.node, ID: id, Role: role, By: c.idStr})
 		h.roomChanged(r)
 		return
 	}

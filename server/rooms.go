@@ -75,7 +75,10 @@ type hub struct {
 	calls broker.Calls
 	// settings keeps the rooms' settings (settings.go): br standalone,
 	// the cluster's bucket in a cluster.
-	settings      broker.Settings
+	settings broker.Settings
+	// members is the membership across nodes: broker.Alone standalone
+	// (nobody else to tell), the cluster's (cluster_events.go) in one.
+	members       broker.Membership
 	rq            *roomQueues
 	callConflicts atomic.Uint64
 	// node is this node's name in a cluster, "" standalone; idPrefix
@@ -213,6 +216,7 @@ func newHub(cfg *Config, log *slog.Logger, st *stats, clk *clock) *hub {
 	h.lobby = h.newRoom("")
 	h.list.Store(newRoomsList(nil))
 	h.calls = broker.NewMemCalls()
+	h.members = broker.Alone{}
 	h.rq = newRoomQueues(4, 4096, h.doRoomReq)
 	return h
 }
@@ -483,7 +487,7 @@ func (h *hub) leaveLocked(c *client, r *room, reply []byte) {
 	if !r.meet.ending {
 		h.presence(sh, r, "leave", c.idStr, c.nickname(), c)
 	}
-	h.cl.memberEvent(evLeave, r.name, c.idStr, "", "")
+	h.members.Left(r.name, c.idStr)
 	if r.meet.isMod(c.idStr) {
 		r.meet.setRole(c.idStr, roleMember)
 		if !r.meet.ending {
@@ -560,7 +564,7 @@ func (h *hub) renameQuiet(c *client, nick string) {
 		sh.mu.Unlock()
 		names = append(names, r.name)
 	}
-	h.cl.nickEvent(c.idStr, nick, names)
+	h.members.Renamed(c.idStr, nick, names)
 }
 
 // tick runs once a second: count frames for folded rooms, and, while it

@@ -9,8 +9,9 @@
 // (jetstream.go) is the cluster's: one stream shared by every node, a
 // subject per room, published by compare-and-set. It keeps messages and
 // call lists (Messages, Calls); a cluster's settings are in its key-value
-// bucket (KVSettings), and its membership is the cluster's own (package
-// main, cluster*.go). A cluster node reads its rooms' messages and lists
+// bucket (KVSettings). Who is in which room on the other nodes is
+// Membership (members.go): Alone standalone, NATSMembers in a cluster.
+// A cluster node reads its rooms' messages and lists
 // back from the stream to apply them, so that every node sees one order.
 //
 // The rules every implementation keeps (the contract tests check them):
@@ -104,7 +105,7 @@ type Messages interface {
 }
 
 // Broker keeps the rooms' messages, call lists and settings: the
-// standalone node's.
+// standalone node's (whose Membership is Alone).
 type Broker interface {
 	Messages
 	Calls
