@@ -27,13 +27,15 @@ import (
 //     -nats-retention. A node publishes a message with the room's next seq
 //     in it and a compare-and-set on the subject's last stream sequence
 //     (Nats-Expected-Last-Subject-Sequence): if another node published first
-//     the publish is refused, the node learns the new last message and tries
-//     again with the seq after it. So seq is one total order per room, with
-//     no gaps, decided without a leader. A publish that got no answer is sent
-//     again as it was, with the same Nats-Msg-Id, and stored once
-//     (cluster_publish.go). Every node reads the stream through one ordered
-//     consumer, in stream order, and delivers each message to its local
-//     members: every member on every node sees the same order.
+//     the publish is refused, the broker learns the new last message and
+//     tries again with the seq after it, renumbered. So seq is one total
+//     order per room, with no gaps, decided without a leader. A publish that
+//     got no answer is sent again as it was, with the same Nats-Msg-Id, and
+//     stored once (broker.JetStream). Every node reads the stream through
+//     one ordered consumer, in stream order, and delivers each message to
+//     its local members, unless its publisher delivered it already because
+//     it followed what they had (history.go): every member on every node
+//     sees the same order.
 //   - The stream is the only keeper of a room's seq, history and epoch: a
 //     node keeps a room in memory only while someone is in it, on any node,
 //     or it has a call, and loads it from the stream when one of its own
@@ -133,8 +135,6 @@ type cluster struct {
 	// joinedAt is when this node joined the cluster, or came back to it
 	// (Unix nanoseconds): see settled.
 	joinedAt atomic.Int64
-
-	published, casRetries atomic.Uint64
 
 	islandSeq atomic.Uint64
 	subs      []*nats.Subscription
@@ -250,7 +250,7 @@ func (cl *cluster) setup(ctx context.Context) error {
 	cl.stream = st
 	cl.epoch = "c" + strconv.FormatInt(st.CachedInfo().Created.UnixMilli(), 36)
 	cl.msgs = broker.NewJetStream(broker.JetStreamConfig{JS: js, Stream: st, Prefix: subjMsg, CallPrefix: subjCall, Epoch: cl.epoch,
-		Node: cl.node, Timeout: publishTimeout, Patience: casPatience})
+		Node: cl.node, Timeout: publishTimeout, Patience: casPatience, Paused: func() bool { return !cl.online() }})
 	if err := cl.setupSettings(ctx); err != nil {
 		return fmt.Errorf("jetstream bucket %s: %w", settingsBucket, err)
 	}
@@ -360,7 +360,7 @@ func (cl *cluster) close() {
 	cl.ready.Store(false)
 	cl.members.Close(time.Second)
 	close(cl.stop)
-	cl.h.rq.close() // the says and call changes queued are published first
+	cl.h.rq.close() // the call changes queued are published first
 	cl.wg.Wait()
 	_ = cl.msgs.Close()
 	cl.consMu.Lock()
@@ -390,7 +390,7 @@ func (cl *cluster) lost(err error) {
 // each island's cluster state aside. Only then does the node stop being
 // degraded, and only after that are islands left: a say checks under the
 // room's lock whether the node is degraded before it makes the room an
-// island (islandSay), and leaveIslands takes that lock after the flag
+// island (islandSayLocked), and leaveIslands takes that lock after the flag
 // changed, so no island is made that leaveIslands does not see.
 func (cl *cluster) regained() {
 	if !cl.rejoinMu.TryLock() {

@@ -21,7 +21,7 @@ import (
 // purgeNode queues a purge of r's call: node's peers, and the others that
 // are gone (withoutGone).
 func (cl *cluster) purgeNode(r *room, node string) {
-	cl.enqueue(pubReq{kind: reqPurge, room: r, purge: func(r *room, list []callPeer) []callPeer {
+	cl.h.rq.enqueue(pubReq{kind: reqPurge, room: r, purge: func(r *room, list []callPeer) []callPeer {
 		return cl.withoutGone(r, list, node)
 	}})
 }

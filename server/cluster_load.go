@@ -65,14 +65,14 @@ func (h *hub) applyLoaded(r *room, msgs []streamMsg) {
 	slices.SortStableFunc(all, func(a, b streamMsg) int { return cmp.Compare(a.StreamSeq, b.StreamSeq) })
 	all = slices.CompactFunc(all, func(a, b streamMsg) bool { return a.StreamSeq == b.StreamSeq })
 	r.early = nil
-	r.epoch, r.seq, r.streamSeq = h.cl.epoch, 0, 0
+	r.epoch, r.seq, r.next, r.streamSeq = h.cl.epoch, 0, 0, 0
 	r.history, r.histStart = nil, 0
 	if len(all) > 0 {
 		newest := all[len(all)-1]
 		r.epoch, r.streamSeq = newest.Epoch, newest.StreamSeq
 		for _, m := range all {
 			if m.Epoch == newest.Epoch && m.Seq > r.seq {
-				r.seq = m.Seq
+				r.seq, r.next = m.Seq, m.Seq
 				if m.Payload != nil {
 					r.addHistory(m.Payload, h.cfg.HistorySize)
 				}

@@ -54,13 +54,16 @@ func (h *hub) applyMsg(name string, m streamMsg) {
 	}
 	r.streamSeq = m.StreamSeq
 	if m.Epoch != r.epoch { // a new lifetime: the old one's messages all expired (cluster_load.go)
-		r.epoch, r.seq, r.history, r.histStart = m.Epoch, 0, nil, 0
+		r.epoch, r.seq, r.next, r.history, r.histStart = m.Epoch, 0, 0, nil, 0
 		h.announce(r)
 	}
-	if m.Seq <= r.seq { // a lifetime's start marker
+	h.cl.msgs.Saw(name, m.Position) // so that this node's next publish expects it
+	// A lifetime's start marker, or delivered by its publisher (published).
+	if m.Seq <= r.seq {
 		return
 	}
 	r.seq = m.Seq
+	r.next = max(r.next, r.seq)
 	r.addHistory(m.Payload, h.cfg.HistorySize)
 	if len(r.members) > 0 {
 		b := append(newFrame(len(m.Payload)), m.Payload...)
@@ -213,21 +216,26 @@ func (cl *cluster) enterIsland(r *room) {
 	cl.h.announce(r)
 }
 
-// islandSay says a message on r's island, making r one if it is not yet,
-// while NATS is out of reach; it reports false, and does nothing, if the
-// node is back in the cluster. Deciding under the shard lock is what keeps
+// islandSayLocked answers a publish of r that found the broker out of
+// reach (ErrOffline): r runs as an island, made one if it is not yet, and
+// m is said there, unless the node is back in the cluster already: then
+// it reports false, does nothing, and the message is to be published
+// again. Deciding under the shard lock, which must be held, is what keeps
 // an island from starting after leaveIslands went past r (see regained).
-func (cl *cluster) islandSay(r *room, from, nick, text string) bool {
-	sh := cl.h.shardOf(r.name)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if cl.online() {
+// A hub with no cluster has no island to run: it is refused.
+func (h *hub) islandSayLocked(r *room, c *client, m pendingMsg) bool {
+	cl := h.cl
+	switch {
+	case cl == nil:
+		h.storeRefused(c, broker.ErrOffline)
+		return true
+	case cl.online():
 		return false
 	}
 	if r.island == nil {
 		cl.enterIsland(r)
 	}
-	cl.h.sayLocked(r, from, nick, text)
+	h.sayLocked(r, m.from, m.nick, m.text)
 	return true
 }
 
@@ -244,7 +252,7 @@ func (h *hub) leaveIslands() {
 				continue
 			}
 			r.island = nil
-			r.epoch, r.seq, r.streamSeq = is.epoch, is.seq, is.streamSeq
+			r.epoch, r.seq, r.next, r.streamSeq = is.epoch, is.seq, is.seq, is.streamSeq
 			r.history, r.histStart = is.history, 0
 			h.announce(r)
 		}

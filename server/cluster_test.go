@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"noom/server/broker"
+
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -304,15 +306,32 @@ func TestClusterUnavailable(t *testing.T) {
 		t.Errorf("errors by code:\n%s", grepLines(metrics, "noom_errors_total"))
 	}
 
-	// A room queue that is full refuses at once, without blocking the
-	// poller: unavailable too.
+	// A publish queue that is full refuses at once, without blocking the
+	// poller: unavailable too. Its worker is held by a publish of another
+	// lifetime (refused, nothing kept) whose done waits.
+	js := nodes[0].hub.cl.msgs
+	hold, held := make(chan struct{}), make(chan struct{})
+	if err := js.Publish("r", "x", broker.Message{Seq: 1}, nil, func(broker.Kept, error) { close(held); <-hold }); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	for js.Publish("r", "x", broker.Message{Seq: 1}, nil, func(broker.Kept, error) {}) == nil {
+	}
+	a.send(map[string]any{"type": "say", "room": "r", "text": "four"})
+	a.expectError(errUnavailable, "say")
+	close(hold)
+
+	// So does a room queue: call changes wait there.
 	h := nodes[0].hub
 	release := holdQueue(t, h, roomNamed(h, "r"), true)
 	defer release()
-	a.send(map[string]any{"type": "say", "room": "r", "text": "four"})
-	a.expectError(errUnavailable, "say")
 	a.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	a.expectError(errUnavailable, "call")
+	release()
+	a.send(map[string]any{"type": "say", "room": "r", "text": "five"})
+	if m := a.expect("msg"); m.str("text") != "five" || m.num("seq") != 3 {
+		t.Fatalf("once the queues are free: %v", m)
+	}
 }
 
 // TestClusterNodeDeath kills a node without goodbye: within 15 s its

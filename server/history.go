@@ -7,17 +7,19 @@ import (
 	"noom/server/broker"
 )
 
-// Rooms' history on a standalone node: every message goes through the
-// broker (server/broker, over the store in -data), and is broadcast only
-// once it is durable, so a message anyone received survives a crash. A room
+// Rooms' messages, one way whatever the broker (h.msgs): a say gets the
+// next seq this node knows of and is handed to the broker (publish), and
+// it is broadcast only once the broker has kept it, so a message anyone
+// received survives a crash. Standalone the broker is the store in -data
+// (broker.Local), the room's only writer; in a cluster it is the stream
+// (broker.JetStream, up to -history-keep per room and -nats-retention),
+// which renumbers a message whose seq another node took, and whose
+// consumer delivers what this node's publisher cannot (published). A room
 // in memory keeps the newest -history messages for joined frames; older
-// ones are read from the store, for `since` beyond that ring and for
-// history pages. A room that empties leaves memory; its seq, epoch and
-// messages stay in the store, and the next join loads them.
-//
-// In a cluster the stream keeps the history instead (broker.JetStream, up
-// to -history-keep per room and -nats-retention) and h.br is nil. Pages
-// are read the same way in both, through h.msgs on the room's queue.
+// ones are read from the broker, for `since` beyond that ring and for
+// history pages, on the room's queue. A room that empties leaves memory;
+// its seq, epoch and messages stay with the broker, and the next join
+// loads them.
 
 // maxRecover is the most messages a joined frame carries to bring a client
 // back after `since`: past it recovered is false, the client gets the
@@ -57,57 +59,102 @@ func (h *hub) loadRoom(name string) (*room, error) {
 	r.meet.version = rs.SettingsVersion
 	r.stateKnown = true // read at once: the store is in this process
 	r.loaded = rs.Known
-	r.epoch, r.seq, r.durable = rs.Epoch, rs.Seq, rs.Seq
+	r.epoch, r.seq, r.next = rs.Epoch, rs.Seq, rs.Seq
 	for _, m := range rs.Recent {
 		r.addHistory(m.Payload, h.cfg.HistorySize)
 	}
 	return r, nil
 }
 
-// sayStored gives a message r's next seq and publishes it; published
-// broadcasts it once it is durable. c.mu is held; the shard lock is taken
-// here.
-func (h *hub) sayStored(c *client, r *room, text string) {
+// publish gives a message of from (nick) in r the next seq this node
+// knows of and hands it to the broker, which keeps it under that seq, or
+// (a broker shared with other nodes, whose message took the seq) under
+// the next free one. The shard lock is taken here.
+// Publishes are pipelined: the next may start before this one is kept,
+// and the broker keeps them in this order.
+func (h *hub) publish(c *client, r *room, from, nick, text string, ts int64) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	seq := r.seq + 1
-	ts := time.Now().UnixMilli()
-	frame, at := encodeMsg(r.name, seq, c.idStr, c.nickname(), text, ts)
+	seq := max(r.next, r.seq) + 1
+	frame, at := encodeMsg(r.name, seq, from, nick, text, ts)
 	gen := r.pubGen
-	err := h.br.Publish(r.name, r.epoch, broker.Message{Seq: seq, TS: ts, Payload: frame[at:]}, func(err error) {
-		h.published(r, seq, gen, frame, at, c, err)
+	m := pendingMsg{seq, from, nick, text, ts}
+	renumber := func(seq uint64) []byte {
+		f, at := encodeMsg(r.name, seq, m.from, m.nick, m.text, m.ts)
+		return f[at:]
+	}
+	err := h.msgs.Publish(r.name, r.epoch, broker.Message{Seq: seq, TS: ts, Payload: frame[at:]}, renumber, func(k broker.Kept, err error) {
+		h.published(r, gen, frame, at, c, k, err, m)
 	})
 	if err != nil {
 		h.storeRefused(c, err)
 		return
 	}
-	r.seq = seq
+	r.next = seq
 	r.inflight++
 }
 
-// published runs on the broker's goroutine once message seq of r is
-// durable, or lost with err: then every message published after it fails
-// too (the broker wants seq again), and r's next seq is the last durable
-// one's successor again. gen tells the first such failure from the ones
-// that follow it, which must not undo a seq given out since.
-func (h *hub) published(r *room, seq uint64, gen uint32, frame []byte, at int, c *client, err error) {
+// published runs on the broker's goroutine once a message of r is kept
+// (k: its seq, payload and lifetime), or lost with err: then every
+// message this node published after it fails too (the broker keeps a
+// node's messages in order, or not at all), and r's next seq is its last
+// delivered one's successor again; gen tells the first such failure from
+// the ones that follow it, which must not undo a seq given out since.
+// frame is the message as encoded for the seq it was published with.
+//
+// A message kept is delivered here if it follows what r's members have
+// received; otherwise (its predecessor is another node's, which this
+// node's consumer has not read yet) whoever reads the broker's order
+// delivers it in that order: a cluster's consumer (applyMsg), which skips
+// what was delivered here. A broker out of reach (ErrOffline) makes the
+// room run alone meanwhile (islandSayLocked); if it is back already, the
+// message is published again, after the ones that failed before it.
+func (h *hub) published(r *room, gen uint32, frame []byte, at int, c *client, k broker.Kept, err error, m pendingMsg) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	r.inflight--
-	if err != nil {
-		if gen == r.pubGen {
-			r.seq = r.durable
-			r.pubGen++
+	if err != nil && gen == r.pubGen {
+		r.next = r.seq
+		r.pubGen++
+	}
+	again := false
+	switch {
+	case err == nil:
+		if k.Epoch != r.epoch || k.Seq != r.seq+1 || r.island != nil {
+			break // not next for r's members: the broker's order brings it
 		}
-		h.storeRefused(c, err)
-	} else {
-		r.durable = seq
+		if k.Seq != m.seq { // renumbered
+			frame, at = finishFrame(append(newFrame(len(k.Payload)), k.Payload...))
+		}
+		r.seq = k.Seq
+		r.next = max(r.next, r.seq)
 		r.addHistory(frame[at:], h.cfg.HistorySize)
 		h.broadcast(r, frame, nil)
+	case errors.Is(err, broker.ErrOffline):
+		if again = !h.islandSayLocked(r, c, m); again {
+			r.inflight++ // r stays in memory until it is published again
+		}
+	default:
+		h.storeRefused(c, err)
 	}
 	h.dropIfEmpty(sh, r)
+	sh.mu.Unlock()
+	if again {
+		h.publish(c, r, m.from, m.nick, m.text, m.ts)
+		sh.mu.Lock()
+		r.inflight--
+		h.dropIfEmpty(sh, r)
+		sh.mu.Unlock()
+	}
+}
+
+// pendingMsg is what a publish needs to deliver, or publish again, a
+// message that its broker did not keep as it was.
+type pendingMsg struct {
+	seq              uint64
+	from, nick, text string
+	ts               int64
 }
 
 // storeRefused answers a say the broker did not keep.
@@ -175,15 +222,10 @@ func (h *hub) historyPage(c *client, r *room, before uint64, limit int) {
 	c.send(encodeHistory(r.name, payloads, more))
 }
 
-// delivered is the newest seq r's members have received: r.seq, except
-// while a standalone node's publishes are in flight, whose seqs are given
-// out before they are durable (sayStored). The shard lock must be held.
-func (r *room) delivered() uint64 {
-	if r.inflight > 0 {
-		return r.durable
-	}
-	return r.seq
-}
+// delivered is the newest seq r's members have received (the seqs of
+// publishes in flight, given out before they are kept, run ahead of it
+// in next). The shard lock must be held.
+func (r *room) delivered() uint64 { return r.seq }
 
 // historyFromRing answers a history request from what r keeps in memory:
 // without a broker, or while it is out of reach.

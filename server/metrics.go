@@ -165,7 +165,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(sc.clusterDegraded, degraded)
 	var pub, retries uint64
 	if cl != nil {
-		pub, retries = cl.published.Load(), cl.casRetries.Load()+sc.hub.callConflicts.Load()
+		pub, retries = cl.msgs.Published(), cl.msgs.Retries()+sc.hub.callConflicts.Load()
 	}
 	counter(sc.clusterPublished, pub)
 	counter(sc.clusterRetries, retries)

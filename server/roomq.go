@@ -3,8 +3,8 @@ package main
 import "noom/server/keyq"
 
 // Room requests that wait on the broker (a call change, a settings
-// change, a history page, the messages after a join's since, and in a
-// cluster a say) run off the event loop, on a few queue goroutines:
+// change, a history page, the messages after a join's since) run off the
+// event loop, on a few queue goroutines:
 // requests for one room go to one queue, in order, so that a node never
 // races itself for a room's call list, settings or next seq; different
 // rooms go on in parallel. A full queue refuses a request at once
@@ -14,8 +14,7 @@ import "noom/server/keyq"
 
 // Room request kinds.
 const (
-	reqMsg   = iota // a say (cluster_publish.go)
-	reqCall         // a call join or leave of a local member (calls_change.go)
+	reqCall  = iota // a call join or leave of a local member (calls_change.go)
 	reqPurge        // take the peers that are gone out of a room's call
 	reqLoad         // load a room for the joins that wait (load.go)
 	reqRun          // anything else: a history page, a settings change, a media or signal request
@@ -26,7 +25,6 @@ type pubReq struct {
 	kind  int
 	room  *room
 	c     *client
-	text  string
 	join  bool // reqCall: join, else leave
 	reply bool // reqCall: answer c with a call frame
 	// reqPurge: the list without the peers that are gone.
@@ -62,8 +60,6 @@ func (h *hub) doRoomReq(req pubReq) {
 	switch req.kind {
 	case reqCall, reqPurge:
 		h.doCall(req)
-	case reqMsg:
-		h.cl.doMsg(req)
 	case reqLoad:
 		h.doLoad(req)
 	case reqRun:

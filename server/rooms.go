@@ -165,12 +165,12 @@ type room struct {
 	// (calls_change.go); atomic, as they are queued under c.mu only.
 	callJoins atomic.Int32
 
-	// Standalone (history.go): the newest seq the broker has made durable,
-	// which is what members have received and the history ring holds
-	// (seq runs ahead while publishes are in flight); how many are in
-	// flight, so the room stays in memory until they land; and the
-	// generation of its seq, bumped when a lost publish takes seq back.
-	durable  uint64
+	// Publishing (history.go): the last seq this node gave out, which
+	// runs ahead of seq (what members have received and the history ring
+	// holds) while publishes are in flight; how many are in flight (and
+	// settings changes), so the room stays in memory until they land; and
+	// the generation of next, bumped when a lost publish takes it back.
+	next     uint64
 	inflight int
 	pubGen   uint32
 
@@ -507,20 +507,17 @@ func (h *hub) say(c *client, name, text string) {
 	if r == nil {
 		return
 	}
-	if h.cl != nil { // through the stream, or the room's island (cluster_publish.go)
-		h.cl.publishMsg(r, c, text)
+	if h.msgs == nil { // a hub that keeps nothing (benchmarks)
+		h.sayLocal(r, c.idStr, c.nickname(), text)
 		return
 	}
-	if h.br != nil {
-		h.sayStored(c, r, text)
-		return
-	}
-	h.sayLocal(r, c.idStr, c.nickname(), text)
+	h.publish(c, r, c.idStr, c.nickname(), text, time.Now().UnixMilli())
 }
 
-// sayLocal gives a message r's next seq on this node, keeps it and sends it
-// to r's members here: standalone without a broker (benchmarks). A
-// cluster's island does the same under its own rules (islandSay).
+// sayLocal gives a message r's next seq on this node, keeps it in memory
+// and sends it to r's members here: a hub without a broker (benchmarks).
+// A room that runs alone while its broker is out of reach does the same
+// (islandSayLocked).
 func (h *hub) sayLocal(r *room, from, nick, text string) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
@@ -531,6 +528,7 @@ func (h *hub) sayLocal(r *room, from, nick, text string) {
 // sayLocked is sayLocal with the shard lock held.
 func (h *hub) sayLocked(r *room, from, nick, text string) {
 	r.seq++
+	r.next = r.seq
 	frame, at := encodeMsg(r.name, r.seq, from, nick, text, time.Now().UnixMilli())
 	r.addHistory(frame[at:], h.cfg.HistorySize)
 	h.broadcast(r, frame, nil)

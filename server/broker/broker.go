@@ -17,8 +17,10 @@
 // The rules every implementation keeps (the contract tests check them):
 //
 //   - A room's messages are numbered 1, 2, 3... under one epoch, a name for
-//     this lifetime of the room's sequence. Publish takes the seq that
-//     follows the room's last one; anything else is refused (ErrSeq).
+//     this lifetime of the room's sequence. Publish keeps a message under
+//     the seq that follows the room's last one: a seq already taken is
+//     refused (ErrSeq), or, where other writers share the room and the
+//     caller lets it, the message is renumbered to the next free one.
 //   - done is called once a message is kept for good (durable), in publish
 //     order per room, and only then may anyone receive it. A refused or
 //     failed publish is not kept, and the room's next seq is its last
@@ -51,6 +53,13 @@ type Message struct {
 	Payload []byte
 }
 
+// Kept is a message as a broker kept it: its seq and payload (as given
+// or renumbered) and the lifetime it is in.
+type Kept struct {
+	Message
+	Epoch string
+}
+
 // RoomState is what a room starts from when it is loaded into memory.
 type RoomState struct {
 	// Epoch names this lifetime of the room's sequence.
@@ -75,12 +84,19 @@ type Messages interface {
 	// Room returns room's kept state with at most recent newest messages.
 	// A room it does not know gets a new epoch and seq 0.
 	Room(room string, recent int) (RoomState, error)
-	// Publish keeps m, whose Seq must follow the room's last. epoch is the
-	// room's, from Room. done is called once m is durable, or with the
-	// error that lost it, in publish order per room, never on the caller's
-	// goroutine. An error returned instead means m was refused at once
-	// (ErrBusy: retry later) and done is not called.
-	Publish(room, epoch string, m Message, done func(error)) error
+	// Publish keeps m as the room's next message. epoch is the room's,
+	// from Room, and m.Seq follows the last seq its caller knows of. A
+	// broker that is the room's only writer (Local) refuses any other seq
+	// than the one that follows the room's last (ErrSeq). One that shares
+	// the room with other writers (JetStream) finds m.Seq taken when
+	// another got there first: then, if renumber is set, it keeps m as the
+	// message after the room's last, in whatever lifetime the room is in
+	// now, with the payload renumber returns for that seq (else ErrSeq).
+	// done is called once m is durable, with m as kept (Kept), or with the
+	// error that lost it, in publish order per room, never on the
+	// caller's goroutine. An error returned instead means m was refused at
+	// once (ErrBusy: retry later) and done is not called.
+	Publish(room, epoch string, m Message, renumber func(seq uint64) []byte, done func(Kept, error)) error
 	// History returns up to limit kept messages with seq < before (the
 	// newest ones for before 0), oldest first, and whether older ones are
 	// kept.

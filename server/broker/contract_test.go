@@ -57,7 +57,7 @@ func forEach(t *testing.T, fn func(t *testing.T, b Messages, reopen func() Messa
 func publishWait(b Messages, room, epoch string, seq uint64) error {
 	done := make(chan error, 1)
 	m := Message{Seq: seq, TS: time.Now().UnixMilli(), Payload: fmt.Appendf(nil, `{"seq":%d}`, seq)}
-	if err := b.Publish(room, epoch, m, func(err error) { done <- err }); err != nil {
+	if err := b.Publish(room, epoch, m, nil, func(_ Kept, err error) { done <- err }); err != nil {
 		return err
 	}
 	return <-done
@@ -94,7 +94,7 @@ func TestContractOrder(t *testing.T) {
 					seq++
 					s := seq
 					wg.Add(1)
-					err := b.Publish("r", rs.Epoch, Message{Seq: s, Payload: []byte("{}")}, func(err error) {
+					err := b.Publish("r", rs.Epoch, Message{Seq: s, Payload: []byte("{}")}, nil, func(_ Kept, err error) {
 						defer wg.Done()
 						if err != nil {
 							t.Errorf("seq %d: %v", s, err)

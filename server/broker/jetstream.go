@@ -57,12 +57,21 @@ type JetStream struct {
 	// patience is how long a publish without an answer is retried.
 	patience time.Duration
 
-	mu   sync.Mutex // guards last
+	mu   sync.Mutex // guards last and broken
 	last map[string]Position
+	// broken holds the rooms whose publishes queued before a failure fail
+	// too (run).
+	broken map[string]brokenRoom
+	// pubMu makes tickets follow the queues' order.
+	pubMu   sync.Mutex
+	tickets atomic.Uint64
 
 	queues   *keyq.Queues[pubJob] // the publishers, by room
 	count    atomic.Uint64        // numbers publishes for their Nats-Msg-Id
 	lostAcks atomic.Int32
+	paused   func() bool
+
+	published, retries atomic.Uint64
 }
 
 // Headers of a stored message.
@@ -99,6 +108,11 @@ type JetStreamConfig struct {
 	Timeout, Patience time.Duration
 	// Workers publish, each for its share of the rooms (default 4).
 	Workers int
+	// Paused, if set, reports whether the node is out of the cluster for
+	// now (NATS out of reach, or catching up after it): publishes meanwhile
+	// fail with ErrOffline at once, rather than be stored in a stream the
+	// node is not following yet.
+	Paused func() bool
 }
 
 // Position is where a room's sequence stands in the stream: its last seq,
@@ -120,7 +134,9 @@ type StreamMsg struct {
 type pubJob struct {
 	room, epoch string
 	m           Message
-	done        func(error)
+	renumber    func(uint64) []byte
+	done        func(Kept, error)
+	ticket      uint64 // the order publishes were queued in
 }
 
 // NewJetStream returns a broker over cfg's stream.
@@ -133,8 +149,12 @@ func NewJetStream(cfg JetStreamConfig) *JetStream {
 	}
 	cfg.Patience = max(cfg.Patience, cfg.Timeout)
 	j := &JetStream{js: cfg.JS, stream: cfg.Stream, prefix: cfg.Prefix, callPrefix: cfg.CallPrefix, epoch: cfg.Epoch, node: cfg.Node,
-		timeout: cfg.Timeout, patience: cfg.Patience, last: make(map[string]Position)}
-	j.queues = keyq.New(cfg.Workers, 1024, func(job pubJob) { job.done(j.publish(job.room, job.epoch, job.m)) })
+		timeout: cfg.Timeout, patience: cfg.Patience, paused: cfg.Paused, last: make(map[string]Position),
+		broken: make(map[string]brokenRoom)}
+	if j.paused == nil {
+		j.paused = func() bool { return false }
+	}
+	j.queues = keyq.New(cfg.Workers, 1024, j.run)
 	return j
 }
 
@@ -264,27 +284,97 @@ func (j *JetStream) Load(room string, recent int) (Position, []StreamMsg, error)
 }
 
 // Publish implements Messages. Publishes of one room go to one worker, in
-// order, so a node never races itself for a room's next seq.
-func (j *JetStream) Publish(room, epoch string, m Message, done func(error)) error {
-	if !j.queues.Enqueue(room, pubJob{room, epoch, m, done}) {
+// order, so a node never races itself for a room's next seq, and a
+// node's messages are kept in the order it published them: one whose
+// seq another node took is renumbered (with renumber) before the next
+// one is tried.
+//
+// A publish that fails fails every publish of its room queued behind it
+// (before its done was called) with the same error, as the store does:
+// a node's messages are kept in the order it published them, or not at
+// all, and its publisher publishes them again, in order, if it wants.
+func (j *JetStream) Publish(room, epoch string, m Message, renumber func(uint64) []byte, done func(Kept, error)) error {
+	j.pubMu.Lock() // tickets in queue order
+	defer j.pubMu.Unlock()
+	if !j.queues.Enqueue(room, pubJob{room, epoch, m, renumber, done, j.tickets.Add(1)}) {
 		return fmt.Errorf("%w: %d publishes queued, or closed", ErrBusy, j.queues.Depth())
 	}
 	return nil
 }
 
-// publish stores m if it follows room's last message in epoch.
-func (j *JetStream) publish(room, epoch string, m Message) error {
+// run publishes job on its room's worker, unless a publish queued before
+// it failed.
+func (j *JetStream) run(job pubJob) {
+	j.mu.Lock()
+	cut, broken := j.broken[job.room]
+	if broken && job.ticket > cut.ticket { // everything queued before the failure is done
+		delete(j.broken, job.room)
+		broken = false
+	}
+	j.mu.Unlock()
+	if broken {
+		job.done(Kept{}, cut.err)
+		return
+	}
+	k, err := j.publishJob(job)
+	if err != nil {
+		j.mu.Lock()
+		if len(j.broken) > 10000 { // rooms that failed and were never published into again
+			clear(j.broken)
+		}
+		j.broken[job.room] = brokenRoom{j.tickets.Load(), err}
+		j.mu.Unlock()
+	}
+	job.done(k, err)
+}
+
+// brokenRoom: the publishes of a room queued up to ticket fail with err.
+type brokenRoom struct {
+	ticket uint64
+	err    error
+}
+
+// publishJob keeps job's message as its room's next. Each time another
+// node took the seq (ErrSeq), the stream's head says which is next, and
+// with a renumber the message is tried again as that one, for patience;
+// a room that busy gets ErrBusy.
+func (j *JetStream) publishJob(job pubJob) (Kept, error) {
+	if j.paused() {
+		return Kept{}, fmt.Errorf("%w: out of the cluster for now", ErrOffline)
+	}
+	k := Kept{Message: job.m, Epoch: job.epoch}
+	for deadline := time.Now().Add(j.patience); ; {
+		err := j.publish(job.room, &k, job.renumber)
+		if !errors.Is(err, ErrSeq) || job.renumber == nil {
+			return k, err
+		}
+		j.retries.Add(1)
+		if time.Now().After(deadline) {
+			return Kept{}, fmt.Errorf("%w: room %s: others kept taking the next seq for %s", ErrBusy, job.room, j.patience)
+		}
+	}
+}
+
+// publish stores k if it follows its room's last message in its epoch;
+// with a renumber, a k that does not (another node's message is newer
+// than this node knew, or the room is in a new lifetime) becomes the one
+// that does.
+func (j *JetStream) publish(room string, k *Kept, renumber func(uint64) []byte) error {
 	cur, ok := j.known(room)
-	if !ok || cur.Epoch != epoch || cur.Seq+1 != m.Seq {
-		// What this node knows is not m's predecessor: the stream says.
+	if !ok || cur.Epoch != k.Epoch || cur.Seq+1 != k.Seq {
+		// What this node knows is not k's predecessor: the stream says.
 		var err error
 		if cur, err = j.Head(room); err != nil {
 			return err
 		}
-		if cur.Epoch != epoch || cur.Seq+1 != m.Seq {
-			return fmt.Errorf("%w: room %s is at %d in %s", ErrSeq, room, cur.Seq, cur.Epoch)
+		if cur.Epoch != k.Epoch || cur.Seq+1 != k.Seq {
+			if renumber == nil {
+				return fmt.Errorf("%w: room %s is at %d in %s", ErrSeq, room, cur.Seq, cur.Epoch)
+			}
+			k.Epoch, k.Seq, k.Payload = cur.Epoch, cur.Seq+1, renumber(cur.Seq+1)
 		}
 	}
+	epoch, m := k.Epoch, k.Message
 	msg := &nats.Msg{Subject: j.Subject(room), Data: m.Payload, Header: nats.Header{}}
 	msg.Header.Set(SeqHeader, strconv.FormatUint(m.Seq, 10))
 	msg.Header.Set(EpochHeader, epoch)
@@ -298,11 +388,13 @@ func (j *JetStream) publish(room, epoch string, m Message) error {
 		switch {
 		case err == nil: // ack.Duplicate too: the id is this message's alone
 			j.remember(room, Position{m.Seq, ack.Sequence, epoch})
+			j.published.Add(1)
 			return nil
 		case WrongLastSeq(err):
 			if uncertain {
 				if p, ok := j.storedAfter(room, cur.StreamSeq, id); ok {
 					j.remember(room, p)
+					j.published.Add(1)
 					return nil
 				}
 			}
@@ -318,6 +410,14 @@ func (j *JetStream) publish(room, epoch string, m Message) error {
 		}
 	}
 }
+
+// Published counts the messages this broker stored; Retries the
+// publishes it tried again because another node took their seq.
+func (j *JetStream) Published() uint64 { return j.published.Load() }
+
+// Retries counts the publishes tried again because another node took
+// their seq first.
+func (j *JetStream) Retries() uint64 { return j.retries.Load() }
 
 func (j *JetStream) forget(room string) {
 	j.mu.Lock()

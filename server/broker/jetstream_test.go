@@ -3,8 +3,11 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,6 +110,140 @@ func TestJetStreamTwoNodes(t *testing.T) {
 		if m.Seq != uint64(i+1) {
 			t.Fatalf("message %d has seq %d", i, m.Seq)
 		}
+	}
+}
+
+// TestJetStreamRenumbers: two nodes publish into one room at once without
+// waiting, each numbering its messages from what it last knew (so most of
+// their seqs are taken by the other's), with a renumber: every message is
+// kept once, seqs 1..n without a gap, each node's in the order it
+// published them, and done reports each one's seq and payload as kept.
+func TestJetStreamRenumbers(t *testing.T) {
+	ns := testNATS(t, t.TempDir())
+	nodes := []*JetStream{openJetStream(t, ns.ClientURL(), "a", time.Hour), openJetStream(t, ns.ClientURL(), "b", time.Hour)}
+	rs, err := nodes[0].Room("r", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const each = 60
+	type kept struct {
+		seq  uint64
+		text string
+	}
+	got := make([][]kept, len(nodes))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for n, b := range nodes {
+		for i := range each {
+			text := fmt.Sprintf("%d.%d", n, i)
+			body := func(seq uint64) []byte { return fmt.Appendf(nil, `{"seq":%d,"text":%q}`, seq, text) }
+			wg.Add(1)
+			err := b.Publish("r", rs.Epoch, Message{Seq: uint64(i + 1), Payload: body(uint64(i + 1))}, body, func(k Kept, err error) {
+				defer wg.Done()
+				if err != nil {
+					t.Errorf("%s: %v", text, err)
+					return
+				}
+				if want := body(k.Seq); string(k.Payload) != string(want) || k.Epoch != rs.Epoch {
+					t.Errorf("%s kept as %s in %s, want %s in %s", text, k.Payload, k.Epoch, want, rs.Epoch)
+				}
+				mu.Lock()
+				got[n] = append(got[n], kept{k.Seq, text})
+				mu.Unlock()
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wg.Wait()
+	for n := range nodes {
+		if len(got[n]) != each {
+			t.Fatalf("node %d: %d kept", n, len(got[n]))
+		}
+		for i, k := range got[n] {
+			if k.text != fmt.Sprintf("%d.%d", n, i) || i > 0 && k.seq <= got[n][i-1].seq {
+				t.Fatalf("node %d: done %d is %s at seq %d, after seq %d", n, i, k.text, k.seq, got[n][max(i-1, 0)].seq)
+			}
+		}
+	}
+	msgs, more, err := nodes[1].History("r", 0, 1000)
+	if err != nil || more || len(msgs) != 2*each {
+		t.Fatalf("history: %d messages, more %v, %v; want %d", len(msgs), more, err, 2*each)
+	}
+	for i, m := range msgs {
+		if m.Seq != uint64(i+1) || !strings.Contains(string(m.Payload), fmt.Sprintf(`"seq":%d,`, m.Seq)) {
+			t.Fatalf("message %d: seq %d, %s", i, m.Seq, m.Payload)
+		}
+	}
+	if nodes[0].Retries()+nodes[1].Retries() == 0 {
+		t.Fatal("no seq was ever taken: the test did not race the nodes")
+	}
+}
+
+// TestJetStreamFailureFailsWhatFollows: a publish that fails fails the
+// publishes of its room queued behind it, even ones that would have been
+// kept, so that a node's messages are kept in its order or not at all;
+// what is published after the failure is reported goes on.
+func TestJetStreamFailureFailsWhatFollows(t *testing.T) {
+	ns := testNATS(t, t.TempDir())
+	a := openJetStream(t, ns.ClientURL(), "a", time.Hour)
+	rs, err := a.Room("r", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(seq uint64) Message { return Message{Seq: seq, Payload: fmt.Appendf(nil, `{"seq":%d}`, seq)} }
+	hold, held := make(chan struct{}), make(chan struct{})
+	results := make(chan string, 4)
+	publish := func(name string, seq uint64, wait bool) {
+		err := a.Publish("r", rs.Epoch, msg(seq), nil, func(k Kept, err error) {
+			if wait { // hold the room's worker until the rest are queued
+				close(held)
+				<-hold
+			}
+			results <- fmt.Sprintf("%s:%v", name, errors.Is(err, ErrSeq))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("first", 1, true)
+	<-held
+	publish("wrong", 5, false) // not next, and no renumber: ErrSeq
+	publish("next", 2, false)  // would follow seq 1, but is queued behind the failure
+	publish("then", 3, false)
+	close(hold)
+	for _, want := range []string{"first:false", "wrong:true", "next:true", "then:true"} {
+		if got := <-results; got != want {
+			t.Fatalf("got %s, want %s", got, want)
+		}
+	}
+	if err := publishWait(a, "r", rs.Epoch, 2); err != nil {
+		t.Fatalf("a publish after the failure was reported: %v", err)
+	}
+}
+
+// TestJetStreamPaused: a node out of the cluster for now publishes
+// nothing: ErrOffline at once, and the stream keeps nothing of it.
+func TestJetStreamPaused(t *testing.T) {
+	ns := testNATS(t, t.TempDir())
+	a := openJetStream(t, ns.ClientURL(), "a", time.Hour)
+	var paused atomic.Bool
+	a.paused = paused.Load
+	rs, err := a.Room("r", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused.Store(true)
+	if err := publishWait(a, "r", rs.Epoch, 1); !errors.Is(err, ErrOffline) {
+		t.Fatalf("paused publish: %v, want ErrOffline", err)
+	}
+	paused.Store(false)
+	if err := publishWait(a, "r", rs.Epoch, 1); err != nil {
+		t.Fatalf("publish once back: %v", err)
+	}
+	if msgs, _, err := a.History("r", 0, 10); err != nil || len(msgs) != 1 {
+		t.Fatalf("history: %d, %v", len(msgs), err)
 	}
 }
 

@@ -71,9 +71,11 @@ func (l *Local) Room(room string, recent int) (RoomState, error) {
 }
 
 // Publish implements Broker.
-func (l *Local) Publish(room, epoch string, m Message, done func(error)) error {
+// Local is the room's only writer: renumber is never needed, and a seq
+// that does not follow is refused.
+func (l *Local) Publish(room, epoch string, m Message, _ func(uint64) []byte, done func(Kept, error)) error {
 	err := l.st.AppendIn(room, epoch, store.Record{Seq: m.Seq, TS: m.TS, Payload: m.Payload}, func(err error) {
-		done(contractErr(err))
+		done(Kept{Message: m, Epoch: epoch}, contractErr(err))
 	})
 	return contractErr(err)
 }
