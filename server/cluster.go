@@ -338,14 +338,6 @@ func (cl *cluster) online() bool {
 	return cl != nil && cl.ready.Load() && !cl.degraded.Load()
 }
 
-// roomEpoch is the epoch of rooms in a cluster, "" standalone.
-func (cl *cluster) roomEpoch() string {
-	if cl == nil {
-		return ""
-	}
-	return cl.epoch
-}
-
 // close leaves the cluster: a bye event, so the others drop this node's
 // members at once instead of after deadAfter.
 func (cl *cluster) close() {

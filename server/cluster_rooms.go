@@ -32,6 +32,15 @@ func (h *hub) applyMsg(name string, m streamMsg) {
 	case !r.loaded:
 		return
 	}
+	h.applyInOrder(r, m)
+}
+
+// applyInOrder applies m, read from the stream, to loaded room r: r's seq
+// and history advance, and its members here get it, unless it is older
+// than what r has (a load read it, or its publisher delivered it). The
+// shard lock must be held.
+func (h *hub) applyInOrder(r *room, m streamMsg) {
+	name := r.name
 	if is := r.island; is != nil { // only after an outage; keep the cluster state aside
 		if m.StreamSeq <= is.streamSeq {
 			return

@@ -37,35 +37,6 @@ const (
 // seq and epoch before the store forgets it (PROTOCOL.md: a day).
 const forgetAfter = 24 * time.Hour
 
-// loadRoom builds room name from what the broker keeps of it. The shard
-// lock must be held: the reads are from the store's memory map, a few
-// microseconds. A room the broker has no trace of is not loaded yet: its
-// first settings are created on its queue (load.go) before a join is let
-// in. In a cluster (no broker here) every room is loaded that way, with
-// its messages.
-func (h *hub) loadRoom(name string) (*room, error) {
-	r := h.newRoom(name)
-	if h.br == nil { // a cluster's (loaded from the stream), or a hub that keeps nothing
-		r.loaded = h.settings == nil
-		return r, nil
-	}
-	rs, err := h.br.Room(name, h.cfg.HistorySize)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.meet.loadSettings(rs.Settings); err != nil {
-		return nil, err
-	}
-	r.meet.version = rs.SettingsVersion
-	r.stateKnown = true // read at once: the store is in this process
-	r.loaded = rs.Known
-	r.epoch, r.seq, r.next = rs.Epoch, rs.Seq, rs.Seq
-	for _, m := range rs.Recent {
-		r.addHistory(m.Payload, h.cfg.HistorySize)
-	}
-	return r, nil
-}
-
 // publish gives a message of from (nick) in r the next seq this node
 // knows of and hands it to the broker, which keeps it under that seq, or
 // (a broker shared with other nodes, whose message took the seq) under

@@ -4,21 +4,19 @@ import (
 	"encoding/json"
 
 	"noom/server/auth"
+	"noom/server/broker"
 )
 
-// Loading a room that the broker cannot answer for at once. A join finds
-// its room in memory, or loads it: standalone, the store is in this
-// process and a known room is read under the shard lock (loadRoom, in
-// microseconds). Two cases wait instead, on the room's queue (roomq.go),
-// off the event loop:
-//
-//   - a room the broker has no trace of: its first settings, with the
-//     host key its creator gets, are created through the contract
-//     (broker.Settings.ReadSettings, which one caller wins) and are
-//     durable before anyone is told it is host, so a crash cannot hand
-//     the room to whoever comes next;
-//   - in a cluster, any room not in memory yet: its settings the same way,
-//     and its messages' state from the stream (cluster_load.go).
+// Loading a room into memory, one way whatever the broker. A join finds
+// its room in memory, or waits for its load, on the room's queue
+// (roomq.go), off the event loop: its messages' state is read from the
+// broker (h.msgs.Room), and its settings too (broker.Settings.ReadSettings)
+// or, for a room the broker has no trace of, created with the host key
+// its creator gets (of two callers one wins), durable before anyone is
+// told it is host, so a crash cannot hand the room to whoever comes next.
+// Standalone both are reads of the store in this process, fractions of a
+// millisecond; in a cluster, NATS round trips (cluster_load.go has what
+// the consumer reads meanwhile).
 //
 // The joins wait outside the room (gated) and are checked against the
 // settings once the load is done; the first, when the load created them,
@@ -75,29 +73,21 @@ func (h *hub) doLoad(req pubReq) {
 	}
 }
 
-// load reads r's settings, creating them for a new room, and in a
-// cluster its messages, then checks the joins that wait.
+// load reads r's messages' state and its settings, creating them for a
+// new room, then checks the joins that wait.
 func (h *hub) load(r *room) {
-	sh := h.shardOf(r.name)
-	sh.mu.Lock()
-	epoch, stateKnown := r.epoch, r.stateKnown
-	sh.mu.Unlock()
-	var msgs []streamMsg
-	var err error
-	if !stateKnown {
-		msgs, err = h.cl.loadMessages(r)
-	}
+	rs, err := h.msgs.Room(r.name, h.cfg.HistorySize)
 	var set settingsEntry
 	var key string
 	if err == nil {
-		set, key, err = h.readSettings(r.name, epoch, true)
+		set, key, err = h.readSettings(r.name, rs.Epoch, true)
 	}
 	if err != nil {
 		h.log.Warn("room not loaded", "room", r.name, "err", err)
 		h.refuseLoad(r)
 		return
 	}
-	for _, g := range h.finishLoad(r, msgs, set, key) {
+	for _, g := range h.finishLoad(r, rs, set, key) {
 		h.join(g.c, g.jr) // checked now, against the settings just read
 		h.settled(g.c)
 	}
@@ -131,10 +121,10 @@ func (h *hub) readSettings(room, epoch string, create bool) (e settingsEntry, ke
 	return e, key, nil
 }
 
-// finishLoad gives r its settings (key: its host key, if this load
-// created them) and, when it had to read them (msgs), its messages'
-// state, and returns the joins to check now.
-func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key string) []gatedJoin {
+// finishLoad gives r its messages' state (rs) and its settings (key: its
+// host key, if this load created them), and returns the joins to check
+// now.
+func (h *hub) finishLoad(r *room, rs broker.RoomState, set settingsEntry, key string) []gatedJoin {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -148,11 +138,25 @@ func (h *hub) finishLoad(r *room, msgs []streamMsg, set settingsEntry, key strin
 		m.set = set.storedSettings
 	}
 	r.meet.pendingKey = key
-	if !r.stateKnown {
-		h.applyLoaded(r, msgs)
-	}
-	r.loading, r.loaded, r.stateKnown = false, true, true
+	h.applyLoaded(r, rs)
+	r.loading, r.loaded = false, true
 	return gated
+}
+
+// applyLoaded gives r the messages' state a load read, and then what a
+// cluster's consumer read of r meanwhile (early) that is newer than it.
+// The shard lock is held.
+func (h *hub) applyLoaded(r *room, rs broker.RoomState) {
+	r.epoch, r.seq, r.next, r.streamSeq = rs.Epoch, rs.Seq, rs.Seq, rs.Mark
+	r.history, r.histStart = nil, 0
+	for _, m := range rs.Recent {
+		r.addHistory(m.Payload, h.cfg.HistorySize)
+	}
+	early := r.early
+	r.early = nil
+	for _, m := range early {
+		h.applyInOrder(r, m)
+	}
 }
 
 // refuseLoad answers the joins waiting for r's load with unavailable.

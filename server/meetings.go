@@ -137,15 +137,6 @@ func (m *meeting) setRole(id, role string) {
 	m.roles[id] = role
 }
 
-// loadSettings sets m from what the broker kept.
-func (m *meeting) loadSettings(b []byte) error {
-	s, err := decodeSettings(b)
-	if err == nil {
-		m.set = s
-	}
-	return err
-}
-
 // settingsEntry is a room's settings as the broker keeps them, with their
 // version (broker.Settings; the cluster's bucket and the store alike).
 type settingsEntry struct {

@@ -59,14 +59,17 @@ type hub struct {
 	// release gives back a closed connection's place under the caps.
 	release func(c *client)
 
-	// cl links this node to the others through NATS; nil when standalone.
-	// Its methods are safe on nil.
+	// cl links this node to the others through NATS (its connection,
+	// consumer and outages, cluster*.go); nil when standalone. The hub's
+	// rooms reach the broker through msgs, calls, settings and members
+	// below, never through cl.
 	cl *cluster
-	// br keeps rooms' history when standalone (history.go); nil in a
-	// cluster, whose stream keeps it.
+	// br is the standalone node's broker, which the server closes; nil in
+	// a cluster, whose own parts are below.
 	br broker.Broker
-	// msgs is where history pages are read: br standalone, the stream in
-	// a cluster, nil for a hub without either (benchmarks).
+	// msgs keeps the rooms' messages (history.go, load.go): br
+	// standalone, the stream in a cluster, nil for a hub without either
+	// (benchmarks).
 	msgs broker.Messages
 	// calls keeps the rooms' call lists (calls_change.go): br standalone,
 	// the stream in a cluster, memory for a hub without either. rq runs
@@ -153,14 +156,13 @@ type room struct {
 	streamSeq      uint64
 	island         *islandState
 	pendingSignals []pendingSignal
-	// Whether it is loaded (its settings read, load.go; only then are
-	// joins let in), a load is on its way, its messages' state is read
-	// (standalone at once, by loadRoom; in a cluster from the stream),
-	// what the consumer applied meanwhile (cluster_load.go) and the joins
-	// that wait for the load.
-	loaded, loading, stateKnown bool
-	early                       []streamMsg
-	gated                       []gatedJoin
+	// Whether it is loaded (its messages' state and settings read from the
+	// broker, load.go; only then are joins let in), a load is on its way,
+	// what a cluster's consumer read meanwhile (cluster_load.go) and the
+	// joins that wait for the load.
+	loaded, loading bool
+	early           []streamMsg
+	gated           []gatedJoin
 	// callJoins counts this node's call joins queued and not yet decided
 	// (calls_change.go); atomic, as they are queued under c.mu only.
 	callJoins atomic.Int32
@@ -238,13 +240,11 @@ func (h *hub) stop() {
 func (r *room) count() int { return len(r.members) + len(r.remote) }
 
 func (h *hub) newRoom(name string) *room {
-	epoch := h.cl.roomEpoch()
-	if epoch == "" {
-		epoch = strconv.FormatInt(time.Now().UnixMilli(), 36) + "." + strconv.FormatUint(h.epochSeq.Add(1), 36)
-	}
 	return &room{
-		name:      name,
-		epoch:     epoch,
+		name: name,
+		// Its lifetime until a load reads the broker's (load.go); a hub
+		// without a broker (benchmarks) keeps it.
+		epoch:     strconv.FormatInt(time.Now().UnixMilli(), 36) + "." + strconv.FormatUint(h.epochSeq.Add(1), 36),
 		parts:     make([][]*client, len(h.workers)),
 		partCount: make([]int32, len(h.workers)),
 	}

@@ -70,6 +70,11 @@ type RoomState struct {
 	Recent []Message
 	// Known is false for a room the broker had no trace of: Epoch is new.
 	Known bool
+	// Mark is where the room stood in the broker's order when it was
+	// read: the stream sequence of its last message (JetStream), which a
+	// node that follows the stream compares what it reads meanwhile with;
+	// 0 where the room has no other writer (Local).
+	Mark uint64
 	// Settings are the room's settings as last kept (Settings; opaque to
 	// the broker: the hub's JSON of passcode hash, lobby, lock, host key
 	// hash), nil if none; SettingsVersion their version.

@@ -268,7 +268,7 @@ func (j *JetStream) Room(room string, recent int) (RoomState, error) {
 	if err != nil {
 		return RoomState{}, err
 	}
-	return RoomState{Epoch: p.Epoch, Seq: p.Seq, Known: p.Seq > 0, Recent: messagesOf(msgs)}, nil
+	return RoomState{Epoch: p.Epoch, Seq: p.Seq, Known: p.Seq > 0, Mark: p.StreamSeq, Recent: messagesOf(msgs)}, nil
 }
 
 // Load is Room for a node that follows the stream: where the room stands
