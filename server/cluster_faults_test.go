@@ -445,32 +445,27 @@ func TestClusterRetention(t *testing.T) {
 	}
 }
 
-// TestClusterCallJoinThenDisconnect queues a call join behind many says
-// in the room's publisher and disconnects at once: the join must not put
-// a peer that is gone into the call list (call_limit 1 here, so the next
+// TestClusterCallJoinThenDisconnect queues a call join on a room queue
+// that is held, and disconnects: the join, decided after, must not put a
+// peer that is gone into the call list (call_limit 1 here, so the next
 // joiner would get call_full for good).
 func TestClusterCallJoinThenDisconnect(t *testing.T) {
 	ns := testNATS(t, t.TempDir(), 0)
-	node := startNodes(t, ns.ClientURL(), 1, func(c *Config) { c.CallLimit, c.Rate, c.Burst = 1, 10000, 10000 })[0]
+	node := startNodes(t, ns.ClientURL(), 1, func(c *Config) { c.CallLimit = 1 })[0]
 	y := dial(t, node)
 	y.join("r")
 	j := dial(t, node)
 	j.join("r")
 	y.waitFor("presence")
-	var burst []byte
-	for i := 0; i < 200; i++ {
-		b, _ := json.Marshal(map[string]any{"type": "say", "room": "r", "text": "busy " + strconv.Itoa(i)})
-		burst = append(burst, encodeClientFrame(opText, true, b)...)
-	}
-	b, _ := json.Marshal(map[string]any{"type": "call", "room": "r", "action": "join"})
-	burst = append(burst, encodeClientFrame(opText, true, b)...)
-	if _, err := j.c.Write(burst); err != nil {
-		t.Fatal(err)
-	}
+	r := roomNamed(node.hub, "r")
+	release := holdQueue(t, node.hub, r, false)
+	j.send(map[string]any{"type": "call", "room": "r", "action": "join"})
+	eventually(t, 5*time.Second, "the call join to be queued", func() bool { return r.callJoins.Load() == 1 })
 	_ = j.c.Close()
 	if p := y.waitFor("presence"); p.str("event") != "leave" || p.str("id") != j.id {
 		t.Fatalf("presence: %v", p)
 	}
+	release()
 	y.send(map[string]any{"type": "call", "room": "r", "action": "join"})
 	if m := y.waitFor2("call", "error"); m.str("type") != "call" {
 		t.Fatalf("a call join after a peer's join was queued and it disconnected: %v", m)
