@@ -403,18 +403,26 @@ func TestClusterEmptyRoomsLeaveMemory(t *testing.T) {
 }
 
 // TestClusterRetention lets a room's messages pass -nats-retention (2 s
-// here): the stream then keeps nothing of the room, so its sequence is
-// lost, and the room starts over, seq 1 under a new epoch, announced to
-// its members with a joined frame. A node that starts meanwhile, on a
+// here) in a three-node cluster, a day of quiet: the stream then keeps
+// nothing of the room, so its sequence is lost, and the room starts over,
+// seq 1 under a new epoch, announced to its members on both nodes that
+// have some with a joined frame. A third node that starts meanwhile, on a
 // stream that holds nothing, starts, and agrees on the new epoch.
 func TestClusterRetention(t *testing.T) {
 	ns := testNATS(t, t.TempDir(), 0)
 	short := func(c *Config) { c.NATSRetention = 2 * time.Second }
-	node := startNodes(t, ns.ClientURL(), 1, short)[0]
+	nodes := startNodes(t, ns.ClientURL(), 2, short)
+	node := nodes[0]
 	a := dial(t, node)
 	epoch := a.join("r").str("epoch")
+	o := dial(t, nodes[1])
+	joinSettle(t, o, "r", 2)
+	a.waitFor("presence")
 	a.send(map[string]any{"type": "say", "room": "r", "text": "old"})
 	a.expect("msg")
+	if m := o.waitFor("msg"); m.str("text") != "old" {
+		t.Fatalf("on the other node: %v", m)
+	}
 	cl := node.hub.cl
 	eventually(t, 10*time.Second, "the stream to expire the room's messages", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -433,15 +441,23 @@ func TestClusterRetention(t *testing.T) {
 	if m := a.expect("msg"); m.str("text") != "new" || m.num("seq") != 1 {
 		t.Fatalf("the first message after the room's expired: %v", m)
 	}
+	if jo := o.waitFor("joined"); jo.str("epoch") != j.str("epoch") {
+		t.Fatalf("the new lifetime on the other node: %v, want epoch %s", jo, j.str("epoch"))
+	}
+	if m := o.waitFor("msg"); m.str("text") != "new" || m.num("seq") != 1 {
+		t.Fatalf("the first message after the room's expired, on the other node: %v", m)
+	}
 
 	b := dial(t, fresh)
-	jb := joinSettle(t, b, "r", 2)
+	jb := joinSettle(t, b, "r", 3)
 	if h := jb.list("history"); jb.str("epoch") != j.str("epoch") || len(h) != 1 || msg(h[0].(map[string]any)).str("text") != "new" {
 		t.Fatalf("joined on the node that started after the expiry: %v, want epoch %s and the new message", jb, j.str("epoch"))
 	}
 	b.send(map[string]any{"type": "say", "room": "r", "text": "next"})
-	if m := a.waitFor("msg"); m.str("text") != "next" || m.num("seq") != 2 {
-		t.Fatalf("a message from the new node: %v", m)
+	for _, ws := range []*wsConn{a, o} {
+		if m := ws.waitFor("msg"); m.str("text") != "next" || m.num("seq") != 2 {
+			t.Fatalf("a message from the new node: %v", m)
+		}
 	}
 }
 

@@ -79,11 +79,14 @@ func waitUnregistered(t *testing.T, srv *server) {
 		}
 	}
 	for i := range srv.hub.shards {
-		for name, r := range srv.hub.shards[i].rooms {
+		sh := &srv.hub.shards[i]
+		sh.mu.Lock()
+		for name, r := range sh.rooms {
 			if len(r.members) != 0 {
 				t.Errorf("room %q still has %d members", name, len(r.members))
 			}
 		}
+		sh.mu.Unlock()
 	}
 }
 

@@ -64,7 +64,9 @@ const loadSlots = 256
 func (h *hub) doLoad(req pubReq) {
 	select {
 	case h.loadSem <- struct{}{}:
+		h.loads.Add(1)
 		go func() {
+			defer h.loads.Done()
 			defer func() { <-h.loadSem }()
 			h.load(req.room)
 		}()

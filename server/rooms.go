@@ -110,8 +110,10 @@ type hub struct {
 	attempts *auth.Attempts
 	bars     *auth.Bars
 	slowSem  chan struct{}
-	// loadSem holds a slot per load running on its own goroutine (load.go).
+	// loadSem holds a slot per load running on its own goroutine
+	// (load.go); loads counts them, for drain.
 	loadSem chan struct{}
+	loads   sync.WaitGroup
 }
 
 // shard is one lock's worth of rooms.
@@ -227,6 +229,14 @@ func (h *hub) start() {
 	for _, w := range h.workers {
 		go w.run()
 	}
+}
+
+// drain runs what the room queues hold, refuses what comes after, and
+// waits for the loads on their way: before the broker closes, which they
+// need.
+func (h *hub) drain() {
+	h.rq.close()
+	h.loads.Wait()
 }
 
 func (h *hub) stop() {

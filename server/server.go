@@ -237,6 +237,7 @@ wait:
 	}
 	s.stopSFU()
 	s.stopCluster()
+	s.hub.drain()
 	// Before the workers stop: the store writes what is queued and hands
 	// those messages to the fan-out.
 	if e := s.closeHistory(); e != nil {
