@@ -75,11 +75,6 @@ type RoomState struct {
 	// node that follows the stream compares what it reads meanwhile with;
 	// 0 where the room has no other writer (Local).
 	Mark uint64
-	// Settings are the room's settings as last kept (Settings; opaque to
-	// the broker: the hub's JSON of passcode hash, lobby, lock, host key
-	// hash), nil if none; SettingsVersion their version.
-	Settings        []byte
-	SettingsVersion uint64
 }
 
 // Messages is the contract's part about messages: what every broker does,

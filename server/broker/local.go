@@ -57,9 +57,6 @@ func (l *Local) Room(room string, recent int) (RoomState, error) {
 	// Publish creates a room's metadata with its epoch (AppendIn), so a
 	// stored room always has one.
 	rs := RoomState{Epoch: m.Epoch, Seq: m.LastSeq, Known: true}
-	if rs.Settings, rs.SettingsVersion, err = l.settingsOf(room); err != nil {
-		return RoomState{}, err
-	}
 	if recent > 0 && m.LastSeq > 0 {
 		recs, err := l.st.Newest(room, recent)
 		if err != nil {
