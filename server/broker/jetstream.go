@@ -184,9 +184,9 @@ func (j *JetStream) lifetimeEpoch(markerSeq uint64) string {
 // ack would: for fault tests.
 func (j *JetStream) DropAcks(n int32) { j.lostAcks.Store(n) }
 
-// Head returns where room stands in the stream, starting a lifetime on an
-// empty subject, and remembers it for the next publish.
-func (j *JetStream) Head(room string) (Position, error) {
+// position returns where room stands in the stream, starting a lifetime
+// on an empty subject, and remembers it for the next publish.
+func (j *JetStream) position(room string) (Position, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), j.timeout)
 	defer cancel()
 	subj := j.Subject(room)
@@ -242,10 +242,6 @@ func (j *JetStream) remember(room string, p Position) {
 // publish then expects that, instead of asking the stream first.
 func (j *JetStream) Saw(room string, p Position) { j.remember(room, p) }
 
-// Known returns where this broker last saw room stand (a publish of its
-// own, or a read), if it remembers: no request.
-func (j *JetStream) Known(room string) (Position, bool) { return j.known(room) }
-
 func (j *JetStream) known(room string) (Position, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -263,24 +259,22 @@ func (j *JetStream) offline(err error) error {
 
 // Room implements Messages: the room's position in the stream and its
 // newest messages. A room the stream has nothing of gets a new lifetime.
+// Mark is the stream sequence of the room's last message: a node that
+// follows the stream applies what it reads after it.
 func (j *JetStream) Room(room string, recent int) (RoomState, error) {
-	p, msgs, err := j.Load(room, recent)
+	p, err := j.position(room)
 	if err != nil {
 		return RoomState{}, err
 	}
-	return RoomState{Epoch: p.Epoch, Seq: p.Seq, Known: p.Seq > 0, Mark: p.StreamSeq, Recent: messagesOf(msgs)}, nil
-}
-
-// Load is Room for a node that follows the stream: where the room stands
-// and its newest messages (at most recent) with their stream sequences,
-// oldest first, so that it can merge them with what it reads meanwhile.
-func (j *JetStream) Load(room string, recent int) (Position, []StreamMsg, error) {
-	p, err := j.Head(room)
-	if err != nil || recent <= 0 || p.Seq == 0 {
-		return p, nil, err
+	rs := RoomState{Epoch: p.Epoch, Seq: p.Seq, Known: p.Seq > 0, Mark: p.StreamSeq}
+	if recent > 0 && p.Seq > 0 {
+		msgs, _, err := j.page(room, p.Epoch, p.Seq+1, recent)
+		if err != nil {
+			return RoomState{}, err
+		}
+		rs.Recent = messagesOf(msgs)
 	}
-	msgs, _, err := j.page(room, p.Epoch, p.Seq+1, recent)
-	return p, msgs, err
+	return rs, nil
 }
 
 // Publish implements Messages. Publishes of one room go to one worker, in
@@ -364,7 +358,7 @@ func (j *JetStream) publish(room string, k *Kept, renumber func(uint64) []byte) 
 	if !ok || cur.Epoch != k.Epoch || cur.Seq+1 != k.Seq {
 		// What this node knows is not k's predecessor: the stream says.
 		var err error
-		if cur, err = j.Head(room); err != nil {
+		if cur, err = j.position(room); err != nil {
 			return err
 		}
 		if cur.Epoch != k.Epoch || cur.Seq+1 != k.Seq {
@@ -411,8 +405,7 @@ func (j *JetStream) publish(room string, k *Kept, renumber func(uint64) []byte) 
 	}
 }
 
-// Published counts the messages this broker stored; Retries the
-// publishes it tried again because another node took their seq.
+// Published counts the messages this broker stored.
 func (j *JetStream) Published() uint64 { return j.published.Load() }
 
 // Retries counts the publishes tried again because another node took
