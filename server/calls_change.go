@@ -31,17 +31,17 @@ func (h *hub) changeCall(r *room, c *client, join, reply bool) {
 	if join {
 		r.callJoins.Add(1)
 	}
-	if reply {
-		h.holdBehind(c)
-	}
-	if !h.rq.enqueue(pubReq{kind: reqCall, room: r, c: c, join: join, reply: reply}) {
-		if join {
-			r.callJoins.Add(-1)
-		}
+	if h.rq.enqueue(pubReq{kind: reqCall, room: r, c: c, join: join, reply: reply}) {
 		if reply {
-			c.held.Add(-1) // nothing waits after all; c.mu is held, so nothing was queued
-			c.replyError(errUnavailable, "the server is busy; try again", "call")
+			h.holdBehind(c)
 		}
+		return
+	}
+	if join {
+		r.callJoins.Add(-1)
+	}
+	if reply {
+		c.replyError(errUnavailable, "the server is busy; try again", "call")
 	}
 }
 

@@ -62,7 +62,9 @@ func (h *hub) dispatchOrHold(c *client, req *request) {
 }
 
 // holdBehind marks that a request of c waits off the event loop: c's next
-// requests are queued until settled is called for it. c.mu is held.
+// requests are queued until settled is called for it. Call it once the
+// wait is under way (queued), with c.mu held: settled takes c.mu, so it
+// cannot run first, and a wait that could not start needs no undoing.
 func (h *hub) holdBehind(c *client) { c.held.Add(1) }
 
 // settled is called once a request of c that waited has been answered (or

@@ -95,7 +95,6 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 			return false
 		}
 		hash, try := m.set.Passcode, *jr
-		h.holdBehind(c) // c's next requests wait for the answer (held.go)
 		if !h.slow(func() {
 			defer h.settled(c)
 			if !auth.CheckPasscode(hash, try.passcode) {
@@ -106,9 +105,10 @@ func (h *hub) gate(sh *shard, r *room, c *client, jr *joinReq) bool {
 			try.passHash = hash
 			h.join(c, try)
 		}) {
-			c.held.Add(-1) // nothing waits after all; c.mu is held, so nothing was queued
 			c.replyJoinError(errUnavailable, "the server is busy checking passcodes; try again", r.name)
+			return false
 		}
+		h.holdBehind(c) // c's next requests wait for the answer (held.go)
 		return false
 	}
 	if m.set.Lobby {
