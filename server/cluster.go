@@ -195,7 +195,7 @@ func startCluster(ctx context.Context, h *hub, url string, extra []nats.Option, 
 		return nil, err
 	}
 	cl.members, err = broker.NewNATSMembers(broker.NATSMembersConfig{Conn: nc, Node: cl.node, Prefix: subjMembers,
-		View: memberView{cl}, Heartbeat: heartbeatEvery, DeadAfter: deadAfter, Paused: cl.degraded.Load,
+		View: memberView{cl}, Heartbeat: heartbeatEvery, DeadAfter: deadAfter, Paused: cl.outside,
 		Log: cl.log})
 	if err != nil {
 		nc.Close()
@@ -250,7 +250,7 @@ func (cl *cluster) setup(ctx context.Context) error {
 	cl.stream = st
 	cl.epoch = "c" + strconv.FormatInt(st.CachedInfo().Created.UnixMilli(), 36)
 	cl.msgs = broker.NewJetStream(broker.JetStreamConfig{JS: js, Stream: st, Prefix: subjMsg, CallPrefix: subjCall, Epoch: cl.epoch,
-		Node: cl.node, Timeout: publishTimeout, Patience: casPatience, Paused: func() bool { return !cl.online() }})
+		Node: cl.node, Timeout: publishTimeout, Patience: casPatience, Paused: cl.outside})
 	if err := cl.setupSettings(ctx); err != nil {
 		return fmt.Errorf("jetstream bucket %s: %w", settingsBucket, err)
 	}
@@ -337,6 +337,10 @@ func (cl *cluster) apply(m jetstream.Msg) {
 func (cl *cluster) online() bool {
 	return cl != nil && cl.ready.Load() && !cl.degraded.Load()
 }
+
+// outside is !online: the broker's Paused, for messages and membership
+// alike (no publishes, heartbeats or relays while it holds).
+func (cl *cluster) outside() bool { return !cl.online() }
 
 // close leaves the cluster: a bye event, so the others drop this node's
 // members at once instead of after deadAfter.

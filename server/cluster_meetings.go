@@ -141,11 +141,9 @@ func (h *hub) applySettingsEntry(name string, e settingsEntry, force bool) {
 }
 
 // command sends cmd about room to its node (cmd.Node), or to every other
-// node: nowhere standalone.
+// node (nowhere standalone: broker.Alone). Commands are a host's actions
+// and the SFU's speaker changes: a few a second at most.
 func (h *hub) command(room string, cmd roomCmd) {
-	if _, alone := h.members.(broker.Alone); alone {
-		return // nobody to tell: spare the encoding
-	}
 	b, _ := json.Marshal(cmd)
 	h.members.Command(room, b)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -196,13 +197,8 @@ func (m *NATSMembers) Live(node string) bool {
 // Nodes lists the other nodes heard from recently, sorted.
 func (m *NATSMembers) Nodes() []string {
 	m.nodesMu.Lock()
-	names := make([]string, 0, len(m.nodes))
-	for n := range m.nodes {
-		names = append(names, n)
-	}
-	m.nodesMu.Unlock()
-	slices.Sort(names)
-	return names
+	defer m.nodesMu.Unlock()
+	return slices.Sorted(maps.Keys(m.nodes))
 }
 
 // Dropped counts the changes the queue dropped because NATS did not take
