@@ -72,7 +72,6 @@ func (h *hub) applyInOrder(r *room, m streamMsg) {
 		return
 	}
 	r.seq = m.Seq
-	r.next = max(r.next, r.seq)
 	r.addHistory(m.Payload, h.cfg.HistorySize)
 	if len(r.members) > 0 {
 		b := append(newFrame(len(m.Payload)), m.Payload...)
@@ -232,11 +231,11 @@ func (cl *cluster) enterIsland(r *room) {
 // again. Deciding under the shard lock, which must be held, is what keeps
 // an island from starting after leaveIslands went past r (see regained).
 // A hub with no cluster has no island to run: it is refused.
-func (h *hub) islandSayLocked(r *room, c *client, m pendingMsg) bool {
+func (h *hub) islandSayLocked(r *room, m pendingMsg) bool {
 	cl := h.cl
 	switch {
 	case cl == nil:
-		h.storeRefused(c, broker.ErrOffline)
+		h.storeRefused(m.c, broker.ErrOffline)
 		return true
 	case cl.online():
 		return false

@@ -40,39 +40,48 @@ const forgetAfter = 24 * time.Hour
 // publish gives a message of from (nick) in r the next seq this node
 // knows of and hands it to the broker, which keeps it under that seq, or
 // (a broker shared with other nodes, whose message took the seq) under
-// the next free one. The shard lock is taken here.
-// Publishes are pipelined: the next may start before this one is kept,
-// and the broker keeps them in this order.
+// the next free one. The shard lock is taken here. Publishes are
+// pipelined: the next may start before this one is kept, and the broker
+// keeps them in this order.
 func (h *hub) publish(c *client, r *room, from, nick, text string, ts int64) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	seq := max(r.next, r.seq) + 1
-	frame, at := encodeMsg(r.name, seq, from, nick, text, ts)
-	gen := r.pubGen
-	m := pendingMsg{seq, from, nick, text, ts}
+	m := pendingMsg{c: c, seq: max(r.next, r.seq) + 1, gen: r.pubGen, from: from, nick: nick, text: text, ts: ts}
+	m.frame, m.at = encodeMsg(r.name, m.seq, from, nick, text, ts)
 	renumber := func(seq uint64) []byte {
 		f, at := encodeMsg(r.name, seq, m.from, m.nick, m.text, m.ts)
 		return f[at:]
 	}
-	err := h.msgs.Publish(r.name, r.epoch, broker.Message{Seq: seq, TS: ts, Payload: frame[at:]}, renumber, func(k broker.Kept, err error) {
-		h.published(r, gen, frame, at, c, k, err, m)
-	})
+	err := h.msgs.Publish(r.name, r.epoch, broker.Message{Seq: m.seq, TS: ts, Payload: m.frame[m.at:]}, renumber,
+		func(k broker.Kept, err error) { h.published(r, m, k, err) })
 	if err != nil {
 		h.storeRefused(c, err)
 		return
 	}
-	r.next = seq
+	r.next = m.seq
 	r.inflight++
 }
 
-// published runs on the broker's goroutine once a message of r is kept
-// (k: its seq, payload and lifetime), or lost with err: then every
-// message this node published after it fails too (the broker keeps a
-// node's messages in order, or not at all), and r's next seq is its last
-// delivered one's successor again; gen tells the first such failure from
-// the ones that follow it, which must not undo a seq given out since.
-// frame is the message as encoded for the seq it was published with.
+// pendingMsg is a message of c on its way through the broker: the seq it
+// was published with and the generation of r.next then, its frame as
+// encoded for that seq, and what it takes to publish it again.
+type pendingMsg struct {
+	c                *client
+	seq              uint64
+	gen              uint32
+	frame            []byte
+	at               int
+	from, nick, text string
+	ts               int64
+}
+
+// published runs on the broker's goroutine once m is kept (k: its seq,
+// payload and lifetime), or lost with err: then every message this node
+// published after it fails too (the broker keeps a node's messages in
+// order, or not at all), and r's next seq is its last delivered one's
+// successor again; m.gen tells the first such failure from the ones that
+// follow it, which must not undo a seq given out since.
 //
 // A message kept is delivered here if it follows what r's members have
 // received; otherwise (its predecessor is another node's, which this
@@ -81,11 +90,11 @@ func (h *hub) publish(c *client, r *room, from, nick, text string, ts int64) {
 // what was delivered here. A broker out of reach (ErrOffline) makes the
 // room run alone meanwhile (islandSayLocked); if it is back already, the
 // message is published again, after the ones that failed before it.
-func (h *hub) published(r *room, gen uint32, frame []byte, at int, c *client, k broker.Kept, err error, m pendingMsg) {
+func (h *hub) published(r *room, m pendingMsg, k broker.Kept, err error) {
 	sh := h.shardOf(r.name)
 	sh.mu.Lock()
 	r.inflight--
-	if err != nil && gen == r.pubGen {
+	if err != nil && m.gen == r.pubGen {
 		r.next = r.seq
 		r.pubGen++
 	}
@@ -95,37 +104,29 @@ func (h *hub) published(r *room, gen uint32, frame []byte, at int, c *client, k 
 		if k.Epoch != r.epoch || k.Seq != r.seq+1 || r.island != nil {
 			break // not next for r's members: the broker's order brings it
 		}
+		frame, at := m.frame, m.at
 		if k.Seq != m.seq { // renumbered
 			frame, at = finishFrame(append(newFrame(len(k.Payload)), k.Payload...))
 		}
 		r.seq = k.Seq
-		r.next = max(r.next, r.seq)
 		r.addHistory(frame[at:], h.cfg.HistorySize)
 		h.broadcast(r, frame, nil)
 	case errors.Is(err, broker.ErrOffline):
-		if again = !h.islandSayLocked(r, c, m); again {
+		if again = !h.islandSayLocked(r, m); again {
 			r.inflight++ // r stays in memory until it is published again
 		}
 	default:
-		h.storeRefused(c, err)
+		h.storeRefused(m.c, err)
 	}
 	h.dropIfEmpty(sh, r)
 	sh.mu.Unlock()
 	if again {
-		h.publish(c, r, m.from, m.nick, m.text, m.ts)
+		h.publish(m.c, r, m.from, m.nick, m.text, m.ts)
 		sh.mu.Lock()
 		r.inflight--
 		h.dropIfEmpty(sh, r)
 		sh.mu.Unlock()
 	}
-}
-
-// pendingMsg is what a publish needs to deliver, or publish again, a
-// message that its broker did not keep as it was.
-type pendingMsg struct {
-	seq              uint64
-	from, nick, text string
-	ts               int64
 }
 
 // storeRefused answers a say the broker did not keep.

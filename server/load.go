@@ -149,7 +149,7 @@ func (h *hub) finishLoad(r *room, rs broker.RoomState, set settingsEntry, key st
 // cluster's consumer read of r meanwhile (early) that is newer than it.
 // The shard lock is held.
 func (h *hub) applyLoaded(r *room, rs broker.RoomState) {
-	r.epoch, r.seq, r.next, r.streamSeq = rs.Epoch, rs.Seq, rs.Seq, rs.Mark
+	r.epoch, r.seq, r.streamSeq = rs.Epoch, rs.Seq, rs.Mark
 	r.history, r.histStart = nil, 0
 	for _, m := range rs.Recent {
 		r.addHistory(m.Payload, h.cfg.HistorySize)

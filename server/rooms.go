@@ -169,11 +169,13 @@ type room struct {
 	// (calls_change.go); atomic, as they are queued under c.mu only.
 	callJoins atomic.Int32
 
-	// Publishing (history.go): the last seq this node gave out, which
-	// runs ahead of seq (what members have received and the history ring
-	// holds) while publishes are in flight; how many are in flight (and
-	// settings changes), so the room stays in memory until they land; and
-	// the generation of next, bumped when a lost publish takes it back.
+	// Publishing (history.go): the last seq this node gave out in this
+	// lifetime (a publish takes the one after the larger of next and seq,
+	// what members have received and the history ring holds: next runs
+	// ahead while publishes are in flight, and is taken back to seq when
+	// one is lost); how many are in flight (and settings changes), so the
+	// room stays in memory until they land; and the generation of next,
+	// bumped when a lost publish takes it back.
 	next     uint64
 	inflight int
 	pubGen   uint32
@@ -538,7 +540,6 @@ func (h *hub) sayLocal(r *room, from, nick, text string) {
 // sayLocked is sayLocal with the shard lock held.
 func (h *hub) sayLocked(r *room, from, nick, text string) {
 	r.seq++
-	r.next = r.seq
 	frame, at := encodeMsg(r.name, r.seq, from, nick, text, time.Now().UnixMilli())
 	r.addHistory(frame[at:], h.cfg.HistorySize)
 	h.broadcast(r, frame, nil)
