@@ -41,7 +41,7 @@ func (cl *cluster) withoutGone(r *room, list []callPeer, node string) []callPeer
 			if p.c != nil && p.c.inRoom(r) {
 				out = append(out, p)
 			}
-		case !settled || cl.isLive(n):
+		case !settled || cl.members.Live(n):
 			out = append(out, p)
 		}
 	}

@@ -70,18 +70,6 @@ func (cl *cluster) sweeps() {
 	}
 }
 
-// isLive reports whether node is another node this one hears from; none
-// standalone.
-func (cl *cluster) isLive(node string) bool { return cl != nil && cl.members.Live(node) }
-
-// liveNodes counts the other nodes heard from recently.
-func (cl *cluster) liveNodes() int {
-	if cl == nil {
-		return 0
-	}
-	return len(cl.members.Nodes())
-}
-
 // dropNode takes every member of node out of every room, and its peers out
 // of every call.
 func (cl *cluster) dropNode(node string) {

@@ -134,7 +134,7 @@ func TestClusterStalledNATSDoesNotStallJoins(t *testing.T) {
 	stalled := startNodes(t, proxy.url(), 1, fast)[0]
 	other := startServer(t, func(c *Config) { c.NATS = ns.ClientURL(); fast(c) })
 	eventually(t, 10*time.Second, "nodes to see each other", func() bool {
-		return stalled.hub.cl.liveNodes() == 1 && other.hub.cl.liveNodes() == 1
+		return len(stalled.hub.members.Nodes()) == 1 && len(other.hub.members.Nodes()) == 1
 	})
 
 	z := dial(t, stalled)
@@ -331,7 +331,7 @@ func TestClusterSayDuringRejoin(t *testing.T) {
 		}
 	}
 	eventually(t, 15*time.Second, "the other node back in the cluster", func() bool {
-		return !nodes[1].hub.cl.degraded.Load() && nodes[1].hub.cl.liveNodes() == 1
+		return !nodes[1].hub.cl.degraded.Load() && len(nodes[1].hub.members.Nodes()) == 1
 	})
 	b.send(map[string]any{"type": "say", "room": "r", "text": "after"})
 	if m := a.waitFor("msg"); m.str("text") != "after" || m.num("seq") != 2 {
@@ -536,7 +536,7 @@ func TestClusterDeadNodesLeaveCalls(t *testing.T) {
 
 	crash(nodes[0])
 	eventually(t, 20*time.Second, "the dead node's members to leave", func() bool {
-		return nodes[1].hub.cl.liveNodes() == 0
+		return len(nodes[1].hub.members.Nodes()) == 0
 	})
 	if m := callJoinWithin(t, b, "r", 5*time.Second); m.str("type") != "call" {
 		t.Fatalf("a call join after the node of its peers was declared dead: %v", m)

@@ -59,7 +59,7 @@ func startNodes(t *testing.T, url string, n int, mutate func(*Config)) []*server
 	// Every node knows every other once heartbeats went round.
 	eventually(t, 10*time.Second, "nodes to see each other", func() bool {
 		for _, s := range nodes {
-			if s.hub.cl.liveNodes() != n-1 {
+			if len(s.hub.members.Nodes()) != n-1 {
 				return false
 			}
 		}
@@ -472,7 +472,7 @@ func TestClusterNATSRestart(t *testing.T) {
 		t.Fatalf("back in the cluster: %v", j)
 	}
 	eventually(t, 15*time.Second, "the nodes to see each other again", func() bool {
-		return nodes[0].hub.cl.liveNodes() == 1 && nodes[1].hub.cl.liveNodes() == 1
+		return len(nodes[0].hub.members.Nodes()) == 1 && len(nodes[1].hub.members.Nodes()) == 1
 	})
 	b.send(map[string]any{"type": "say", "room": "r", "text": "after"})
 	if m := a2.waitFor("msg"); m.str("text") != "after" || m.num("seq") != 2 {

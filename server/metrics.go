@@ -157,7 +157,7 @@ func (sc *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(sc.misdirected, st.misdirected.Load())
 	cl := sc.hub.cl
-	gauge(sc.clusterNodes, float64(cl.liveNodes()))
+	gauge(sc.clusterNodes, float64(len(sc.hub.members.Nodes())))
 	degraded := 0.0
 	if st.degraded.Load() {
 		degraded = 1
